@@ -1,0 +1,53 @@
+# edgepair: two set-up commands, `make demo` and `make test`, each installing what it needs (run as root on Debian).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# OS packages: footage for the demo (vtest.avi), etcd for the pair.
+APT_PACKAGES := opencv-doc etcd-server etcd-client
+STAMP := $(VENV)/.installed
+
+.PHONY: setup apt venv model demo test test-fast lint typecheck bench clean
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing OS packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: OS packages$$missing are missing; run as root or install them with apt-get" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cpu,dev]'
+	@touch $(STAMP)
+
+model: setup
+	$(BIN)/edgepair model install
+
+demo: setup model
+	$(BIN)/edgepair run --config cluster/examples/demo.yaml
+
+lint: venv
+	$(BIN)/ruff check actors cluster storage failover tests bench
+	$(BIN)/ruff format --check actors cluster storage failover tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest -q tests
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow" tests
+
+bench: setup model
+	$(BIN)/python bench/pipeline_fps.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
