@@ -147,7 +147,7 @@ class StorageConfig(Strict):
 
 class RuntimeConfig(Strict):
     num_cpus: int = Field(default=0, ge=0, le=256, description="CPUs given to the local Ray; 0 = all cores.")
-    inference_batch: int = Field(default=8, ge=1, le=64, description="Most frames run in one inference call.")
+    inference_batch: int = Field(default=4, ge=1, le=64, description="Most frames run in one inference call.")
     inflight: int = Field(default=2, ge=1, le=8, description="Frames per camera sent to inference ahead.")
     frame_queue: int = Field(default=2, ge=1, le=64, description="Frames a camera buffers; older ones are dropped.")
     watchdog_s: float = Field(default=10.0, gt=0, description="A source read hanging this long is reopened.")
