@@ -1,0 +1,73 @@
+"""Takeover time: from the fault on the leader node to the first camera running on the survivor.
+
+    PYTHONPATH=. python bench/takeover.py --runs 10 --ttl 2
+
+Real 3-member etcd on loopback (heartbeat 50 ms, election 500 ms), two ``failover.testnode`` processes, three
+cameras. Scenarios: ``sigkill`` (leader process killed) and ``sigstop`` (leader process frozen). Each run uses a
+fresh store id; the table gives median and max takeover, and the number of runs in which a camera ran on both nodes
+at once (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from failover.drill import CAMS, Pair, double_runs, wait_for
+from failover.etcd_cluster import EtcdCluster
+
+
+def one_run(cluster: EtcdCluster, workdir: Path, store: str, sig: int, ttl: float) -> tuple[float, int]:
+    pair = Pair(cluster, workdir / f"{store}.jsonl", store=store, ttl=ttl)
+    try:
+        pair.start("ws-a")
+        wait_for(pair.leaders, 15, "ws-a to lead")
+        pair.start("ws-b")
+        pair.wait_spread()
+        old = pair.leaders()[-1][0]
+        survivor = "ws-b" if old == "ws-a" else "ws-a"
+        mine = pair.running()[old]
+        pair.signal(old, sig)
+        fault = time.monotonic()
+        wait_for(lambda: pair.running()[survivor] == set(CAMS), 20, f"{survivor} to run every camera")
+        starts = [
+            e["mono"]
+            for e in pair.events()
+            if e["event"] == "start" and e["node"] == survivor and e["camera"] in mine and e["mono"] > fault
+        ]
+        return min(starts) - fault, len(double_runs(pair.events()))
+    finally:
+        pair.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="takeover time of the edgepair failover loop")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--ttl", type=float, default=2.0)
+    parser.add_argument("--scenarios", default="sigkill,sigstop")
+    args = parser.parse_args(argv)
+    sigs = {"sigkill": signal.SIGKILL, "sigstop": signal.SIGSTOP}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgepair-takeover-") as tmp:
+        with EtcdCluster(Path(tmp) / "etcd") as cluster:
+            for scenario in args.scenarios.split(","):
+                times, doubles = [], 0
+                for i in range(args.runs):
+                    took, dup = one_run(cluster, Path(tmp), f"{scenario}-{i}", sigs[scenario], args.ttl)
+                    times.append(took)
+                    doubles += dup > 0
+                    print(f"{scenario} run {i + 1}: {took:.2f}s", file=sys.stderr)
+                rows.append((scenario, len(times), statistics.median(times), max(times), doubles))
+    print(f"{'scenario':<10} {'runs':>4} {'median s':>9} {'max s':>7} {'double runs':>11}  (ttl {args.ttl:g}s)")
+    for scenario, n, med, mx, doubles in rows:
+        print(f"{scenario:<10} {n:>4} {med:>9.2f} {mx:>7.2f} {doubles:>11}")
+    return 1 if any(r[4] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

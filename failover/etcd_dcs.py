@@ -1,0 +1,282 @@
+"""``EtcdDCS``: the DCS rules of ``failover.dcs`` over etcd v3 with the pyetcd client.
+
+- One session lease per node (TTL rounded up to whole seconds; etcd raises a TTL below ceil(1.5 x election timeout),
+  so run etcd with ``--election-timeout 500`` for TTL 1); renewed by a keepalive each tick.
+- Leader: a transaction "create revision of ``leader`` == 0 → put bound to our lease"; the key's create revision is
+  the fencing token. The assignment is written in a transaction that compares the leader key's create revision
+  with the writer's token, so a deposed leader's write fails.
+- Every client failure is translated into ``DCSError`` here (``raise DCSError(...) from exc``).
+- pyetcd's own endpoint failover is sticky (a failed endpoint is retried only after 300 s), so ``EndpointRotator``
+  keeps one single-endpoint client per member and moves to the next endpoint at once when a call fails, trying each
+  endpoint at most once per call. A retried write may have been applied by the first attempt: the acquisition
+  checks "the key holds our name under our lease" on failure, the other writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from pyetcd import etcdrpc
+from pyetcd.client import Endpoint, MultiEndpointEtcd3Client, Transactions
+from pyetcd.exceptions import Etcd3Exception
+
+from cluster.errors import DCSError
+from failover.dcs import AbstractDCS, Assignment, Cluster, Leader, Member, QuorumProbe, Switchover
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Client: Any = MultiEndpointEtcd3Client  # untyped library class
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host:port`` or ``http://host:port`` → (host, port); raises DCSError on anything else."""
+    text = endpoint.split("://", 1)[-1].rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise DCSError(f"etcd endpoint must be host:port, got {endpoint!r}")
+    return host, int(port)
+
+
+class EndpointRotator:
+    """Calls go to the current endpoint; on failure the next one is tried at once (each at most once per call)."""
+
+    def __init__(self, endpoints: Sequence[str], timeout: float) -> None:
+        if not endpoints:
+            raise DCSError("no etcd endpoint given")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self.clients: list[Client] = []
+        for ep in self.endpoints:
+            host, port = parse_endpoint(ep)
+            # time_retry=0: pyetcd never refuses a failed endpoint; the rotation below decides where calls go.
+            self.clients.append(Client(endpoints=[Endpoint(host, port, secure=False, time_retry=0)], timeout=timeout))
+        self.index = 0
+
+    def call(self, what: str, fn: Callable[[Client], T]) -> T:
+        errors: list[str] = []
+        for _ in range(len(self.clients)):
+            client = self.clients[self.index]
+            try:
+                return fn(client)
+            except (Etcd3Exception, grpc.RpcError, ValueError) as exc:
+                errors.append(f"{self.endpoints[self.index]}: {_describe(exc)}")
+                self.index = (self.index + 1) % len(self.clients)
+                last = exc
+        raise DCSError(f"etcd {what} failed on every endpoint ({'; '.join(errors)})") from last
+
+    def close(self) -> None:
+        for client in self.clients:
+            try:
+                client.close()
+            except Exception as exc:  # closing must never raise
+                log.debug("closing etcd client: %s", exc)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else ""
+        return f"{getattr(code, 'name', code)} {details}".strip()
+    return str(exc) or type(exc).__name__
+
+
+class EtcdDCS(AbstractDCS):
+    """One node's view of the store in etcd. ``timeout`` is per request (default min(1 s, ttl / 6))."""
+
+    def __init__(self, endpoints: Sequence[str], store_id: str, ttl: float, timeout: float | None = None) -> None:
+        super().__init__(store_id, ttl)
+        self.timeout = timeout if timeout is not None else max(0.1, min(1.0, ttl / 6))
+        self.etcd = EndpointRotator(endpoints, self.timeout)
+        self.lease_ttl = max(1, math.ceil(ttl))
+        self.lease_id: int | None = None
+        self._member_lease: int | None = None
+
+    # -- reads -----------------------------------------------------------------------------------------------------
+
+    def get_cluster(self) -> Cluster:
+        kvs = self.etcd.call("read", lambda c: list(c.get_prefix(self.prefix)))
+        members: dict[str, Member] = {}
+        leader = assignment = switchover = None
+        paused = rebalance = False
+        for value, meta in kvs:
+            name = meta.key.decode()[len(self.prefix) :]
+            if name.startswith("members/"):
+                member = Member.from_json(value, session=meta.create_revision)
+                members[member.name] = member
+            elif name == "leader":
+                leader = Leader(value.decode(), meta.create_revision)
+            elif name == "assignment":
+                assignment = Assignment.from_json(value)
+            elif name == "pause":
+                paused = True
+            elif name == "switchover":
+                switchover = Switchover.from_json(value)
+            elif name == "rebalance":
+                rebalance = True
+        return Cluster(members, leader, assignment, paused, switchover, rebalance)
+
+    # -- session ---------------------------------------------------------------------------------------------------
+
+    def _grant(self) -> int:
+        lease = self.etcd.call("lease grant", lambda c: c.lease(self.lease_ttl))
+        self.lease_id = int(lease.id)
+        return self.lease_id
+
+    def renew(self) -> bool:
+        lease_id = self.lease_id
+        if lease_id is None:
+            self._grant()
+            return False
+        replies = self.etcd.call("lease keepalive", lambda c: list(c.refresh_lease(lease_id)))
+        if replies and replies[0].TTL > 0:
+            return True
+        log.warning("etcd lease %x of store %s had expired; granting a new one", lease_id, self.store_id)
+        self._grant()
+        return False
+
+    def _lease(self) -> int:
+        return self.lease_id if self.lease_id is not None else self._grant()
+
+    def touch_member(self, member: Member) -> int:
+        key = self.key("members", member.name)
+        lease = self._lease()
+        tx = Transactions()
+        if self._member_lease != lease:
+            # A key left by an older session of this node: delete it so the new session gets a new create revision.
+            _value, meta = self.etcd.call("member read", lambda c: c.get(key))
+            if meta is not None and meta.lease_id != lease:
+                mod = meta.mod_revision
+                self.etcd.call(
+                    "member cleanup",
+                    lambda c: c.transaction(compare=[tx.mod(key) == mod], success=[tx.delete(key)], failure=[]),
+                )
+        _ok, responses = self.etcd.call(
+            "member write",
+            lambda c: c.transaction(
+                compare=[], success=[tx.put(key, member.to_json(), lease=lease), tx.get(key)], failure=[]
+            ),
+        )
+        self._member_lease = lease
+        kvs = responses[1] if len(responses) > 1 else []
+        return int(kvs[0][1].create_revision) if kvs else 0
+
+    # -- leadership ------------------------------------------------------------------------------------------------
+
+    def attempt_to_acquire_leader(self, name: str) -> Leader | None:
+        key = self.key("leader")
+        lease = self._lease()
+        tx = Transactions()
+        ok, responses = self.etcd.call(
+            "leader create",
+            lambda c: c.transaction(
+                compare=[tx.create(key) == 0],
+                success=[tx.put(key, name, lease=lease), tx.get(key)],
+                failure=[tx.get(key)],
+            ),
+        )
+        kvs = responses[-1] if responses else []
+        if not kvs:
+            return None
+        value, meta = kvs[0]
+        if value.decode() != name:
+            return None
+        token = int(meta.create_revision)
+        if ok or meta.lease_id == lease:
+            return Leader(name, token)
+        # Our name under another lease: an earlier session of this node. Re-bind it to our lease, token kept.
+        ok, _ = self.etcd.call(
+            "leader re-take",
+            lambda c: c.transaction(
+                compare=[tx.create(key) == token, tx.value(key) == name],
+                success=[tx.put(key, name, lease=lease)],
+                failure=[],
+            ),
+        )
+        return Leader(name, token) if ok else None
+
+    def write_assignment(self, assignment: Assignment) -> bool:
+        leader_key, key = self.key("leader"), self.key("assignment")
+        tx = Transactions()
+        ok, _ = self.etcd.call(
+            "assignment write",
+            lambda c: c.transaction(
+                compare=[tx.create(leader_key) == assignment.token],
+                success=[tx.put(key, assignment.to_json())],
+                failure=[],
+            ),
+        )
+        return bool(ok)
+
+    def release_leader(self, leader: Leader) -> bool:
+        key = self.key("leader")
+        tx = Transactions()
+        ok, _ = self.etcd.call(
+            "leader release",
+            lambda c: c.transaction(compare=[tx.create(key) == leader.token], success=[tx.delete(key)], failure=[]),
+        )
+        return bool(ok)
+
+    def revoke(self) -> None:
+        """Revoke our session lease (member key and leader key vanish at once)."""
+        lease_id = self.lease_id
+        if lease_id is not None:
+            self.etcd.call("lease revoke", lambda c: c.revoke_lease(lease_id))
+            self.lease_id = None
+
+    # -- operator keys ---------------------------------------------------------------------------------------------
+
+    def _set(self, name: str, value: str | None) -> None:
+        key = self.key(name)
+        if value is None:
+            self.etcd.call(f"{name} delete", lambda c: c.delete(key))
+        else:
+            self.etcd.call(f"{name} write", lambda c: c.put(key, value))
+
+    def set_paused(self, paused: bool) -> None:
+        self._set("pause", "{}" if paused else None)
+
+    def request_switchover(self, candidate: str | None = None, leader: str | None = None) -> None:
+        self._set("switchover", Switchover(candidate, leader).to_json())
+
+    def clear_switchover(self) -> None:
+        self._set("switchover", None)
+
+    def set_rebalance(self, wanted: bool) -> None:
+        self._set("rebalance", "{}" if wanted else None)
+
+    # -- quorum probe ----------------------------------------------------------------------------------------------
+
+    def probe_quorum(self) -> QuorumProbe:
+        groups: dict[str, list[str]] = {"no_leader": [], "down": [], "with_leader": [], "unknown": []}
+        for ep in self.etcd.endpoints:
+            groups[probe_member(ep, self.timeout)].append(ep)
+        return QuorumProbe(total=len(self.etcd.endpoints), **{k: tuple(v) for k, v in groups.items()})
+
+    def close(self) -> None:
+        self.etcd.close()
+
+
+def probe_member(endpoint: str, timeout: float) -> str:
+    """``down`` (connection refused), ``unknown`` (no answer), ``no_leader`` or ``with_leader`` (its Status)."""
+    host, port = parse_endpoint(endpoint)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        return "down"
+    except OSError:
+        return "unknown"
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        status: Any = etcdrpc.MaintenanceStub(channel).Status(etcdrpc.StatusRequest(), timeout)
+    except grpc.RpcError:
+        return "unknown"
+    finally:
+        channel.close()
+    return "with_leader" if status.leader else "no_leader"

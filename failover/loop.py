@@ -1,0 +1,315 @@
+"""The HA loop: take a snapshot, ask ``decide``, apply the one action, log the reason, tell the runner what to run.
+
+Each tick, in this order: renew the session lease (the moment the request is sent becomes the fence's renewal
+time), write our member key (health, capacity, cameras running), read the cluster, decide, apply. Every DCS call may
+raise ``DCSError``; the tick then decides on "etcd unreachable".
+
+Fencing. A node runs a camera only under a valid token (see ``failover.decide``) and only while its fence deadline
+(``0.8 x ttl`` after the last renewal, on the monotonic clock) has not passed. The deadline is enforced by
+``FencedRunner``'s own timer thread, not by this loop, so a stuck loop still stops its cameras before its lease can
+have expired and before anyone else may start them.
+
+Etcd unreachable vs. "keep running on quorum loss" — how the two requirements are reconciled (Patroni's failsafe
+mode is the reference: keep the primary only while every peer can be confirmed):
+
+1. The lease cannot be renewed, and a majority of etcd members is *confirmed* out of any quorum: each either
+   answers a direct status request and reports no raft leader, or refuses the TCP connection (no process listens).
+   Then no majority can exist anywhere, nobody can create the leader key or write an assignment, and when a quorum
+   comes back etcd extends every lease by a full TTL plus the election timeout — so no other node can take our
+   cameras before we see the quorum again. The node keeps running the cameras it has, makes no new assignment,
+   says "no quorum: keeping ..." in its log and reports ``mode: failsafe`` in its status. Each confirmation pushes
+   the fence deadline like a renewal does (the confirmation is redone every tick).
+2. Anything else — every endpoint times out, or only a minority answers, or the members that answer still see a
+   raft leader (we are cut off from a cluster that works) — cannot be told apart from a partition in which the
+   peer holds a quorum and is about to take our cameras. The node keeps its cameras until the fence deadline,
+   then stops them all (``mode: fenced``), and starts nothing until it renews its lease again.
+
+So "keep running on quorum loss" holds when the loss is visible (members down or leaderless), which is the case of
+the witness and the peer's member failing; a silent network cut stops cameras instead of risking a double run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from cluster.errors import DCSError
+from failover.dcs import AbstractDCS, Cluster, Leader, Member, QuorumProbe
+from failover.decide import Action, Decision, Snapshot, decide
+from failover.fence import CameraRunner, Fenced, FencedRunner
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class HALoop:
+    """One node's HA loop. ``runner`` gets wrapped in an in-process ``FencedRunner`` unless it already fences."""
+
+    def __init__(
+        self,
+        dcs: AbstractDCS,
+        node_name: str,
+        cameras: Sequence[str] | Mapping[str, float],
+        capacity: int,
+        runner: CameraRunner,
+        clock: Clock | None = None,
+        ttl: float = 2.0,
+        loop_wait: float | None = None,
+        full_fps: float = 15.0,
+        healthy: bool = True,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1 camera, got {capacity}")
+        self.dcs = dcs
+        self.name = node_name
+        self.cameras: dict[str, float] = (
+            dict(cameras) if isinstance(cameras, Mapping) else dict.fromkeys(cameras, full_fps)
+        )
+        self.capacity = capacity
+        self.clock: Clock = clock or SystemClock()
+        self.ttl = ttl
+        self.loop_wait = loop_wait if loop_wait is not None else ttl / 5
+        self.healthy = healthy
+        self.own_fence: FencedRunner | None = None
+        if isinstance(runner, Fenced):
+            self.runner: Fenced = runner
+        else:
+            self.own_fence = FencedRunner(runner, ttl, node=node_name, monotonic=self.clock.monotonic)
+            self.runner = self.own_fence
+        self.session = 0
+        self.last_renewal = float("-inf")
+        self.leader: Leader | None = None
+        self.mode = "starting"
+        self.last: Decision | None = None
+        self.last_cluster: Cluster | None = None
+        self.last_probe: QuorumProbe | None = None
+        self._stop = threading.Event()
+
+    # -- one tick --------------------------------------------------------------------------------------------------
+
+    def run_once(self) -> Decision:
+        cluster, error = self._refresh()
+        probe = None
+        if cluster is None:
+            probe = self.dcs.probe_quorum()
+            if probe.quorum_impossible:
+                self._renewed(self.clock.monotonic())
+        decision = decide(self._snapshot(cluster, error, probe))
+        if decision.action is Action.ACQUIRE:
+            decision = self._acquire(decision)
+        self._apply(decision, cluster)
+        return decision
+
+    def _refresh(self) -> tuple[Cluster | None, str]:
+        sent = self.clock.monotonic()
+        try:
+            alive = self.dcs.renew()
+            if not alive and self.session:
+                stopped = self._stop_all()
+                log.warning(
+                    "%s: session lease had expired: leadership and member key lost, stopped %s",
+                    self.name,
+                    ", ".join(stopped) or "no camera",
+                )
+                self.leader = None
+            self._renewed(sent)
+            self.session = self.dcs.touch_member(self._member())
+            cluster = self.dcs.get_cluster()
+        except DCSError as exc:
+            return None, str(exc)
+        self.last_cluster = cluster
+        return cluster, ""
+
+    def _renewed(self, at: float) -> None:
+        self.last_renewal = at
+        self.runner.renewed(at)
+
+    def _member(self) -> Member:
+        mode = self.mode if self.mode in ("normal", "failsafe", "fenced") else "normal"
+        return Member(self.name, self.healthy, self.capacity, tuple(sorted(self.runner.running())), mode=mode)
+
+    def _snapshot(self, cluster: Cluster | None, error: str, probe: QuorumProbe | None) -> Snapshot:
+        self.last_probe = probe
+        return Snapshot(
+            me=self.name,
+            cameras=self.cameras,
+            running=frozenset(self.runner.running()),
+            cluster=cluster,
+            session=self.session,
+            healthy=self.healthy,
+            since_renewal=self.clock.monotonic() - self.last_renewal,
+            ttl=self.ttl,
+            dcs_error=error,
+            quorum=probe,
+        )
+
+    def _acquire(self, decision: Decision) -> Decision:
+        self._log(decision)
+        try:
+            leader = self.dcs.attempt_to_acquire_leader(self.name)
+            if leader is None:
+                return Decision(Action.FOLLOW, "leader key taken by another node first: following it")
+            self.leader = leader
+            log.info("%s: acquired leadership (token %d)", self.name, leader.token)
+            cluster = self.dcs.get_cluster()
+        except DCSError as exc:
+            return Decision(Action.WAIT, f"acquiring leadership failed: {exc}")
+        self.last_cluster = cluster
+        return decide(self._snapshot(cluster, "", None))
+
+    # -- applying --------------------------------------------------------------------------------------------------
+
+    def _apply(self, decision: Decision, cluster: Cluster | None) -> None:
+        self._log(decision)
+        act = decision.action
+        self.mode = {Action.FAILSAFE: "failsafe", Action.FENCE: "fenced", Action.WAIT: "unreachable"}.get(act, "normal")
+        try:
+            if act is Action.RELEASE and cluster is not None and cluster.leader is not None:
+                if self.dcs.release_leader(cluster.leader):
+                    log.info("%s: released leadership (token %d) for the switchover", self.name, cluster.leader.token)
+                self.dcs.clear_switchover()
+                self.leader = None
+                return
+            if act is Action.LEAD and cluster is not None and cluster.leader is not None:
+                self.leader = cluster.leader
+                if cluster.switchover is not None:
+                    if cluster.switchover.candidate == self.name:
+                        log.info("%s: switchover to this node done (token %d)", self.name, cluster.leader.token)
+                    else:
+                        log.info("%s: switchover asked for but no other healthy member: staying leader", self.name)
+                    self.dcs.clear_switchover()
+                if decision.assignment is not None:
+                    if not self.dcs.write_assignment(decision.assignment):
+                        log.warning(
+                            "%s: assignment refused: the leader key no longer has token %d; starting nothing",
+                            self.name,
+                            decision.assignment.token,
+                        )
+                        self.leader = None
+                        self._reconcile(decision.run or {}, decision.token, starts=False)
+                        return
+                    if cluster.rebalance:
+                        self.dcs.set_rebalance(False)
+            elif act is Action.FOLLOW:
+                self.leader = None
+        except DCSError as exc:
+            log.warning("%s: applying %s failed: %s; starting nothing this tick", self.name, act, exc)
+            if decision.run is not None:
+                self._reconcile(decision.run, decision.token, starts=False)
+            return
+        if act is Action.FENCE:
+            self._stop_all()
+        elif decision.run is not None:
+            self._reconcile(decision.run, decision.token, starts=True)
+
+    def _reconcile(self, run: dict[str, float], token: int, starts: bool) -> None:
+        for cam in sorted(self.runner.running() - set(run)):
+            log.info("%s: stopping %s", self.name, cam)
+            self.runner.stop_camera(cam)
+        if not starts:
+            return
+        running = self.runner.running()
+        for cam, fps in sorted(run.items()):
+            if cam not in running:
+                log.info("%s: starting %s at %.2f fps under token %d", self.name, cam, fps, token)
+            self.runner.start_camera(cam, fps, token)
+
+    def _stop_all(self) -> list[str]:
+        stopped = sorted(self.runner.running())
+        for cam in stopped:
+            self.runner.stop_camera(cam)
+        return stopped
+
+    def _log(self, decision: Decision) -> None:
+        last = self.last
+        level = logging.INFO if last is None or (last.action, last.reason) != (decision.action, decision.reason) else 0
+        if level:
+            log.log(level, "%s: %s", self.name, decision.reason)
+        else:
+            log.debug("%s: %s", self.name, decision.reason)
+        self.last = decision
+
+    # -- running ---------------------------------------------------------------------------------------------------
+
+    def run(self, max_ticks: int | None = None) -> None:
+        """Tick every ``loop_wait`` seconds until ``stop()`` (or ``max_ticks``). Never raises on DCS failures."""
+        if self.own_fence is not None:
+            self.own_fence.start()
+        ticks = 0
+        while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
+            started = self.clock.monotonic()
+            try:
+                self.run_once()
+            except DCSError as exc:  # pragma: no cover - run_once catches them; belt and braces
+                log.warning("%s: tick failed: %s", self.name, exc)
+            ticks += 1
+            self.clock.sleep(max(0.0, self.loop_wait - (self.clock.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self, release: bool = True) -> None:
+        """Stop the cameras, then (if leading) release leadership at once so the peer takes over without the TTL."""
+        self.stop()
+        self._stop_all()
+        if self.own_fence is not None:
+            self.own_fence.close()
+        if release and self.leader is not None:
+            try:
+                self.dcs.release_leader(self.leader)
+            except DCSError as exc:
+                log.warning("%s: releasing leadership on shutdown failed: %s", self.name, exc)
+
+    # -- operator actions ------------------------------------------------------------------------------------------
+
+    def switchover(self, to: str | None = None) -> None:
+        """Hand leadership over: as leader, delete the leader key now; otherwise ask the leader to."""
+        if to is not None and to == self.name:
+            raise DCSError(f"{self.name} cannot switch over to itself")
+        if self.leader is not None:
+            self.dcs.request_switchover(to, leader=self.name)
+            if self.dcs.release_leader(self.leader):
+                log.info("%s: released leadership (token %d) for a switchover", self.name, self.leader.token)
+            self.leader = None
+        else:
+            current = self._cluster_leader()
+            self.dcs.request_switchover(to, leader=current)
+
+    def pause(self) -> None:
+        self.dcs.set_paused(True)
+
+    def resume(self) -> None:
+        self.dcs.set_paused(False)
+
+    def status(self) -> dict[str, Any]:
+        """This node's own view: mode (normal, failsafe, unreachable, fenced), leader, token, cameras, last reason."""
+        return {
+            "node": self.name,
+            "mode": self.mode,
+            "leader": self.leader.name if self.leader else (self._cluster_leader()),
+            "token": self.leader.token if self.leader else None,
+            "session": self.session,
+            "running": sorted(self.runner.running()),
+            "reason": self.last.reason if self.last else "",
+            "quorum": self.last_probe.describe() if self.last_probe else "",
+        }
+
+    def _cluster_leader(self) -> str | None:
+        c = self.last_cluster
+        return c.leader.name if c is not None and c.leader is not None else None
