@@ -264,7 +264,9 @@ class EtcdCluster:
         ]
         self._close_log(member)
         member.log_file = open(member.log_path, "ab")
-        member.proc = subprocess.Popen(cmd, stdout=member.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        member.proc = subprocess.Popen(
+            cmd, stdout=member.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.info("etcd member %s started: pid %d, client %s", name, member.proc.pid, member.endpoint)
 
     def _wait_answering(self, names: list[str], timeout: float) -> None:

@@ -67,12 +67,15 @@ class RecordingRunner:
 def camera_process(conn: Connection, log_path: str, node: str, ttl: float) -> None:
     """The camera side: obey the loop's messages, fence on the deadline, stop everything when the loop is gone."""
     events = EventLog(log_path, node)
+    parent = os.getppid()  # the forked child also holds the loop's end of the pipe: EOF alone cannot tell us
     fenced = FencedRunner(
         RecordingRunner(events), ttl, node=node, on_fence=lambda cams: events.write("fence", cameras=cams)
     ).start()
     try:
         while True:
             try:
+                if os.getppid() != parent:  # the loop process died (SIGKILL): stop everything, exit
+                    break
                 if not conn.poll(0.01):
                     continue
                 msg = conn.recv()

@@ -1,0 +1,319 @@
+"""Camera capture with OpenCV: video files, RTSP and HTTP streams (thin I/O module).
+
+A reader thread pulls frames into a small ring buffer. When inference cannot keep up, the oldest frame is dropped
+and counted, never queued without bound (``fast`` file playback blocks instead: every frame is processed).
+A watchdog thread reopens a source whose read has hung (OpenCV's read can block far past its own timeout on a hung
+RTSP server); reconnects back off exponentially through tenacity; the camera reports its state while others run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_any, wait_exponential
+
+from cluster.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+EOS = "eos"  # end of a (non-looping) file
+
+
+@dataclass
+class FrameMeta:
+    camera_id: str
+    seq: int  # frames delivered by this capture, 0-based
+    index: int  # frame index in the source (files) or frames read (streams)
+    ts: float  # UTC epoch seconds of the frame
+    width: int
+    height: int
+
+
+@dataclass
+class CaptureStats:
+    state: str = "starting"  # starting, running, reconnecting, unreachable, ended, stopped
+    frames_read: int = 0
+    frames_delivered: int = 0
+    frames_dropped: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+    source_fps: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _open(source: str, is_stream: bool, timeout_ms: int) -> cv2.VideoCapture:
+    if not is_stream:
+        if not os.path.exists(source):
+            raise SourceError(f"video file {source} not found: check cameras[].source in the store config")
+        cap = cv2.VideoCapture(source)
+    else:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        what = "stream" if is_stream else "video file"
+        hint = "check the URL, the camera and the network" if is_stream else "is it a video OpenCV can decode?"
+        raise SourceError(f"cannot open {what} {source}: {hint}")
+    return cap
+
+
+class Capture:
+    """Frames of one camera, paced by ``playback``: ``fast``, ``realtime`` or ``live`` (files), natural (streams)."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        source: str,
+        *,
+        is_stream: bool = False,
+        fps: float | None = None,
+        playback: str = "realtime",
+        loop: bool = False,
+        queue_size: int = 2,
+        watchdog_s: float = 10.0,
+        max_backoff_s: float = 30.0,
+        unreachable_after: int = 5,
+        start_ts: float | None = None,
+    ) -> None:
+        self.camera_id = camera_id
+        self.source = source
+        self.is_stream = is_stream
+        self.target_fps = fps
+        self.playback = "realtime" if is_stream else playback
+        self.loop = loop
+        self.watchdog_s = watchdog_s
+        self.max_backoff_s = max_backoff_s
+        self.unreachable_after = unreachable_after
+        self.stats = CaptureStats()
+        self._queue: deque[tuple[np.ndarray, FrameMeta]] = deque()
+        self._queue_size = queue_size
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._last_progress = time.monotonic()
+        self._ended = False
+        self._seq = 0
+        self._start_ts = start_ts if start_ts is not None else time.time()
+        self._reader: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+
+    # --- public -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.is_stream:
+            # A file that cannot be opened is a config error, reported at once.
+            _open(self.source, False, 0).release()
+        self._spawn_reader()
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.camera_id}", daemon=True)
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self.stats.state = "stopped" if self.stats.state != "ended" else "ended"
+
+    def next(self, timeout: float = 1.0) -> tuple[np.ndarray, FrameMeta] | str | None:
+        """The oldest buffered frame, ``EOS`` at the end of a file, or None if none came within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                if self._ended:
+                    return EOS
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return None
+                self._cond.wait(left)
+            item = self._queue.popleft()
+            self._cond.notify_all()
+        self.stats.frames_delivered += 1
+        return item
+
+    # --- reader -------------------------------------------------------------------------------------------
+    def _spawn_reader(self) -> None:
+        self._generation += 1
+        self._last_progress = time.monotonic()
+        self._reader = threading.Thread(
+            target=self._read_loop, args=(self._generation,), name=f"capture-{self.camera_id}", daemon=True
+        )
+        self._reader.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.watchdog_s / 4)):
+            if self._ended or self.stats.state in ("reconnecting", "unreachable"):
+                continue
+            stalled = time.monotonic() - self._last_progress
+            if stalled > self.watchdog_s:
+                log.warning(
+                    "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.source
+                )
+                self.stats.last_error = f"read hung for {stalled:.0f} s"
+                self.stats.reconnects += 1
+                self._spawn_reader()  # the hung thread exits when its read returns: its generation is stale
+
+    def _connect(self, generation: int) -> cv2.VideoCapture:
+        attempts = 0
+
+        def attempt() -> cv2.VideoCapture:
+            nonlocal attempts
+            attempts += 1
+            if self._stop.is_set() or generation != self._generation:
+                raise _Abandon()
+            try:
+                return _open(self.source, self.is_stream, int(self.watchdog_s * 500))
+            except SourceError as exc:
+                self.stats.last_error = str(exc)
+                self.stats.state = "unreachable" if attempts >= self.unreachable_after else "reconnecting"
+                log.warning("camera %s: %s (attempt %d, retrying with backoff)", self.camera_id, exc, attempts)
+                raise
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(SourceError),
+            wait=wait_exponential(multiplier=0.5, max=self.max_backoff_s),
+            stop=stop_any(lambda _state: self._stop.is_set()),
+            sleep=lambda s: self._stop.wait(s),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except RetryError as exc:  # pragma: no cover - reraise=True makes this rare
+            raise SourceError(str(exc)) from exc
+
+    def _read_loop(self, generation: int) -> None:
+        try:
+            cap = self._connect(generation)
+        except (_Abandon, SourceError):
+            return
+        try:
+            self._read_frames(cap, generation)
+        finally:
+            cap.release()
+
+    def _read_frames(self, cap: cv2.VideoCapture, generation: int) -> None:
+        src_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        src_fps = src_fps if 1.0 <= src_fps <= 240.0 else 25.0
+        self.stats.source_fps = src_fps
+        fps = min(self.target_fps or src_fps, src_fps)
+        step = src_fps / fps  # source frames per delivered frame
+        n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.stats.state = "running"
+        index = -1
+        next_pick = 0.0
+        base_ts = self._start_ts
+        loop_offset = 0
+        wall0 = time.monotonic()
+        if self.playback == "live" and n_frames > 0:
+            self._read_live(cap, generation, src_fps, n_frames)
+            return
+        while not self._stop.is_set() and generation == self._generation:
+            ok, frame = cap.read()
+            self._last_progress = time.monotonic()
+            if generation != self._generation:
+                return
+            if not ok or frame is None:
+                if self.is_stream:
+                    self.stats.reconnects += 1
+                    self.stats.last_error = "stream ended or read failed"
+                    log.warning("camera %s: read failed on %s, reconnecting", self.camera_id, self.source)
+                    self.stats.state = "reconnecting"
+                    self._spawn_reader()
+                    return
+                if self.loop:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    loop_offset += index + 1
+                    base_ts += (index + 1) / src_fps
+                    index = -1
+                    next_pick = 0.0
+                    continue
+                with self._cond:
+                    self._ended = True
+                    self._cond.notify_all()
+                self.stats.state = "ended"
+                return
+            index += 1
+            self.stats.frames_read += 1
+            if index + 1e-9 < next_pick:
+                continue  # frame-rate control: this source frame is not one we process
+            next_pick += step
+            if self.is_stream:
+                ts = time.time()
+            else:
+                ts = base_ts + index / src_fps
+            if self.playback == "realtime" and not self.is_stream:
+                delay = (ts - self._start_ts) - (time.monotonic() - wall0)
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            h, w = frame.shape[:2]
+            meta = FrameMeta(self.camera_id, self._seq, index + loop_offset, ts, w, h)
+            self._seq += 1
+            self._put(frame, meta)
+
+    def _read_live(self, cap: cv2.VideoCapture, generation: int, src_fps: float, n_frames: int) -> None:
+        """Files played as a live camera: frame ``floor(t * fps) mod n`` at UTC time ``t``, looping.
+
+        Both workstations compute the same position from the clock alone, so they see the same frame at the same
+        moment, and the frame's timestamp is the time it is scheduled for.
+        """
+        pos = -1  # index of the last frame read in the file
+        step = src_fps / min(self.target_fps or src_fps, src_fps)
+        next_pick = math.floor(time.time() * src_fps / step) * step
+        while not self._stop.is_set() and generation == self._generation:
+            absolute = math.ceil(next_pick)
+            delay = absolute / src_fps - time.time()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            want = absolute % n_frames
+            if want <= pos:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                pos = -1
+            while pos + 1 < want:
+                if not cap.grab():
+                    break
+                pos += 1
+            ok, frame = cap.read()
+            self._last_progress = time.monotonic()
+            if generation != self._generation:
+                return
+            if not ok or frame is None:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                pos = -1
+                next_pick += step
+                continue
+            pos += 1
+            self.stats.frames_read += 1
+            late = time.time() * src_fps - absolute
+            if late > n_frames / 2:  # fell far behind (suspended): jump to now
+                next_pick = math.floor(time.time() * src_fps / step) * step
+            next_pick += step
+            h, w = frame.shape[:2]
+            meta = FrameMeta(self.camera_id, self._seq, absolute, absolute / src_fps, w, h)
+            self._seq += 1
+            self._put(frame, meta)
+
+    def _put(self, frame: np.ndarray, meta: FrameMeta) -> None:
+        with self._cond:
+            if self.playback == "fast" and not self.is_stream:
+                while len(self._queue) >= self._queue_size and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                    self._last_progress = time.monotonic()
+            while len(self._queue) >= self._queue_size:
+                self._queue.popleft()
+                self.stats.frames_dropped += 1
+            self._queue.append((frame, meta))
+            self._cond.notify_all()
+
+
+class _Abandon(Exception):
+    """The reader generation was replaced or the capture stopped while connecting."""
+
+
+def frame_interval(fps: float) -> float:
+    return 1.0 / fps if fps > 0 and math.isfinite(fps) else 0.1

@@ -1,0 +1,109 @@
+"""The one place where plain classes become Ray actors, with their names, resources and restart options."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors.worker import CameraWorker, InferenceServer
+from cluster.config import Config
+
+log = logging.getLogger(__name__)
+
+INFERENCE_OPTIONS: dict[str, Any] = {
+    "name": "inference",
+    "num_cpus": 1,
+    "max_concurrency": 64,  # callers wait in InferenceServer's batch queue, not in Ray's
+    "max_restarts": -1,
+}
+
+
+_started = 0
+
+
+def camera_options(camera_id: str, cpu: float, token: int = 0) -> dict[str, Any]:
+    # I/O-bound (decode + tracking): a fraction of a CPU, or it can stay pending forever without an error.
+    # The name is unique per start, so a camera stopped and started again never waits for its old name.
+    global _started
+    _started += 1
+    name = f"camera-{camera_id}-t{token}-{_started}"
+    return {"name": name, "num_cpus": cpu, "max_concurrency": 4, "max_restarts": -1}
+
+
+def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> None:
+    """A private local Ray for this node: its own temp dir, no dashboard, token auth with a token of its own."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    token_file = run_dir / "ray_auth_token"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_hex(32))
+        token_file.chmod(0o600)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray reads RAY_AUTH_MODE into its config when it is imported: refresh it, as ray.init does for its default.
+    from ray._raylet import Config as _RayConfig
+
+    _RayConfig.initialize("")
+    cpus = num_cpus or config.runtime.num_cpus or os.cpu_count() or 2
+    # Ray's temp dir holds a unix socket path: keep it short.
+    temp_dir = Path("/tmp") / f"ep-{config.store.id[:16]}-{config.node}-{os.getpid()}"
+    ray.init(
+        num_cpus=max(cpus, 2),
+        include_dashboard=False,
+        _temp_dir=str(temp_dir),
+        object_store_memory=256 * 1024 * 1024,
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
+    log.info("node %s: local Ray started with %d CPUs in %s", config.node, max(cpus, 2), temp_dir)
+
+
+def start_inference(config: Config, model_path: str) -> Any:
+    actor = ray.remote(InferenceServer).options(**INFERENCE_OPTIONS)
+    return actor.remote(config, model_path, config.runtime.inference_batch)
+
+
+class _RemoteDetect:
+    """Picklable submit/resolve pair that sends frames to the shared inference actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def submit(self, frame: Any) -> Any:
+        return self.handle.detect.remote(frame)
+
+    def resolve(self, ref: Any) -> Any:
+        return ray.get(ref)
+
+
+def start_camera(
+    config: Config,
+    camera_id: str,
+    inference: Any,
+    *,
+    token: int,
+    model_version: str,
+    fps: float | None = None,
+    fence_deadline: float | None = None,
+) -> Any:
+    n = max(1, len(config.cameras))
+    total = max(config.runtime.num_cpus or os.cpu_count() or 2, 2)
+    cpu = max(0.01, min(0.25, (total - 1) / n))
+    remote = _RemoteDetect(inference)
+    actor = ray.remote(CameraWorker).options(**camera_options(camera_id, cpu, token))
+    return actor.remote(
+        config,
+        camera_id,
+        remote.submit,
+        remote.resolve,
+        token=token,
+        model_version=model_version,
+        fps=fps,
+        fence_deadline=fence_deadline,
+    )

@@ -1,0 +1,347 @@
+"""Per-camera worker and the shared inference server: plain classes, turned into Ray actors in ``actors.ray_actors``.
+
+The camera worker owns its capture, tracker, lines, zones and segment writer. It sends frames to the shared
+inference server, keeping ``inflight`` frames ahead so that inference never waits for a camera, and cuts its events
+into segments, one per ``flush_interval_s`` window of frame time. Its loop starts in ``__init__``: when Ray restarts
+a killed worker, the new instance simply resumes with the source as it is now.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actors.analytics import CameraAnalytics
+from actors.capture import EOS, Capture, FrameMeta
+from actors.detections import Detections
+from actors.events import Event
+from actors.lines import LineCounter
+from actors.tracking import ByteTracker, TrackerConfig
+from actors.zones import PolygonZone
+from cluster.config import CameraConfig, Config
+from cluster.errors import EdgepairError, StorageError
+from storage.segments import SegmentWriter
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServer:
+    """Runs the detector for every camera of the node; concurrent calls are batched (up to ``max_batch``)."""
+
+    def __init__(self, config: Config, model_path: str, max_batch: int = 8) -> None:
+        from actors.inference import Detector
+
+        m = config.model
+        self.detector = Detector(
+            model_path, family=m.family, threshold=m.threshold, tiles=m.tiles, threads=m.threads or 0
+        )
+        self.max_batch = max_batch
+        self._lock = threading.Condition()
+        self._pending: deque[_Slot] = deque()
+        self.frames = 0
+        self.batches = 0
+        self.busy_s = 0.0
+        self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
+        self._thread.start()
+        log.info(
+            "inference: model %s family %s on %s", model_path, self.detector.family, self.detector.provider
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "provider": self.detector.provider,
+            "family": self.detector.family,
+            "model_sha256": self.detector.model_sha256,
+            "frames": self.frames,
+            "batches": self.batches,
+            "busy_s": round(self.busy_s, 3),
+        }
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        slot = _Slot(frame)
+        with self._lock:
+            self._pending.append(slot)
+            self._lock.notify_all()
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.result is not None
+        return slot.result
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._lock.wait()
+                batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+            t0 = time.perf_counter()
+            try:
+                results = self.detector.detect_batch([s.frame for s in batch])
+                for s, r in zip(batch, results, strict=True):
+                    s.result = r
+            except Exception as exc:  # reported to every caller of the batch
+                for s in batch:
+                    s.error = exc
+            self.busy_s += time.perf_counter() - t0
+            self.frames += len(batch)
+            self.batches += 1
+            for s in batch:
+                s.done.set()
+
+
+@dataclass
+class _Slot:
+    frame: np.ndarray
+    result: Detections | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def build_analytics(cam: CameraConfig, config: Config) -> CameraAnalytics:
+    t = config.tracking
+    tracker = ByteTracker(
+        TrackerConfig(
+            high_thresh=t.high_thresh,
+            low_thresh=t.low_thresh,
+            new_track_thresh=t.new_track_thresh,
+            match_iou=t.match_iou,
+            second_match_iou=t.second_match_iou,
+            min_hits=t.min_hits,
+            max_lost_s=t.max_lost_s,
+        )
+    )
+    lines = [
+        LineCounter(ln.id, cam.id, ln.start, ln.end, ln.in_point, hysteresis=ln.hysteresis, anchor=cam.anchor)
+        for ln in cam.lines
+    ]
+    zones = [
+        PolygonZone(z.id, cam.id, z.polygon, min_dwell_s=z.min_dwell_s, exit_grace_s=z.exit_grace_s, anchor=cam.anchor)
+        for z in cam.zones
+    ]
+    return CameraAnalytics(cam.id, tracker, lines, zones)
+
+
+@dataclass
+class _Window:
+    start: float
+    end: float
+    frames: int = 0
+    events: list[Event] = field(default_factory=list)
+
+
+class CameraWorker:
+    """One camera, end to end: capture, inference (remote), tracking, analytics, segments."""
+
+    def __init__(
+        self,
+        config: Config,
+        camera_id: str,
+        submit: Callable[[np.ndarray], Any],
+        resolve: Callable[[Any], Detections],
+        *,
+        token: int = 0,
+        model_version: str = "",
+        start_ts: float | None = None,
+        fps: float | None = None,
+        fence_deadline: float | None = None,
+        autostart: bool = True,
+    ) -> None:
+        self.config = config
+        self.cam = next(c for c in config.cameras if c.id == camera_id)
+        self.submit = submit
+        self.resolve = resolve
+        self.token = token
+        self.model_version = model_version
+        self.config_version = config.version()
+        rt = config.runtime
+        self.capture = Capture(
+            self.cam.id,
+            self.cam.source,
+            is_stream=self.cam.is_stream,
+            fps=fps or self.cam.fps,
+            playback=self.cam.playback,
+            loop=self.cam.loop,
+            queue_size=rt.frame_queue,
+            watchdog_s=rt.watchdog_s,
+            start_ts=start_ts,
+        )
+        self.analytics = build_analytics(self.cam, config)
+        self.writer = SegmentWriter(config.storage.data_dir, config.store.id, config.store.timezone, config.node)
+        self.interval = config.storage.flush_interval_s
+        self._window: _Window | None = None
+        self._unwritten: list[_Window] = []
+        # Fencing: with a deadline (time.monotonic(), shared by every process of the machine) the worker stops by
+        # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
+        self.fence_deadline = fence_deadline
+        self.fenced = False
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self.frames = 0
+        self.events = 0
+        self.segments = 0
+        self.error = ""
+        self.last_ts = 0.0
+        self.started_at = time.time()
+        self.first_frame_at = 0.0  # wall clock (epoch s) when the first / last frame finished processing
+        self.last_frame_at = 0.0
+        self._thread: threading.Thread | None = None
+        if autostart:
+            self.start()
+
+    # --- control (idempotent) --------------------------------------------------------------------------------
+    def start(self) -> bool:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"camera-{self.cam.id}", daemon=True)
+            self._thread.start()
+        return True
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Drain: finish the open visits, flush the open segment, stop the capture."""
+        self._stop.set()
+        self._done.wait(timeout)
+        return self.status()
+
+    def renew(self, deadline: float) -> bool:
+        """Push the fence deadline (monotonic seconds); returns False once the worker has fenced itself."""
+        if self.fence_deadline is not None:
+            self.fence_deadline = max(self.fence_deadline, deadline)
+        return not self.fenced
+
+    def _fence_expired(self) -> bool:
+        if self.fence_deadline is not None and time.monotonic() >= self.fence_deadline:
+            if not self.fenced:
+                self.fenced = True
+                log.warning("camera %s: fenced: lease not renewed in time, stopping (token %d)", self.cam.id, self.token)
+            return True
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+    def status(self) -> dict[str, Any]:
+        s = self.capture.stats
+        return {
+            "camera_id": self.cam.id,
+            "state": "fenced" if self.fenced else "ended" if self._done.is_set() and not self._stop.is_set() else s.state,
+            "token": self.token,
+            "done": self._done.is_set(),
+            "frames": self.frames,
+            "events": self.events,
+            "segments": self.segments,
+            "dropped": s.frames_dropped,
+            "reconnects": s.reconnects,
+            "error": self.error or s.last_error,
+            "fps": round(self.frames / max(1e-6, time.time() - self.started_at), 2),
+            "first_frame_at": self.first_frame_at,
+            "last_frame_at": self.last_frame_at,
+            "capture": asdict(s),
+        }
+
+    # --- loop --------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.capture.start()
+            self._loop()
+        except EdgepairError as exc:
+            self.error = str(exc)
+            log.error("camera %s: %s", self.cam.id, exc)
+        except Exception as exc:  # keep the node alive; report and stop this camera
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("camera %s: pipeline failed", self.cam.id)
+        finally:
+            self.capture.stop()
+            self._done.set()
+
+    def _loop(self) -> None:
+        inflight: deque[tuple[Any, FrameMeta]] = deque()
+        ended = False
+        while True:
+            if self._fence_expired():
+                break
+            while not ended and not self._stop.is_set() and len(inflight) < self.config.runtime.inflight:
+                item = self.capture.next(timeout=0.0 if inflight else 0.5)
+                if item == EOS:
+                    ended = True
+                elif item is None:
+                    break
+                else:
+                    frame, meta = item  # type: ignore[misc]
+                    inflight.append((self.submit(frame), meta))
+            if inflight:
+                ref, meta = inflight.popleft()
+                self._process(self.resolve(ref), meta)
+            elif ended or self._stop.is_set():
+                break
+            else:
+                self._flush_idle()
+        ts = self.last_ts or time.time()
+        self._add_events(self.analytics.finish(ts), ts)
+        self._flush(final=True)
+
+    def _process(self, dets: Detections, meta: FrameMeta) -> None:
+        _tracked, events = self.analytics.process(dets, meta.ts, meta.width, meta.height)
+        self.frames += 1
+        self.last_ts = meta.ts
+        self.last_frame_at = time.time()
+        if self.frames == 1:
+            self.first_frame_at = self.last_frame_at
+        self._roll_window(meta.ts)
+        assert self._window is not None
+        self._window.frames += 1
+        self._add_events(events, meta.ts)
+
+    def _add_events(self, events: list[Event], ts: float) -> None:
+        if not events:
+            return
+        if self._window is None:
+            self._roll_window(ts)
+        assert self._window is not None
+        self._window.events.extend(events)
+        self.events += len(events)
+
+    def _roll_window(self, ts: float) -> None:
+        if self._window is not None and ts < self._window.end:
+            return
+        if self._window is not None:
+            self._flush()
+        start = math.floor(ts / self.interval) * self.interval
+        self._window = _Window(round(start, 6), round(start + self.interval, 6))
+
+    def _flush_idle(self) -> None:
+        """A live source that stalls still closes its window once the wall clock has passed it."""
+        if self._window is not None and self.cam.playback != "fast" and time.time() > self._window.end + self.interval:
+            self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        if self._window is not None:
+            self._unwritten.append(self._window)
+            self._window = None
+        while self._unwritten:
+            w = self._unwritten[0]
+            try:
+                self.writer.write(
+                    self.cam.id,
+                    w.start,
+                    w.end,
+                    w.events,
+                    frames=w.frames,
+                    token=self.token,
+                    config_version=self.config_version,
+                    model_version=self.model_version,
+                )
+            except StorageError as exc:
+                self.error = str(exc)
+                log.error("camera %s: %s; keeping %d windows in memory", self.cam.id, exc, len(self._unwritten))
+                if final:
+                    raise
+                return
+            self._unwritten.pop(0)
+            self.segments += 1

@@ -1,0 +1,247 @@
+#!/usr/bin/python3
+"""Simulated IP cameras: video files served as live RTSP streams by GStreamer's RTSP server.
+
+Standalone on purpose (stdlib and PyGObject only, no edgepair imports): Debian's ``python3-gi`` works with
+``/usr/bin/python3``, not with the project's virtual environment, so tests and the demo run it as a subprocess::
+
+    /usr/bin/python3 cluster/camsim.py --port 8554 --stream cam-1=/path/a.avi --stream cam-2=/path/b.mp4
+
+Each camera is a producer pipeline that decodes its file at real time and loops it forever, running whether or not
+anyone watches, as a camera does (after the process was stopped, it skips to the present rather than catching up). Clients of ``rtsp://127.0.0.1:<port>/<name>`` share one RTSP media per camera: an
+``appsrc`` fed with the producer's current frame, timestamped on arrival, encoded with x264 (zerolatency, one key
+frame a second so that a new client decodes within a second) and payloaded as RTP/H.264.
+
+Prints ``READY rtsp://127.0.0.1:<port>/<name> ...`` on stdout once every file has been decoded and the server is
+listening (``--port 0`` picks a free port and the line names it). Errors go to stderr with exit status 1 (2 for bad
+arguments), a decoding error while serving included; SIGTERM and SIGINT stop it cleanly with exit status 0.
+Debian packages: gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-plugins-{base,good,bad,ugly}, gstreamer1.0-libav.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+PREROLL_TIMEOUT_S = 20
+PRODUCER = (
+    "filesrc name=file ! decodebin ! videoconvert ! videorate ! video/x-raw,format=I420{rate} "
+    "! appsink name=sink sync=true max-lateness=50000000 max-buffers=2 drop=true emit-signals=true"
+)
+ENCODER = (
+    "( appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
+    "! queue max-size-buffers=2 leaky=downstream "
+    "! x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} threads=2 "
+    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+)
+
+
+def log(message: str) -> None:
+    """One line on stderr (stdout carries only the READY line)."""
+    print(f"camsim: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One ``--stream NAME=PATH`` argument."""
+
+    name: str
+    path: str
+
+    @classmethod
+    def parse(cls, text: str) -> StreamSpec:
+        """Parse ``NAME=PATH``; raise ``argparse.ArgumentTypeError`` with what was expected and what came."""
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise argparse.ArgumentTypeError(f"stream name {name!r}: use letters, digits, '-', '_' or '.'")
+        if not os.path.isfile(path):
+            raise argparse.ArgumentTypeError(f"video file {path!r} not found")
+        return cls(name, os.path.abspath(path))
+
+
+class Camera:
+    """One looping producer pipeline whose frames are pushed into the ``appsrc`` of every prepared RTSP media."""
+
+    def __init__(self, spec: StreamSpec, fps: int, on_error: Callable[[str], None]) -> None:
+        self.spec = spec
+        self._on_error = on_error
+        rate = f",framerate={fps}/1" if fps > 0 else ""
+        pipeline = Gst.parse_launch(PRODUCER.format(rate=rate))
+        assert isinstance(pipeline, Gst.Pipeline)
+        self.pipeline = pipeline
+        self.pipeline.get_by_name("file").set_property("location", spec.path)
+        self.pipeline.get_by_name("sink").connect("new-sample", self._on_sample)
+        self._lock = threading.Lock()
+        self._sources: list[Gst.Element] = []
+        self._caps: Gst.Caps | None = None
+        self.frames = 0
+        self.loops = 0
+        bus = self.pipeline.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message", self._on_message)
+
+    def start(self) -> None:
+        """Decode the first frame (proves the file is playable), then play at real time."""
+        self.pipeline.set_state(Gst.State.PAUSED)
+        result, _state, _pending = self.pipeline.get_state(PREROLL_TIMEOUT_S * Gst.SECOND)
+        if result != Gst.StateChangeReturn.SUCCESS:
+            raise RuntimeError(
+                f"stream {self.spec.name}: cannot decode {self.spec.path} (preroll: {result.value_nick})"
+            )
+        self.pipeline.set_state(Gst.State.PLAYING)
+
+    def stop(self) -> None:
+        """Stop producing and forget the media sources."""
+        self.pipeline.set_state(Gst.State.NULL)
+        self.pipeline.get_bus().remove_signal_watch()
+        with self._lock:
+            self._sources.clear()
+
+    def attach(self, media: GstRtspServer.RTSPMedia) -> None:
+        """Feed a newly configured RTSP media until it is unprepared."""
+        src = media.get_element().get_by_name("src")
+        with self._lock:
+            if self._caps is not None:
+                src.set_property("caps", self._caps)
+            self._sources.append(src)
+        media.connect("unprepared", self._detach, src)
+        log(f"stream {self.spec.name}: media prepared")
+
+    def _detach(self, _media: GstRtspServer.RTSPMedia, src: Gst.Element) -> None:
+        with self._lock:
+            if src in self._sources:
+                self._sources.remove(src)
+        log(f"stream {self.spec.name}: media unprepared")
+
+    def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.OK
+        self.frames += 1
+        with self._lock:
+            if not self._sources:
+                return Gst.FlowReturn.OK
+            caps = sample.get_caps()
+            if self._caps is None or not caps.is_equal(self._caps):
+                self._caps = caps
+                for src in self._sources:
+                    src.set_property("caps", caps)
+            sources = list(self._sources)
+        buf = sample.get_buffer().copy()
+        buf.pts = buf.dts = Gst.CLOCK_TIME_NONE  # appsrc stamps it on arrival (do-timestamp): a live camera's clock
+        for src in sources:
+            src.emit("push-buffer", buf)  # a flushing or stopped media refuses it: nothing to do
+        return Gst.FlowReturn.OK
+
+    def _on_message(self, _bus: Gst.Bus, message: Gst.Message) -> None:
+        if message.type == Gst.MessageType.EOS:
+            self.loops += 1
+            # Back to the first frame: the flushing seek resets the running time, the sink keeps real time.
+            if not self.pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0):
+                log(f"stream {self.spec.name}: cannot seek {self.spec.path} back to the start")
+        elif message.type == Gst.MessageType.ERROR:
+            err, debug = message.parse_error()
+            self._on_error(f"stream {self.spec.name}: {err.message} ({debug})")
+
+
+def build_server(cameras: dict[str, Camera], host: str, port: int, kbps: int, gop: int) -> GstRtspServer.RTSPServer:
+    """An RTSP server with one shared media factory per camera, mounted at ``/<name>``.
+
+    RTP goes interleaved in the RTSP connection (TCP), as OpenCV's FFMPEG backend asks by default: the server binds
+    no UDP port (without an address pool those would listen on every interface). A client asking for UDP gets
+    ``461 Unsupported transport`` and falls back to TCP (ffmpeg, VLC and GStreamer clients do).
+    """
+    server = GstRtspServer.RTSPServer()
+    server.set_address(host)
+    server.set_service(str(port))
+    mounts = server.get_mount_points()
+    for name, camera in cameras.items():
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(ENCODER.format(kbps=kbps, gop=gop))
+        factory.set_shared(True)
+        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
+        factory.connect("media-configure", lambda _f, media, cam=camera: cam.attach(media))
+        mounts.add_factory(f"/{name}", factory)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, start the cameras and the server, serve until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(description="Serve video files as live, looping RTSP cameras.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8554, help="RTSP port, 0 for a free one (default: 8554)")
+    parser.add_argument("--stream", type=StreamSpec.parse, action="append", required=True, help="NAME=PATH, repeatable")
+    parser.add_argument("--fps", type=int, default=0, help="frame rate of every stream (default: the file's)")
+    parser.add_argument("--kbps", type=int, default=2000, help="H.264 bit rate (default: 2000)")
+    parser.add_argument("--gop", type=int, default=10, help="frames between key frames (default: 10)")
+    args = parser.parse_args(argv)
+    names = [s.name for s in args.stream]
+    if len(set(names)) != len(names):
+        parser.error(f"stream names must be unique, got {names}")
+
+    Gst.init(None)
+    loop = GLib.MainLoop()
+    errors: list[str] = []
+
+    def fail(message: str) -> None:
+        log(message)
+        errors.append(message)
+        loop.quit()
+
+    def shutdown(signame: str) -> bool:
+        log(f"{signame}: stopping")
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    # Dispatched once the loop runs: a signal during start-up stops the server right after its READY line.
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, shutdown, "SIGTERM")
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, shutdown, "SIGINT")
+    cameras = {s.name: Camera(s, args.fps, fail) for s in args.stream}
+    try:
+        for camera in cameras.values():
+            camera.start()
+    except RuntimeError as exc:
+        log(str(exc))
+        for camera in cameras.values():
+            camera.stop()
+        return 1
+    server = build_server(cameras, args.host, args.port, args.kbps, args.gop)
+    try:
+        source_id = server.attach(None)
+        error = "" if source_id else "the port is in use or the address is not local"
+    except GLib.Error as exc:
+        source_id, error = 0, exc.message
+    if not source_id:
+        log(f"cannot listen on {args.host}:{args.port}: {error}")
+        for camera in cameras.values():
+            camera.stop()
+        return 1
+
+    urls = " ".join(f"rtsp://{args.host}:{server.get_bound_port()}/{name}" for name in cameras)
+    print(f"READY {urls}", flush=True)
+    try:
+        loop.run()
+    finally:
+        server.client_filter(lambda _server, _client: GstRtspServer.RTSPFilterResult.REMOVE)
+        GLib.source_remove(source_id)
+        for camera in cameras.values():
+            camera.stop()
+        log("stopped: " + ", ".join(f"{n} {c.frames} frames, {c.loops} loops" for n, c in cameras.items()))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The ``edgepair`` command. Every expected failure prints one line (or one block) and exits non-zero, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from pathlib import Path
+
+from cluster.config import load_config
+from cluster.errors import ConfigError, EdgepairError
+
+log = logging.getLogger("edgepair")
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    cams = ", ".join(f"{c.id} ({len(c.lines)} lines, {len(c.zones)} zones)" for c in cfg.cameras)
+    print(f"{args.config}: valid. store {cfg.store.id} ({cfg.store.timezone}), cameras: {cams}; version {cfg.version()}")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from cluster import models
+
+    if args.action == "install":
+        info = models.install_default_model(force=args.force)
+        print(f"default model installed: {models.default_model_path()} (sha256 {info['sha256']})")
+    elif args.action == "path":
+        print(models.default_model_path())
+    else:
+        info = models.verify_installed()
+        print(json.dumps({"path": str(models.default_model_path()), **info}, indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cluster.runner import run_store
+    from storage.views import format_table, run_query
+
+    cfg = load_config(args.config)
+    if args.node:
+        cfg = cfg.model_copy(update={"node": args.node})
+    result = run_store(cfg)
+    print(f"\nedgepair run: store {cfg.store.id}, node {cfg.node}, {result.wall_s:.1f} s")
+    print(f"inference: {result.inference.get('provider')} ({result.inference.get('frames')} frames)")
+    for cam_id, s in result.cameras.items():
+        err = f"  ERROR: {s['error']}" if s.get("error") else ""
+        print(
+            f"  {cam_id}: {s.get('frames', 0)} frames, {s.get('events', 0)} events, {s.get('segments', 0)} segments,"
+            f" {s.get('dropped', 0)} dropped{err}"
+        )
+    data_dir, tz = cfg.storage.data_dir, cfg.store.timezone
+    sql = (
+        "SELECT camera_id, line_id, sum(ins) AS ins, sum(outs) AS outs FROM traffic_hourly "
+        "GROUP BY ALL ORDER BY ALL"
+    )
+    print("\nVisitor counts per line (all data in " + str(data_dir) + "):")
+    print(format_table(run_query(data_dir, tz, sql)))
+    sql = "SELECT camera_id, zone_id, visits, round(median_dwell_s, 1) AS median_dwell_s FROM zone_dwell ORDER BY ALL"
+    print("\nZone visits:")
+    print(format_table(run_query(data_dir, tz, sql)))
+    return 1 if result.failed else 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from storage.views import format_table, run_query
+
+    cfg = load_config(args.config)
+    table = run_query(cfg.storage.data_dir, cfg.store.timezone, args.sql)
+    if args.format == "json":
+        print(json.dumps(table.to_pylist(), default=str, indent=1))
+    elif args.format == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+    else:
+        print(format_table(table))
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from cluster.node import Node
+
+    cfg = load_config(args.config)
+    return Node(cfg, args.name).run()
+
+
+def _etcd_target(args: argparse.Namespace) -> tuple[list[str], str]:
+    if args.run_dir or not args.config:
+        from cluster.pair import load_state
+
+        state = load_state(Path(args.run_dir or "data/demo/pair"))
+        return list(state["endpoints"]), str(state["store"])
+    cfg = load_config(args.config)
+    if not cfg.cluster.etcd_endpoints:
+        raise ConfigError(f"{args.config}: cluster.etcd_endpoints is empty: name the store's 3 etcd members")
+    return cfg.cluster.etcd_endpoints, cfg.store.id
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from failover import admin
+
+    endpoints, store = _etcd_target(args)
+    st = admin.status(endpoints, store)
+    print(json.dumps(st, indent=2, default=str) if args.json else admin.format_status(st))
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from failover import admin
+
+    endpoints, store = _etcd_target(args)
+    if args.command == "switchover":
+        admin.switchover(endpoints, store, to=args.to)
+        print(f"switchover requested{' to ' + args.to if args.to else ''}")
+    elif args.command == "pause":
+        admin.pause(endpoints, store)
+        print("reassignment paused: cameras stay where they are until `edgepair resume`")
+    else:
+        admin.resume(endpoints, store)
+        print("reassignment resumed")
+    return 0
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    from cluster import pair
+
+    if args.action == "up":
+        if not args.config:
+            raise ConfigError("pair up needs --config (the store's YAML)")
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        state = pair.pair_up(Path(args.config), run_dir)
+        print(f"pair up: store {state['store']}, run dir {state['run_dir']}")
+        for name, v in state["nodes"].items():
+            print(f"  {name}: pid {v['pid']}, health {v['health']}, data {v['data_dir']}")
+        print(f"  etcd: {', '.join(state['endpoints'])}")
+        return 0
+    run_dir = Path(args.run_dir) if args.run_dir else pair.default_run_dir(load_config(args.config))
+    if args.action == "down":
+        pair.pair_down(run_dir)
+        print(f"pair down: every process of {run_dir} stopped")
+        return 0
+    state = pair.load_state(run_dir)
+    for name, v in state["nodes"].items():
+        h = pair.health(v["health"]) or {"healthy": False, "role": "unreachable"}
+        print(f"{name}: {h.get('role')} healthy={h.get('healthy')} cameras={h.get('cameras')} token={h.get('token')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgepair", description="On-premise store analytics on a workstation pair.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("--version", action="version", version="edgepair 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate-config", help="check a store config and print every error with its location")
+    s.add_argument("config", nargs="?", default=None, help="store YAML (or use --config)")
+    s.add_argument("--config", dest="config_opt", default=None)
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("model", help="the default detector: install (convert once, cache), info, path")
+    s.add_argument("action", choices=["install", "info", "path"])
+    s.add_argument("--force", action="store_true", help="convert again even if a valid copy is cached")
+    s.set_defaults(func=cmd_model)
+
+    s = sub.add_parser("run", help="run one workstation on every camera of the config (no etcd)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--node", default=None, help="node name (default: node: in the config)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("node", help="run this workstation's agent: etcd membership, cameras, health (long-running)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--name", required=True, help="this workstation's name in cluster.nodes")
+    s.set_defaults(func=cmd_node)
+
+    s = sub.add_parser("pair", help="a whole store on this machine: 3 etcd members and two nodes on loopback")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--config", default=None, help="store YAML")
+    s.add_argument("--run-dir", default=None, help="where pids, logs and node data go (default: <data_dir>/pair)")
+    s.set_defaults(func=cmd_pair)
+
+    for name, text in (
+        ("status", "leader, members, assignment and tokens of the store"),
+        ("switchover", "hand leadership over now (revoke, not wait for expiry)"),
+        ("pause", "freeze camera reassignment for maintenance"),
+        ("resume", "allow camera reassignment again"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--config", default=None, help="store YAML naming cluster.etcd_endpoints")
+        s.add_argument("--run-dir", default=None, help="a local pair's run dir instead of --config")
+        if name == "status":
+            s.add_argument("--json", action="store_true")
+            s.set_defaults(func=cmd_status)
+        else:
+            if name == "switchover":
+                s.add_argument("--to", default=None, help="the node to hand over to (default: the other one)")
+            s.set_defaults(func=cmd_admin)
+
+    s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
+    s.add_argument("sql")
+    s.add_argument("--config", required=True)
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=cmd_query)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is cmd_validate:
+        args.config = args.config or args.config_opt
+        if not args.config:
+            parser.error("validate-config needs the path of a store config")
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return int(args.func(args))
+    except EdgepairError as exc:
+        print(f"edgepair: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgepair: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

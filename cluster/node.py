@@ -1,0 +1,284 @@
+"""``edgepair node``: the one long-running process of a workstation.
+
+It joins etcd (``failover.HALoop``), runs its own private Ray (own temp dir and token: the two workstations share no
+Ray cluster, so neither is a single point of failure for the other), starts and stops camera actors as the
+assignment says, and serves ``/health`` (JSON) and ``/metrics`` (Prometheus text). SIGTERM drains: the cameras flush
+their open segments, leadership is handed over, the process exits 0.
+
+Fencing lives with the cameras: every camera actor has its own deadline on the machine's monotonic clock, pushed by
+each lease renewal of the HA loop. A frozen or cut-off agent cannot renew, so its cameras stop by themselves before
+its lease can have expired, even though they run in other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from cluster.config import Config
+from cluster.errors import ConfigError
+from cluster.runner import check_data_dir, load_detector_info, resolve_model
+from failover.fence import FENCE_FRACTION
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+class RayCameraRunner:
+    """The HA loop's runner (a ``Fenced`` runner): camera actors in this node's Ray, each with its own fence."""
+
+    def __init__(self, config: Config, inference: Any, model_version: str, ttl: float) -> None:
+        self.config = config
+        self.inference = inference
+        self.model_version = model_version
+        self.window = FENCE_FRACTION * ttl
+        self.deadline = float("-inf")
+        self.actors: dict[str, tuple[Any, float, int]] = {}
+        self.lock = threading.RLock()
+
+    def renewed(self, at: float) -> None:
+        with self.lock:
+            self.deadline = max(self.deadline, at + self.window)
+            for actor, _fps, _token in self.actors.values():
+                actor.renew.remote(self.deadline)
+
+    def start_camera(self, camera_id: str, fps: float, token: int) -> None:
+        from actors.ray_actors import start_camera
+
+        with self.lock:
+            if time.monotonic() >= self.deadline:
+                log.warning("node %s: not starting %s: fenced", self.config.node, camera_id)
+                return
+            current = self.actors.get(camera_id)
+            if current is not None and current[1:] == (fps, token):
+                return
+            if current is not None:
+                self.stop_camera(camera_id)
+            cam = next(c for c in self.config.cameras if c.id == camera_id)
+            actor = start_camera(
+                self.config,
+                camera_id,
+                self.inference,
+                token=token,
+                model_version=self.model_version,
+                fps=min(fps, cam.fps) if cam.fps and fps else (fps or None),
+                fence_deadline=self.deadline,
+            )
+            self.actors[camera_id] = (actor, fps, token)
+            log.info("node %s: started %s at %.1f fps under token %d", self.config.node, camera_id, fps, token)
+
+    def stop_camera(self, camera_id: str) -> None:
+        import ray
+
+        with self.lock:
+            entry = self.actors.pop(camera_id, None)
+        if entry is None:
+            return
+        actor = entry[0]
+        try:
+            status = ray.get(actor.stop.remote(), timeout=30)
+            log.info(
+                "node %s: stopped %s (%d frames, %d segments)",
+                self.config.node,
+                camera_id,
+                status.get("frames", 0),
+                status.get("segments", 0),
+            )
+        except Exception as exc:
+            log.warning("node %s: %s did not drain cleanly: %s", self.config.node, camera_id, exc)
+        ray.kill(actor, no_restart=True)
+
+    def running(self) -> set[str]:
+        with self.lock:
+            return set(self.actors)
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        import ray
+
+        with self.lock:
+            refs = {c: a.status.remote() for c, (a, _f, _t) in self.actors.items()}
+        out = {}
+        for cam, ref in refs.items():
+            try:
+                out[cam] = ray.get(ref, timeout=5)
+            except Exception as exc:
+                out[cam] = {"state": "restarting", "error": str(exc).splitlines()[0]}
+        return out
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fps = Gauge("edgepair_camera_fps", "Frames processed a second", ["camera"], registry=r)
+        self.frames = Gauge("edgepair_camera_frames", "Frames processed since the camera started", ["camera"], registry=r)
+        self.dropped = Gauge("edgepair_camera_dropped_frames", "Frames dropped (backpressure)", ["camera"], registry=r)
+        self.latency = Gauge("edgepair_inference_latency_seconds", "Mean inference time a frame", registry=r)
+        self.role = Gauge("edgepair_role_leader", "1 when this node leads", registry=r)
+        self.token = Gauge("edgepair_fencing_token", "Fencing token of the assignment this node runs", registry=r)
+        self.lag = Gauge("edgepair_replication_lag_seconds", "Replication lag to the peer", registry=r)
+        self.cameras = Gauge("edgepair_cameras_running", "Cameras running on this node", registry=r)
+
+
+class Node:
+    def __init__(self, config: Config, name: str, run_dir: Path | None = None) -> None:
+        if not config.cluster.etcd_endpoints:
+            raise ConfigError("cluster.etcd_endpoints is empty: a node needs etcd (use `edgepair run` without it)")
+        self.me = config.node_config(name)
+        data_dir = config.storage.data_dir
+        self.config = config.model_copy(update={"node": name})
+        self.run_dir = run_dir or data_dir.parent / f".run-{name}"
+        self.metrics = NodeMetrics()
+        self.stop_event = threading.Event()
+        self.started = time.time()
+        self.loop: Any = None
+        self.runner: RayCameraRunner | None = None
+        self.inference: Any = None
+        self.replicator: Any = None
+        self.health: dict[str, Any] = {"node": name, "healthy": False, "role": "starting", "version": VERSION}
+
+    # --- life cycle ---------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        import ray
+
+        from actors.ray_actors import start_inference, start_ray
+        from failover.etcd_dcs import EtcdDCS
+        from failover.loop import HALoop
+        from storage.segments import sweep_temp_files
+
+        cfg = self.config
+        model_path = resolve_model(cfg)
+        info = load_detector_info(cfg, model_path)
+        check_data_dir(cfg.storage.data_dir)
+        sweep_temp_files(cfg.storage.data_dir)
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, lambda *_: self.stop_event.set())
+        server = self._serve_http()
+        # etcd's gRPC channel first, then Ray: Ray starts its processes with fork+exec, which gRPC survives.
+        dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s)
+        start_ray(cfg, self.run_dir)
+        try:
+            self.inference = start_inference(cfg, str(model_path))
+            inf = ray.get(self.inference.info.remote())
+            log.info("node %s: inference on %s", self.me.name, inf["provider"])
+            self.runner = RayCameraRunner(cfg, self.inference, info["model_sha256"][:12], cfg.cluster.ttl_s)
+            cameras = {c.id: float(c.fps or 10.0) for c in cfg.cameras}
+            self.loop = HALoop(
+                dcs, self.me.name, cameras, self.me.capacity, self.runner, ttl=cfg.cluster.ttl_s
+            )
+            self._start_replication()
+            ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
+            ha.start()
+            while not self.stop_event.wait(1.0):
+                self._refresh_health()
+            log.info("node %s: draining (SIGTERM)", self.me.name)
+            self.loop.shutdown(release=True)
+            ha.join(timeout=10)
+        finally:
+            if self.replicator is not None:
+                self.replicator.stop()
+            dcs.close()
+            ray.shutdown()
+            server.shutdown()
+        log.info("node %s: stopped", self.me.name)
+        return 0
+
+    def _start_replication(self) -> None:
+        peers = [n for n in self.config.cluster.nodes if n.name != self.me.name]
+        if not peers:
+            return
+        try:
+            from storage.replication import Replicator
+        except ImportError:  # replication lands with its own issue
+            return
+        peer = peers[0]
+        self.replicator = Replicator(
+            self.config.storage.data_dir,
+            self.config.store.id,
+            self.me.name,
+            f"grpc://{peer.host}:{peer.flight_port}",
+            port=self.me.flight_port,
+        )
+        self.replicator.start()
+
+    # --- health and metrics -------------------------------------------------------------------------------------
+    def _refresh_health(self) -> None:
+        if self.loop is None or self.runner is None:
+            return
+        st = self.loop.status()
+        cams = self.runner.statuses()
+        m = self.metrics
+        for cam, s in cams.items():
+            m.fps.labels(cam).set(s.get("fps", 0))
+            m.frames.labels(cam).set(s.get("frames", 0))
+            m.dropped.labels(cam).set(s.get("dropped", 0))
+        tokens = [s.get("token", 0) for s in cams.values()]
+        m.role.set(1 if st.get("leader") == self.me.name else 0)
+        m.token.set(max(tokens) if tokens else (st.get("token") or 0))
+        m.cameras.set(len(cams))
+        lag = 0.0
+        if self.replicator is not None:
+            try:
+                lag = float(self.replicator.status().get("lag_s", 0.0))
+            except Exception:
+                lag = -1.0
+        m.lag.set(lag)
+        try:
+            import ray
+
+            inf = ray.get(self.inference.info.remote(), timeout=5)
+            m.latency.set(inf["busy_s"] / max(1, inf["frames"]))
+        except Exception:
+            pass
+        self.health = {
+            "node": self.me.name,
+            "healthy": st.get("mode") in ("normal", "failsafe"),
+            "mode": st.get("mode"),
+            "role": "leader" if st.get("leader") == self.me.name else "follower",
+            "leader": st.get("leader"),
+            "token": max(tokens) if tokens else st.get("token"),
+            "cameras": sorted(cams),
+            "camera_status": cams,
+            "replication_lag_s": lag,
+            "reason": st.get("reason"),
+            "version": VERSION,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    def _serve_http(self) -> ThreadingHTTPServer:
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/health"):
+                    body = json.dumps(node.health, default=str).encode()
+                    self.send_response(200 if node.health.get("healthy") else 503)
+                    self.send_header("Content-Type", "application/json")
+                elif self.path.startswith("/metrics"):
+                    body = generate_latest(node.metrics.registry)
+                    self.send_response(200)
+                    self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                else:
+                    body = b'{"error": "not found: use /health or /metrics"}'
+                    self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer((self.me.host, self.me.metrics_port), Handler)
+        threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+        log.info("node %s: health on http://%s:%d/health", self.me.name, self.me.host, self.me.metrics_port)
+        return server

@@ -1,0 +1,211 @@
+"""``edgepair pair up|down|status``: a whole store on one machine, for demos, drills and tests.
+
+``up`` starts 3 etcd members (ws-a, ws-b, witness) and two node agents (ws-a, ws-b) on loopback, each node with its
+own data dir, Ray and ports, and records every pid in ``<run_dir>/pair.json``; ``down`` stops them by pid (SIGTERM,
+which drains, then SIGKILL after a bound), never by name. Each node gets a derived config in the run dir: the
+store's cameras and settings, with ``cluster`` filled in for the local etcd and ports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cluster.config import Config, load_config
+from cluster.errors import EdgepairError
+
+log = logging.getLogger(__name__)
+
+NODES = ("ws-a", "ws-b")
+STATE = "pair.json"
+
+
+def default_run_dir(config: Config) -> Path:
+    return config.storage.data_dir / "pair"
+
+
+def _free_port() -> int:
+    from failover.etcd_cluster import free_port
+
+    return free_port()
+
+
+def node_config(config: Config, name: str, endpoints: list[str], ports: dict[str, dict[str, int]], base: Path) -> dict:
+    data = json.loads(config.model_dump_json())
+    data["node"] = name
+    data["storage"]["data_dir"] = str(base / name / "data")
+    data["cluster"] = {
+        "etcd_endpoints": [f"http://{e}" if "://" not in e else e for e in endpoints],
+        "ttl_s": config.cluster.ttl_s,
+        "nodes": [
+            {"name": n, "host": "127.0.0.1", "flight_port": p["flight"], "metrics_port": p["metrics"], "capacity": 16}
+            for n, p in ports.items()
+        ],
+    }
+    if data["model"]["path"] is None:
+        del data["model"]["path"]
+    return data
+
+
+def pair_up(config_path: Path, run_dir: Path | None = None, wait_s: float = 60.0) -> dict[str, Any]:
+    from failover.etcd_cluster import EtcdCluster
+
+    config = load_config(config_path)
+    run_dir = (run_dir or default_run_dir(config)).resolve()
+    state_file = run_dir / STATE
+    if state_file.exists() and any(_alive(p) for p in _pids(json.loads(state_file.read_text()))):
+        raise EdgepairError(f"a pair is already running from {run_dir}: run `edgepair pair down` first")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    etcd = EtcdCluster(run_dir / "etcd", names=(*NODES, "witness"))
+    etcd.start()
+    ports = {n: {"flight": _free_port(), "metrics": _free_port()} for n in NODES}
+    state: dict[str, Any] = {
+        "config": str(Path(config_path).resolve()),
+        "run_dir": str(run_dir),
+        "store": config.store.id,
+        "timezone": config.store.timezone,
+        "etcd": {n: {"pid": etcd.pid(n), "endpoint": etcd.endpoint(n)} for n in etcd.members},
+        "nodes": {},
+    }
+    for name in NODES:
+        cfg = node_config(config, name, etcd.endpoints, ports, run_dir)
+        cfg_path = run_dir / f"{name}.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        log_path = run_dir / f"{name}.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cluster.cli", "node", "--config", str(cfg_path), "--name", name],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=str(Path(__file__).resolve().parents[1]),
+            )
+        state["nodes"][name] = {
+            "pid": proc.pid,
+            "config": str(cfg_path),
+            "log": str(log_path),
+            "data_dir": cfg["storage"]["data_dir"],
+            "health": f"http://127.0.0.1:{ports[name]['metrics']}/health",
+            "flight": f"grpc://127.0.0.1:{ports[name]['flight']}",
+        }
+    state["endpoints"] = etcd.endpoints
+    _write_state(state_file, state)
+    _wait_healthy(state, wait_s)
+    return state
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise EdgepairError(f"no pair is running from {run_dir} (no {STATE}): start one with `edgepair pair up`") from None
+
+
+def health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            return dict(json.loads(exc.read()))
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_healthy(state: dict[str, Any], wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        hs = {n: health(v["health"]) for n, v in state["nodes"].items()}
+        if all(h and h.get("healthy") for h in hs.values()):
+            return
+        for n, v in state["nodes"].items():
+            if not _alive(v["pid"]):
+                tail = Path(v["log"]).read_text(errors="replace").strip().splitlines()[-5:]
+                raise EdgepairError(f"node {n} exited during start-up; its log {v['log']} ends with:\n" + "\n".join(tail))
+        time.sleep(0.5)
+    raise EdgepairError(f"the pair did not become healthy within {wait_s:.0f} s: see the logs in {state['run_dir']}")
+
+
+def _pids(state: dict[str, Any]) -> list[int]:
+    pids = [v["pid"] for v in state.get("nodes", {}).values()]
+    pids += [v["pid"] for v in state.get("etcd", {}).values() if v.get("pid")]
+    return pids
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a node's Ray processes), found through /proc."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def stop_pid(pid: int, term_timeout: float, sig: int = signal.SIGTERM) -> None:
+    if not _alive(pid):
+        return
+    kids = descendants(pid)
+    try:
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + term_timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for p in [pid, *kids]:
+        if _alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def pair_down(run_dir: Path) -> dict[str, Any]:
+    state = load_state(run_dir)
+    for name, v in state["nodes"].items():
+        log.info("stopping node %s (pid %d)", name, v["pid"])
+        stop_pid(v["pid"], term_timeout=45)
+    for name, v in state["etcd"].items():
+        if v.get("pid"):
+            log.info("stopping etcd member %s (pid %d)", name, v["pid"])
+            stop_pid(v["pid"], term_timeout=5)
+    (run_dir / STATE).rename(run_dir / "pair.stopped.json")
+    return state
