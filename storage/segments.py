@@ -259,23 +259,36 @@ class SegmentWriter:
         return True
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        """Write ``data`` to a temp file next to ``path``, fsync it, rename it into place, fsync the folder(s)."""
-        folder = path.parent
-        tmp = folder / f"{TEMP_PREFIX}{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        try:
-            created = _make_dirs(folder)
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, path)
-            # The new name lives in ``folder``; each folder created here lives in its parent.
-            for synced in dict.fromkeys([folder, *(p.parent for p in created)]):
-                _fsync_dir(synced)
-        except OSError as exc:
-            # If only a folder fsync failed, the file is already whole under its name: a retry finds it identical.
-            _remove_quietly(tmp)
-            raise StorageError(f"cannot write segment {path}: {exc.strerror or exc}; {_hint(exc, folder)}") from exc
+        write_atomic(path, data)
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of the file at ``path`` (read in 1 MiB chunks)."""
+    return _sha256_file(path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path``, fsync it, rename it into place, fsync the folder(s).
+
+    Used by the writer, replication (received files) and compaction. Raises StorageError on any OS error, leaving
+    no temporary file behind.
+    """
+    folder = path.parent
+    tmp = folder / f"{TEMP_PREFIX}{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    try:
+        created = _make_dirs(folder)
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        # The new name lives in ``folder``; each folder created here lives in its parent.
+        for synced in dict.fromkeys([folder, *(p.parent for p in created)]):
+            _fsync_dir(synced)
+    except OSError as exc:
+        # If only a folder fsync failed, the file is already whole under its name: a retry finds it identical.
+        _remove_quietly(tmp)
+        raise StorageError(f"cannot write segment {path}: {exc.strerror or exc}; {_hint(exc, folder)}") from exc
 
 
 def _make_dirs(folder: Path) -> list[Path]:

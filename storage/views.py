@@ -3,12 +3,26 @@
 Views (times in UTC are ``TIMESTAMPTZ``; ``*_local`` are plain ``TIMESTAMP`` in the store's time zone):
 
 - ``segments_raw``: every column of every segment file, plus the hive partitions ``store``, ``date`` (local date of
-  the window start), ``camera`` and ``filename``.
-- ``events``: one row per event, the segment columns plus ``ts_local``, ``local_date``, ``local_hour``.
+  the window start), ``camera`` and ``filename``. Raw: superseded and uncredited rows included (do not count it).
+- ``events_audit``: the rows of every *visible* file (not superseded by compaction) with ``credited``: true for the
+  one producer credited for that camera and instant (highest fencing token, tie: greatest node name; see
+  :mod:`storage.catalog`), false for the others (handover overlap, split brain).
+- ``events``: the credited rows only, each event exactly once: the segment columns plus ``ts_local``, ``local_date``,
+  ``local_hour``. ``visits``, ``traffic_hourly`` and ``zone_dwell`` are built on it.
 - ``visits``: one row per zone visit (from ``zone_exit`` events; enter = exit - dwell).
 - ``traffic_hourly``: line crossings in and out per camera, line, local date and local hour.
 - ``zone_dwell``: visits and mean/median/p90 dwell per camera and zone.
-- ``segment_meta``: one row per segment from the Parquet metadata, zero-event segments included: what was covered.
+- ``segment_meta``: one row per visible file from the Parquet metadata, zero-event segments included.
+- ``windows``: one row per claim (a segment's window, or a run of a compacted file): camera, window, node, token,
+  frames, ``credited`` (never outranked), ``credited_s``.
+- ``coverage``: per camera, local date and local hour, the seconds processed (credited claims, so overlaps count
+  once), ``share`` of the hour (0..1) and the ``nodes`` that processed them: a failover gap shows as share < 1.
+
+Snapshot rule: which files are superseded and which claims are outranked is computed from the catalog when the views
+are created. A file that appears later is read if it is a plain segment (treated as credited) and ignored if it is a
+compacted file (its sources stay on disk for the compaction grace period, so nothing is lost or seen twice). A
+connection kept open longer than the grace period must call :func:`create_views` again; :func:`run_query` uses a
+fresh connection per query.
 
 The file glob is expanded again by every query, so segments written after the views were created are seen; only
 views created while there was no segment at all stay empty until :func:`create_views` runs again (it is cheap, or
@@ -25,12 +39,24 @@ import duckdb
 import pyarrow as pa
 
 from cluster.errors import QueryError
+from storage.catalog import COMPACT_MARK, Catalog, CatalogState, credit_pieces
 from storage.schema import EVENT_SCHEMA, SegmentMeta
 from storage.segments import EVENTS_DIR, load_timezone
 
 log = logging.getLogger(__name__)
 
-VIEW_NAMES = ("segments_raw", "events", "visits", "traffic_hourly", "zone_dwell", "segment_meta")
+VIEW_NAMES = (
+    "segments_raw",
+    "events_audit",
+    "events",
+    "visits",
+    "traffic_hourly",
+    "zone_dwell",
+    "segment_meta",
+    "windows",
+    "coverage",
+)
+INTERNAL_SCHEMA = "_edgepair"
 
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -103,20 +129,100 @@ def _segment_meta_sql(data_dir: Path, tz: str) -> str:
                window_end - window_start AS covered_s,
                frames, rows, node, token, config_version, model_version, timezone, filename
         FROM m
+        WHERE {_VISIBLE.format(alias="m")}
     """
+
+
+_VISIBLE = (
+    "coalesce((SELECT f.live FROM " + INTERNAL_SCHEMA + ".files f WHERE f.filename = {alias}.filename),"
+    " NOT contains({alias}.filename, '" + COMPACT_MARK + "'))"
+)
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def _us(t: float) -> int:
+    return round(t * 1_000_000)
+
+
+def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: CatalogState) -> None:
+    """Load the catalog snapshot (visible files, lost pieces, claims, credited pieces) into the internal schema."""
+    root = Path(data_dir).resolve()
+    live = set(state.live_ids())
+    files = pa.table(
+        {
+            "filename": pa.array([str(root / e.relpath) for e in state.entries.values()], pa.string()),
+            "live": pa.array([k in live for k in state.entries], pa.bool_()),
+        }
+    )
+    live_entries = state.live()
+    credited, lost = credit_pieces(live_entries)
+
+    def pieces(ps: list) -> pa.Table:  # type: ignore[type-arg]
+        return pa.table(
+            {
+                "camera_id": pa.array([p.camera_id for p in ps], pa.string()),
+                "node": pa.array([p.node for p in ps], pa.string()),
+                "token": pa.array([p.token for p in ps], pa.int64()),
+                "p_start": pa.array([_us(p.start) for p in ps], pa.int64()).cast(_TS),
+                "p_end": pa.array([_us(p.end) for p in ps], pa.int64()).cast(_TS),
+            }
+        )
+
+    claims = [(e, r) for e in live_entries for r in e.claims()]
+    lost_s: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for p in lost:
+        lost_s.setdefault((p.camera_id, p.node, p.token), []).append((p.start, p.end))
+
+    def lost_in(cam: str, node: str, token: int, a: float, b: float) -> float:
+        return sum(max(0.0, min(b, y) - max(a, x)) for x, y in lost_s.get((cam, node, token), ()))
+
+    lost_len = [lost_in(e.camera_id, r.node, r.token, r.start, r.end) for e, r in claims]
+    claim_tbl = pa.table(
+        {
+            "camera_id": pa.array([e.camera_id for e, _ in claims], pa.string()),
+            "window_start": pa.array([_us(r.start) for _, r in claims], pa.int64()).cast(_TS),
+            "window_end": pa.array([_us(r.end) for _, r in claims], pa.int64()).cast(_TS),
+            "node": pa.array([r.node for _, r in claims], pa.string()),
+            "token": pa.array([r.token for _, r in claims], pa.int64()),
+            "frames": pa.array([r.frames for _, r in claims], pa.int64()),
+            "credited": pa.array([x < 1e-6 for x in lost_len], pa.bool_()),
+            "credited_s": pa.array([r.end - r.start - x for (_, r), x in zip(claims, lost_len, strict=True)]),
+            "segment_id": pa.array([e.segment_id for e, _ in claims], pa.string()),
+        }
+    )
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA}")
+    for name, tbl in (("files", files), ("lost", pieces(lost)), ("credited", pieces(credited)), ("claims", claim_tbl)):
+        con.register("_edgepair_tmp", tbl)
+        con.execute(f"CREATE OR REPLACE TABLE {INTERNAL_SCHEMA}.{name} AS SELECT * FROM _edgepair_tmp")
+        con.unregister("_edgepair_tmp")
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) -> None:
     """(Re)create every view of :data:`VIEW_NAMES` on ``con`` for the segments under ``data_dir``. Cheap."""
     load_timezone(timezone)  # ConfigError with a fix if the name is unknown
     tz = _literal(timezone)
+    _snapshot_tables(con, data_dir, Catalog(data_dir).scan())
     con.execute(f"CREATE OR REPLACE VIEW segments_raw AS {_segments_raw_sql(data_dir)}")
     schema_cols = ", ".join(f.name for f in EVENT_SCHEMA if f.name not in ("store_id", "camera_id", "ts"))
     con.execute(f"""
-        CREATE OR REPLACE VIEW events AS
+        CREATE OR REPLACE VIEW events_audit AS
         SELECT store_id, camera_id, ts, ts_local,
-               CAST(ts_local AS DATE) AS local_date, CAST(hour(ts_local) AS INTEGER) AS local_hour, {schema_cols}
-        FROM (SELECT *, ts AT TIME ZONE {tz} AS ts_local FROM segments_raw)
+               CAST(ts_local AS DATE) AS local_date, CAST(hour(ts_local) AS INTEGER) AS local_hour, {schema_cols},
+               credited, filename
+        FROM (
+            SELECT r.*, r.ts AT TIME ZONE {tz} AS ts_local, l.camera_id IS NULL AS credited
+            FROM segments_raw r
+            LEFT JOIN {INTERNAL_SCHEMA}.files f ON f.filename = r.filename
+            LEFT JOIN {INTERNAL_SCHEMA}.lost l
+              ON l.camera_id = r.camera_id AND l.node = r.node AND l.token = r.token
+             AND r.ts >= l.p_start AND r.ts < l.p_end
+            WHERE coalesce(f.live, NOT contains(r.filename, '{COMPACT_MARK}'))
+        )
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE VIEW events AS
+        SELECT store_id, camera_id, ts, ts_local, local_date, local_hour, {schema_cols}
+        FROM events_audit WHERE credited
     """)
     con.execute(f"""
         CREATE OR REPLACE VIEW visits AS
@@ -146,6 +252,25 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) 
         GROUP BY ALL
     """)
     con.execute(f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(data_dir, tz)}")
+    con.execute(f"""
+        CREATE OR REPLACE VIEW windows AS
+        SELECT camera_id, window_start, window_end, node, token, frames, credited, credited_s, segment_id
+        FROM {INTERNAL_SCHEMA}.claims
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE VIEW coverage AS
+        WITH p AS (
+            SELECT camera_id, node, p_start AT TIME ZONE {tz} AS a, p_end AT TIME ZONE {tz} AS b
+            FROM {INTERNAL_SCHEMA}.credited
+        ), h AS (
+            SELECT camera_id, node, a, b, unnest(range(date_trunc('hour', a), b, INTERVAL 1 HOUR)) AS h FROM p
+        )
+        SELECT camera_id, CAST(h AS DATE) AS local_date, CAST(hour(h) AS INTEGER) AS local_hour,
+               sum(epoch(least(b, h + INTERVAL 1 HOUR)) - epoch(greatest(a, h))) AS seconds_covered,
+               least(1.0, sum(epoch(least(b, h + INTERVAL 1 HOUR)) - epoch(greatest(a, h))) / 3600.0) AS share,
+               string_agg(DISTINCT node, ',' ORDER BY node) AS nodes
+        FROM h GROUP BY ALL
+    """)
     log.debug("created views %s over %s (time zone %s)", ", ".join(VIEW_NAMES), data_dir, timezone)
 
 

@@ -1,0 +1,216 @@
+"""Compaction: many 1-second segments become one file per camera and local hour, then per camera and local day.
+
+Rules (readers never see an event twice or not at all):
+
+1. Only closed periods are compacted (the period ended ``min_age_s`` ago), and only by the node with
+   ``compactor=True`` (the node agent passes it to one node of the pair, e.g. the first name in sorted order), so the
+   pair never builds two different compacted files of one period.
+2. A compacted file holds every row of its sources (all producers: crediting stays a read-time rule), keeps each
+   row's own ``segment_id``/``node``/``token``, and records the sources' coverage as *runs* (contiguous windows of
+   one producer, frames summed) plus the ids of compacted files it ``absorbed``. Its id is
+   ``<camera>.<period start ms>.<level>~<hash of the source ids>``; it is written atomically (temp, fsync, rename).
+3. From the moment it is named, the catalog treats its sources as *superseded* (:mod:`storage.catalog`) and the views
+   skip them; a view created before it existed ignores it (not in its snapshot) and still reads the sources.
+4. Sources are deleted only ``grace_s`` after the compacted file appeared (on each node, by :func:`compact` with any
+   ``compactor`` value), so a query that started before the switch still finds its files. Deleting them does not
+   make anti-entropy fetch them back: replication refuses a superseded segment.
+5. A segment arriving late for a compacted period stays live beside it until the next run compacts both into a new
+   file that absorbs the old one. Hour files of a closed day become one day file, so files per camera stay about one
+   a day plus the open day's hours (bounded further by retention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cluster.errors import StorageError
+from storage.catalog import COMPACT_MARK, Catalog, CatalogEntry, CatalogState, Run, runs_to_kv
+from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
+from storage.segments import EVENTS_DIR, PARQUET_COMPRESSION, load_timezone, local_date, write_atomic
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("hour", "day")
+
+
+@dataclass
+class CompactionReport:
+    """What one :func:`compact` run did."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def level_of(segment_id: str) -> str:
+    """``segment``, ``hour`` or ``day``."""
+    if COMPACT_MARK not in segment_id:
+        return "segment"
+    return segment_id.split(".")[2].split(COMPACT_MARK)[0]
+
+
+def period_start(epoch_s: float, tz_name: str, level: str) -> float:
+    """Start (UTC epoch) of the local hour or local day holding ``epoch_s``."""
+    tz = load_timezone(tz_name)
+    local = datetime.fromtimestamp(epoch_s, tz)
+    if level == "hour":
+        local = local.replace(minute=0, second=0, microsecond=0)
+    else:
+        local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return local.timestamp()
+
+
+def period_end(start: float, tz_name: str, level: str) -> float:
+    tz = load_timezone(tz_name)
+    local = datetime.fromtimestamp(start, tz)
+    if level == "hour":
+        return start + 3600.0
+    nxt = (local + timedelta(days=1, hours=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return nxt.timestamp()
+
+
+def merge_runs(runs: list[Run]) -> list[Run]:
+    """Merge runs of one producer that touch (end == next start) into one, frames summed."""
+    out: list[Run] = []
+    last: dict[tuple[str, int], int] = {}
+    for r in sorted(runs, key=lambda r: (r.node, r.token, r.start)):
+        k = (r.node, r.token)
+        if k in last and abs(out[last[k]].end - r.start) < 1e-6:
+            q = out[last[k]]
+            out[last[k]] = Run(q.start, max(q.end, r.end), q.node, q.token, q.frames + r.frames)
+        else:
+            last[k] = len(out)
+            out.append(r)
+    return sorted(out, key=lambda r: (r.start, r.node, r.token))
+
+
+def build_compacted(
+    data_dir: Path, sources: list[CatalogEntry], *, level: str, start: float, node: str
+) -> tuple[str, Path, bytes]:
+    """The id, path and Parquet bytes of the compacted file of ``sources`` (one camera, one period)."""
+    first = sources[0]
+    ids = sorted(e.segment_id for e in sources)
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    cid = f"{first.camera_id}.{round(start * 1000)}.{level}{COMPACT_MARK}{digest}"
+    tables = [pq.read_table(Path(data_dir) / e.relpath, schema=EVENT_SCHEMA) for e in sources]
+    table = pa.concat_tables(tables).replace_schema_metadata(None)
+    if table.num_rows:
+        order = pc.sort_indices(table, [("ts", "ascending"), ("segment_id", "ascending"), ("seq", "ascending")])
+        table = table.take(order)
+    runs = merge_runs([r for e in sources for r in e.claims()])
+    absorbed = {e.segment_id for e in sources if e.compacted} | {a for e in sources for a in e.absorbed}
+    meta = SegmentMeta(
+        segment_id=cid,
+        store_id=first.store_id,
+        camera_id=first.camera_id,
+        window_start=min(e.window_start for e in sources),
+        window_end=max(e.window_end for e in sources),
+        frames=sum(e.frames for e in sources),
+        node=node,
+        token=max(e.token for e in sources),
+        rows=table.num_rows,
+        config_version="compacted",
+        model_version="compacted",
+        timezone=first.timezone,
+    )
+    table = with_segment_meta(table, meta)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **runs_to_kv(runs, absorbed)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
+    tz = load_timezone(first.timezone)
+    path = (
+        Path(data_dir)
+        / EVENTS_DIR
+        / f"store={first.store_id}"
+        / f"date={local_date(start, tz)}"
+        / f"camera={first.camera_id}"
+        / f"{cid}.parquet"
+    )
+    return cid, path, sink.getvalue().to_pybytes()
+
+
+def _groups(
+    state: CatalogState, level: str, now: float, min_age_s: float
+) -> dict[tuple[str, float], list[CatalogEntry]]:
+    allowed = {"segment"} if level == "hour" else {"segment", "hour", "day"}
+    groups: dict[tuple[str, float], list[CatalogEntry]] = defaultdict(list)
+    for e in state.live():
+        if level_of(e.segment_id) not in allowed:
+            continue
+        start = period_start(e.window_start, e.timezone, level)
+        end = period_end(start, e.timezone, level)
+        if e.window_end > end + 1e-6 or end > now - min_age_s:
+            continue
+        groups[(e.camera_id, start)].append(e)
+    if level == "hour":
+        # an hour file already there for the period joins its late segments
+        for e in state.live():
+            if level_of(e.segment_id) == "hour":
+                key = (e.camera_id, period_start(e.window_start, e.timezone, "hour"))
+                if key in groups:
+                    groups[key].append(e)
+    return groups
+
+
+def compact(
+    data_dir: Path,
+    *,
+    node: str,
+    now: float | None = None,
+    compactor: bool = True,
+    min_age_s: float = 300.0,
+    day_min_age_s: float = 3600.0,
+    grace_s: float = 600.0,
+    max_groups: int = 10_000,
+) -> CompactionReport:
+    """Delete sources superseded for longer than ``grace_s``; if ``compactor``, compact closed hours then days.
+
+    Idempotent and safe to run periodically on both nodes (see the module rules). Errors on one group are logged
+    and reported; the others go on.
+    """
+    now = time.time() if now is None else now
+    report = CompactionReport()
+    catalog = Catalog(data_dir, node=node)
+    state = catalog.scan()
+    for old, new in sorted(state.superseded.items()):
+        new_path = Path(data_dir) / state.entries[new].relpath
+        try:
+            if time.time() - new_path.stat().st_mtime < grace_s:  # file times are wall-clock
+                continue
+            (Path(data_dir) / state.entries[old].relpath).unlink(missing_ok=True)
+        except OSError as exc:
+            report.errors.append(f"{old}: {exc}")
+            continue
+        report.deleted.append(old)
+    if report.deleted:
+        log.info("node %s: deleted %d superseded files", node, len(report.deleted))
+    if not compactor:
+        return report
+    for level, age in (("hour", min_age_s), ("day", day_min_age_s)):
+        state = catalog.scan()
+        done = 0
+        for (camera, start), sources in sorted(_groups(state, level, now, age).items()):
+            if (len(sources) == 1 and sources[0].compacted) or done >= max_groups:
+                continue
+            done += 1
+            try:
+                cid, path, data = build_compacted(data_dir, sources, level=level, start=start, node=node)
+                if not path.exists():
+                    write_atomic(path, data)
+            except (StorageError, OSError, pa.ArrowException) as exc:
+                log.error("node %s: camera %s: cannot compact %s at %s: %s", node, camera, level, start, exc)
+                report.errors.append(f"{camera}@{start}: {exc}")
+                continue
+            report.written.append(cid)
+            log.info("node %s: camera %s: compacted %d files into %s", node, camera, len(sources), cid)
+    return report

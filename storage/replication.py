@@ -1,0 +1,440 @@
+"""Replication of segment files between the two workstations over Apache Arrow Flight.
+
+Each node serves its files and pulls/pushes with its one peer. Rules:
+
+- Wire: ``do_action("catalog")`` returns the live catalog as JSON ``{id: sha256}``; ``do_get(Ticket(id))`` streams
+  the file's bytes as a one-column (``chunk: binary``) table; ``do_put`` with descriptor path ``[id, sha256]`` sends
+  one file. Replication is idempotent by id and checksum: receiving a file already held with the same sha256 is a
+  no-op.
+- Push: every file written locally (:meth:`Replicator.notify`) is pushed at once. A push that fails is not retried
+  by the pusher: the peer pulls what it lacks (anti-entropy), so nothing is lost and queues stay bounded.
+- Anti-entropy (pull): at start, after every reconnection and every ``anti_entropy_s``, a node compares the catalogs
+  and fetches each file it lacks, one by one (resumable: each file lands whole or not at all).
+- Receiving: the bytes must match the announced sha256, be readable Parquet with edgepair metadata whose id and
+  store match; the file is then written with temp + fsync + rename. A corrupt or truncated transfer is refused,
+  logged, counted and fetched again at the next anti-entropy.
+- Refusal (logged, counted, bytes kept in ``data_dir/refused/`` for audit, never silently dropped): a file past
+  retention; a segment superseded by a local compacted file; a *stale* segment: token T for window start w of camera
+  c is stale when the receiver holds a segment of c with token T' > T whose window starts at or before w (a newer
+  leadership had begun by w). Segments of an older token for earlier windows are accepted: they are the old leader's
+  legitimate work, replicated late.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+
+from cluster.errors import StorageError
+from storage.catalog import CATALOG_DIR, Catalog, CatalogEntry, CatalogState, compute_superseded, entry_from_file
+from storage.retention import expired
+from storage.segments import EVENTS_DIR, load_timezone, local_date, write_atomic
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+STATUS_NAME = "replication.json"
+REFUSED_DIR = "refused"
+_CHUNK_SCHEMA = pa.schema([pa.field("chunk", pa.binary())])
+
+
+class Refused(StorageError):
+    """A received file that the rules refuse (stale, superseded, expired); not retried."""
+
+
+@dataclass
+class PeerStatus:
+    """Replication health towards the peer, as :meth:`Replicator.status` reports it."""
+
+    peer: str
+    connected: bool = False
+    lag_s: float = 0.0
+    lag_segments: int = 0
+    pushed: int = 0
+    pulled: int = 0
+    refused: int = 0
+    corrupt: int = 0
+    last_error: str | None = None
+    last_sync: float | None = None
+    push_lags: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+class _Server(flight.FlightServerBase):  # type: ignore[misc]
+    def __init__(self, repl: Replicator, location: str) -> None:
+        super().__init__(location)
+        self.repl = repl
+
+    def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
+        if action.type != "catalog":
+            raise flight.FlightServerError(f"unknown action {action.type!r}")
+        yield flight.Result(json.dumps(self.repl.live_catalog()).encode())
+
+    def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
+        sid = ticket.ticket.decode()
+        data = self.repl.read_file(sid)
+        chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
+        return flight.RecordBatchStream(pa.table({"chunk": pa.array(chunks, pa.binary())}))
+
+    def do_put(self, context: Any, descriptor: flight.FlightDescriptor, reader: Any, writer: Any) -> None:
+        sid, sha = (p.decode() for p in descriptor.path)
+        data = b"".join(c.as_py() for c in reader.read_all().column("chunk"))
+        try:
+            self.repl.receive(sid, sha, data, source="push")
+        except Refused as exc:
+            raise flight.FlightServerError(f"refused: {exc}") from exc
+        except StorageError as exc:
+            raise flight.FlightServerError(f"rejected: {exc}") from exc
+
+
+class Replicator:
+    """Serves this node's files over Flight and keeps its peer's copy in step. ``start``/``stop``/``status``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store_id: str,
+        node: str,
+        peer_url: str,
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        retention_days: int = 0,
+        anti_entropy_s: float = 10.0,
+        call_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.store_id = store_id
+        self.node = node
+        self.peer_url = peer_url
+        self.location = f"grpc://{host}:{port}"
+        self.retention_days = retention_days
+        self.anti_entropy_s = anti_entropy_s
+        self.clock = clock
+        self._opts = flight.FlightCallOptions(timeout=call_timeout_s)
+        self._catalog = Catalog(self.data_dir, node=node)
+        self._lock = threading.RLock()
+        self._state = CatalogState()
+        self._queue: deque[tuple[str, float]] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._server: _Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._peer_missing: dict[str, float] = {}
+        self.peer = PeerStatus(peer=peer_url)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Scan the catalog, serve Flight on ``host:port`` and start the replication loop (thread)."""
+        self.rescan()
+        self._server = _Server(self, self.location)
+        serve = threading.Thread(target=self._server.serve, name=f"flight-{self.node}", daemon=True)
+        loop = threading.Thread(target=self._loop, name=f"repl-{self.node}", daemon=True)
+        self._threads = [serve, loop]
+        for t in self._threads:
+            t.start()
+        log.info("node %s: replication serving %s, peer %s", self.node, self.location, self.peer_url)
+
+    def stop(self) -> None:
+        """Stop the loop and the Flight server (bounded waits)."""
+        self._stop.set()
+        self._wake.set()
+        if self._server is not None:
+            self._server.shutdown()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._write_status()
+
+    def rescan(self, *, verify: bool = False) -> CatalogState:
+        """Re-read the catalog from the files (quarantining corrupt ones)."""
+        state = self._catalog.scan(verify=verify)
+        with self._lock:
+            self._state = state
+        return state
+
+    # ---- local side ------------------------------------------------------------------------------------------
+
+    def notify(self, segment_id: str, path: Path, sha256: str, written_at: float | None = None) -> None:
+        """A file was just written locally under its final name: catalog it and push it to the peer."""
+        entry = entry_from_file(Path(path), self.data_dir, sha256)
+        with self._lock:
+            self._state.entries[segment_id] = entry
+            self._queue.append((segment_id, self.clock() if written_at is None else written_at))
+            self._peer_missing.setdefault(segment_id, entry.window_end)
+        self._wake.set()
+
+    def live_catalog(self) -> dict[str, str]:
+        with self._lock:
+            return {e.segment_id: e.sha256 for e in self._state.live()}
+
+    def read_file(self, segment_id: str) -> bytes:
+        with self._lock:
+            entry = self._state.entries.get(segment_id)
+        if entry is None:
+            raise flight.FlightServerError(f"node {self.node} has no segment {segment_id}")
+        data = (self.data_dir / entry.relpath).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            self.rescan()
+            raise flight.FlightServerError(f"node {self.node}: segment {segment_id} failed its checksum")
+        return data
+
+    def receive(self, segment_id: str, sha256: str, data: bytes, *, source: str) -> bool:
+        """Verify and store one file from the peer; True if written, False if already held. Rules: module doc."""
+        with self._lock:
+            held = self._state.entries.get(segment_id)
+        if held is not None and held.sha256 == sha256:
+            return False
+        if hashlib.sha256(data).hexdigest() != sha256:
+            self.peer.corrupt += 1
+            raise StorageError(f"segment {segment_id} from {source}: sha256 mismatch ({len(data)} bytes)")
+        incoming = self.data_dir / CATALOG_DIR / "incoming" / secrets.token_hex(8) / f"{segment_id}.parquet"
+        write_atomic(incoming, data)
+        try:
+            try:
+                pq.read_table(incoming)
+                tmp_entry = entry_from_file(incoming, self.data_dir, sha256)
+            except (pa.ArrowException, OSError, StorageError) as exc:
+                self.peer.corrupt += 1
+                raise StorageError(f"segment {segment_id} from {source} is not a readable segment: {exc}") from exc
+            if tmp_entry.store_id != self.store_id:
+                self.peer.corrupt += 1
+                raise StorageError(f"segment {segment_id} belongs to store {tmp_entry.store_id}, not {self.store_id}")
+            if held is not None:
+                raise StorageError(
+                    f"segment {segment_id} held with another sha256 {held.sha256[:12]}; verify both copies"
+                )
+            reason = self._refusal(tmp_entry)
+            if reason:
+                self.peer.refused += 1
+                (self.data_dir / REFUSED_DIR).mkdir(parents=True, exist_ok=True)
+                os.replace(incoming, self.data_dir / REFUSED_DIR / f"{segment_id}.parquet")
+                log.warning(
+                    "node %s: camera %s: refused %s from %s: %s",
+                    self.node,
+                    tmp_entry.camera_id,
+                    segment_id,
+                    source,
+                    reason,
+                )
+                raise Refused(f"segment {segment_id}: {reason}")
+            tz = load_timezone(tmp_entry.timezone)
+            final = (
+                self.data_dir
+                / EVENTS_DIR
+                / f"store={self.store_id}"
+                / f"date={local_date(tmp_entry.window_start, tz)}"
+                / f"camera={tmp_entry.camera_id}"
+                / f"{segment_id}.parquet"
+            )
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(incoming, final)
+            _fsync_dir(final.parent)
+        finally:
+            incoming.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                incoming.parent.rmdir()
+        entry = entry_from_file(final, self.data_dir, sha256)
+        with self._lock:
+            self._state.entries[segment_id] = entry
+        log.debug("node %s: camera %s: stored %s from %s", self.node, entry.camera_id, segment_id, source)
+        return True
+
+    def _refusal(self, e: CatalogEntry) -> str | None:
+        if expired(e.window_end, self.retention_days, e.timezone, self.clock()):
+            return f"past retention ({self.retention_days} days)"
+        with self._lock:
+            entries = dict(self._state.entries)
+        entries[e.segment_id] = e
+        if e.segment_id in compute_superseded(entries):
+            return "superseded by a local compacted file"
+        if not e.compacted:
+            for other in entries.values():
+                if (
+                    other.camera_id == e.camera_id
+                    and not other.compacted
+                    and other.token > e.token
+                    and other.window_start <= e.window_start
+                ):
+                    return f"stale token {e.token}: token {other.token} already wrote from {other.window_start}"
+        return None
+
+    # ---- loop ------------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        client: flight.FlightClient | None = None
+        next_sync = 0.0
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if client is None:
+                    client = flight.FlightClient(self.peer_url)
+                if time.monotonic() >= next_sync:
+                    self._anti_entropy(client)
+                    next_sync = time.monotonic() + self.anti_entropy_s
+                self._push_queue(client)
+                self.peer.connected = True
+                backoff = 0.1
+            except (flight.FlightError, OSError, pa.ArrowException) as exc:
+                if self.peer.connected or self.peer.last_error != str(exc):
+                    log.warning("node %s: peer %s unreachable or failing: %s", self.node, self.peer_url, exc)
+                self.peer.connected = False
+                self.peer.last_error = f"{type(exc).__name__}: {exc}"
+                next_sync = 0.0  # anti-entropy again once reconnected
+                with self._lock:
+                    self._queue.clear()  # the peer pulls what it lacks
+                if client is not None:
+                    client.close()
+                client = None
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            self._write_status()
+            self._wake.wait(min(0.5, max(0.0, next_sync - time.monotonic())))
+            self._wake.clear()
+        if client is not None:
+            client.close()
+
+    def _push_queue(self, client: flight.FlightClient) -> None:
+        for _ in range(10_000):
+            with self._lock:
+                if not self._queue:
+                    return
+                sid, written_at = self._queue[0]
+                entry = self._state.entries.get(sid)
+            if entry is not None:
+                data = (self.data_dir / entry.relpath).read_bytes()
+                desc = flight.FlightDescriptor.for_path(sid, entry.sha256)
+                try:
+                    writer, _ = client.do_put(desc, _CHUNK_SCHEMA, options=self._opts)
+                    writer.write_table(pa.table({"chunk": pa.array([data], pa.binary())}, schema=_CHUNK_SCHEMA))
+                    writer.close()
+                    self.peer.pushed += 1
+                    self.peer.push_lags.append(self.clock() - written_at)
+                except flight.FlightServerError as exc:
+                    if "refused" not in str(exc):
+                        raise
+                    log.warning("node %s: peer refused %s: %s", self.node, sid, exc)
+            with self._lock:
+                self._queue.popleft()
+                self._peer_missing.pop(sid, None)
+
+    def _anti_entropy(self, client: flight.FlightClient) -> None:
+        results = list(client.do_action(flight.Action("catalog", b""), options=self._opts))
+        remote: dict[str, str] = json.loads(results[0].body.to_pybytes())
+        state = self.rescan()
+        local = {e.segment_id: e for e in state.live()}
+        with self._lock:
+            self._peer_missing = {sid: e.window_end for sid, e in local.items() if sid not in remote}
+        pulled = 0
+        for sid in sorted(remote):
+            if self._stop.is_set():
+                return
+            held = state.entries.get(sid)
+            if held is not None and held.sha256 == remote[sid]:
+                continue
+            if held is not None:
+                # same id, other bytes: verify ours; a corrupt copy is quarantined and fetched below
+                state = self.rescan(verify=True)
+                if sid in state.entries:
+                    continue
+            reader = client.do_get(flight.Ticket(sid.encode()), options=self._opts)
+            data = b"".join(c.as_py() for c in reader.read_all().column("chunk"))
+            try:
+                if self.receive(sid, remote[sid], data, source="pull"):
+                    pulled += 1
+            except Refused:
+                continue
+            except StorageError as exc:
+                self.peer.last_error = str(exc)
+                log.error("node %s: %s; will fetch again", self.node, exc)
+        self.peer.pulled += pulled
+        self.peer.last_sync = self.clock()
+        if pulled:
+            log.info("node %s: anti-entropy pulled %d files from %s", self.node, pulled, self.peer_url)
+
+    # ---- status ----------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Replication health: per peer, lag in seconds and segments, counters and the last error."""
+        now = self.clock()
+        with self._lock:
+            missing = list(self._peer_missing.values())
+            n_local = len(self._state.entries)
+        p = self.peer
+        p.lag_segments = len(missing)
+        p.lag_s = max(0.0, now - min(missing)) if missing else 0.0
+        return {
+            "node": self.node,
+            "store_id": self.store_id,
+            "segments": n_local,
+            "at": now,
+            "peers": {
+                p.peer: {
+                    "connected": p.connected,
+                    "lag_s": round(p.lag_s, 3),
+                    "lag_segments": p.lag_segments,
+                    "pushed": p.pushed,
+                    "pulled": p.pulled,
+                    "refused": p.refused,
+                    "corrupt": p.corrupt + self._catalog.corrupt_found,
+                    "last_error": p.last_error,
+                    "last_sync": p.last_sync,
+                }
+            },
+        }
+
+    def _write_status(self) -> None:
+        try:
+            write_atomic(self.data_dir / CATALOG_DIR / STATUS_NAME, json.dumps(self.status()).encode())
+        except StorageError as exc:
+            log.debug("node %s: cannot write replication status: %s", self.node, exc)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replication_status(data_dir: Path) -> dict[str, Any]:
+    """The last status a node's :class:`Replicator` wrote (for ``edgepair replication status``)."""
+    path = Path(data_dir) / CATALOG_DIR / STATUS_NAME
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise StorageError(f"no replication status at {path}: is the node running with this data folder?") from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read replication status {path}: {exc}") from exc
+
+
+def format_replication_status(status: dict[str, Any], now: float | None = None) -> str:
+    """A few lines for a terminal: one per peer with lag, counters and the last error."""
+    now = time.time() if now is None else now
+    age = now - float(status.get("at", now))
+    lines = [f"node {status['node']} (store {status['store_id']}): {status['segments']} files, status {age:.0f}s old"]
+    for peer, p in status["peers"].items():
+        state = "connected" if p["connected"] else "DISCONNECTED"
+        lines.append(
+            f"  peer {peer}: {state}, lag {p['lag_s']:.1f}s / {p['lag_segments']} segments,"
+            f" pushed {p['pushed']}, pulled {p['pulled']}, refused {p['refused']}, corrupt {p['corrupt']}"
+        )
+        if p.get("last_error"):
+            lines.append(f"    last error: {p['last_error']}")
+    return "\n".join(lines)

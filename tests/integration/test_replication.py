@@ -1,0 +1,154 @@
+"""Two real replicating node processes on loopback, each with its own data folder and Flight server.
+
+Counts are exact, from the deterministic writer of :mod:`storage.replnode` (cameras x windows x events).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from storage.catalog import Catalog
+from storage.replnode import TZ
+from storage.views import run_query
+
+REPO = Path(__file__).resolve().parents[2]
+K = 3
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Pair:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ports = {"ws-a": free_port(), "ws-b": free_port()}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def dir(self, node: str) -> Path:
+        return self.tmp / node
+
+    def start(self, node: str, *extra: str) -> subprocess.Popen[bytes]:
+        peer = "ws-b" if node == "ws-a" else "ws-a"
+        cmd = [sys.executable, "-m", "storage.replnode", "--data-dir", str(self.dir(node)), "--node", node]
+        cmd += ["--store", "s1", "--port", str(self.ports[node]), "--peer", f"grpc://127.0.0.1:{self.ports[peer]}"]
+        cmd += ["--events-per-segment", str(K), "--anti-entropy-s", "1", *extra]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        log = open(self.tmp / f"{node}.log", "ab")
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[node] = proc
+        return proc
+
+    def stop(self, node: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(node, None)
+        if proc is None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def catalog(self, node: str) -> dict[str, str]:
+        return {e.segment_id: e.sha256 for e in Catalog(self.dir(node)).scan().live()}
+
+    def count(self, node: str, sql: str = "SELECT count(*) AS n FROM events") -> int:
+        return int(run_query(self.dir(node), TZ, sql).column(0)[0].as_py())
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 45.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    for _ in range(100_000):
+        if cond():
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    try:
+        yield p
+    finally:
+        for node in list(p.procs):
+            p.stop(node, signal.SIGKILL)
+
+
+def writer_args(cams: str, windows: int, rate: float = 20.0, token: int = 1, first: int = 0) -> list[str]:
+    args = ["--write-cameras", cams, "--windows", str(windows), "--rate", str(rate), "--token", str(token)]
+    return [*args, "--first-window", str(first)]
+
+
+def converged(pair: Pair, n_files: int) -> Callable[[], bool]:
+    def check() -> bool:
+        a, b = pair.catalog("ws-a"), pair.catalog("ws-b")
+        return len(a) == n_files and a == b
+
+    return check
+
+
+def test_sigkilled_writer_leaves_no_partial_file_and_catalogs_converge(pair: Pair) -> None:
+    pair.start("ws-b")
+    pair.start("ws-a", *writer_args("cam-1,cam-2", 40, rate=20))
+    wait_for(lambda: len(pair.catalog("ws-a")) >= 20, what="ws-a to write 10 windows")
+    pair.stop("ws-a", signal.SIGKILL)
+    for path in (pair.dir("ws-a") / "events").rglob("*.parquet"):
+        pq.read_table(path)  # every named file is whole
+    pair.start("ws-a", *writer_args("cam-1,cam-2", 40, rate=50))
+    wait_for(converged(pair, 80), what="both catalogs to hold the same 80 files")
+    assert pair.count("ws-a") == pair.count("ws-b") == 2 * 40 * K
+
+
+def test_peer_down_then_back_catches_up_by_itself(pair: Pair) -> None:
+    pair.start("ws-a", *writer_args("cam-1,cam-2,cam-3", 30, rate=50))
+    wait_for(lambda: (pair.dir("ws-a") / "catalog" / "writer_done").exists(), what="ws-a to finish writing")
+    assert not pair.dir("ws-b").exists()
+    pair.start("ws-b")
+    wait_for(converged(pair, 90), what="ws-b to catch up")
+    assert pair.count("ws-b") == 3 * 30 * K
+
+
+def test_corrupt_file_is_detected_and_repaired_from_the_peer(pair: Pair) -> None:
+    pair.start("ws-b")
+    pair.start("ws-a", *writer_args("cam-1", 20, rate=50))
+    wait_for(converged(pair, 20), what="first convergence")
+    pair.stop("ws-b")
+    victim = sorted((pair.dir("ws-b") / "events").rglob("*.parquet"))[5]
+    good = pair.catalog("ws-a")
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated in place
+    pair.start("ws-b")
+    wait_for(lambda: pair.catalog("ws-b") == good, what="ws-b to repair the truncated file")
+    assert len(list((pair.dir("ws-b") / "quarantine").iterdir())) == 1
+    assert pair.count("ws-b") == 20 * K
+
+
+def test_split_brain_two_producers_one_window_count_once(pair: Pair) -> None:
+    # ws-a holds token 5 for windows 0..19, ws-b token 7 for windows 10..29 of the same camera: 10 windows overlap.
+    pair.start("ws-a", *writer_args("cam-1", 20, rate=50, token=5))
+    pair.start("ws-b", *writer_args("cam-1", 20, rate=50, token=7, first=10))
+    for node in ("ws-a", "ws-b"):
+        wait_for(lambda n=node: (pair.dir(n) / "catalog" / "writer_done").exists(), what=f"{node} writes")
+    # ws-b refuses ws-a's stale windows 10..19 (token 5 after token 7 began); ws-a accepts ws-b's.
+    wait_for(lambda: len(pair.catalog("ws-a")) == 40 and len(pair.catalog("ws-b")) == 30, what="replication")
+    for node in ("ws-a", "ws-b"):
+        assert pair.count(node) == 30 * K
+        assert pair.count(node, "SELECT count(DISTINCT (ts, track_id)) FROM events") == 30 * K
+        assert pair.count(node, "SELECT sum(seconds_covered) FROM coverage") == 30
+    assert pair.count("ws-a", "SELECT count(*) FROM events_audit WHERE NOT credited") == 10 * K
+    assert len(list((pair.dir("ws-b") / "refused").iterdir())) == 10

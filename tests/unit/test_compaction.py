@@ -1,0 +1,92 @@
+"""Compaction: hour then day files, exact counts before, during (a concurrent reader) and after; late segments."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from storage.catalog import Catalog
+from storage.compaction import compact, level_of
+from storage.replnode import DEFAULT_BASE, TZ, window_events
+from storage.retention import enforce_retention, expired
+from storage.segments import SegmentWriter
+from storage.views import open_dataset
+
+K = 2
+NOW = DEFAULT_BASE + 3 * 86400
+
+
+def write(w: SegmentWriter, cam: str, windows: range, token: int = 1) -> None:
+    for i in windows:
+        ws = DEFAULT_BASE + i
+        w.write(cam, ws, ws + 1, window_events(cam, DEFAULT_BASE, i, K, 1), frames=10, token=token,
+                config_version="c", model_version="m")  # fmt: skip
+
+
+def count(data: Path) -> int:
+    con = open_dataset(data, TZ)
+    try:
+        return int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def test_compaction_never_shows_an_event_twice_or_not_at_all(tmp_path: Path) -> None:
+    a, b = SegmentWriter(tmp_path, "s1", TZ, "ws-a"), SegmentWriter(tmp_path, "s1", TZ, "ws-b")
+    write(a, "cam-1", range(0, 120))  # spans hours 10:00..10:02 UTC; all in one local hour
+    write(a, "cam-1", range(3600, 3630))  # next hour
+    write(b, "cam-1", range(100, 130), token=2)  # overlap of 20 windows with a higher token
+    expected = (120 + 30 + 10) * K
+    assert count(tmp_path) == expected
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        for _ in range(10_000):
+            seen.append(count(tmp_path))
+            if stop.is_set():
+                return
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        report = compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=10**9, grace_s=600)
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert len(report.written) == 2 and report.errors == []
+    assert len(seen) >= 1 and set(seen) == {expected}
+    assert count(tmp_path) == expected
+    state = Catalog(tmp_path).scan()
+    assert len(state.superseded) == 180 and len(state.live()) == 2
+    report = compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=10**9, grace_s=0)
+    assert len(report.deleted) == 180
+    assert count(tmp_path) == expected
+    con = open_dataset(tmp_path, TZ)
+    assert con.execute("SELECT sum(seconds_covered) FROM coverage").fetchall() == [(160.0,)]
+    assert con.execute("SELECT count(*) FROM events_audit WHERE NOT credited").fetchall() == [(20 * K,)]
+
+
+def test_late_segment_is_merged_and_days_roll_up(tmp_path: Path) -> None:
+    a = SegmentWriter(tmp_path, "s1", TZ, "ws-a")
+    write(a, "cam-1", range(0, 10))
+    compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=10**9, grace_s=0)
+    write(a, "cam-1", range(10, 15))  # late for the compacted hour
+    assert count(tmp_path) == 15 * K
+    compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=10**9, grace_s=0)
+    compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=10**9, grace_s=0)
+    assert count(tmp_path) == 15 * K
+    write(a, "cam-1", range(7200, 7205))
+    compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=0, grace_s=0)
+    compact(tmp_path, node="ws-a", now=NOW, min_age_s=0, day_min_age_s=0, grace_s=0)
+    files = sorted(p.stem for p in (tmp_path / "events").rglob("*.parquet"))
+    assert [level_of(f) for f in files] == ["day"]
+    assert count(tmp_path) == 20 * K
+
+
+def test_retention_deletes_old_files_and_refuses_them(tmp_path: Path) -> None:
+    write(SegmentWriter(tmp_path, "s1", TZ, "ws-a"), "cam-1", range(0, 3))
+    assert enforce_retention(tmp_path, days=7, timezone=TZ, node="ws-a", now=NOW) == []
+    assert len(enforce_retention(tmp_path, days=2, timezone=TZ, node="ws-a", now=NOW)) == 3
+    assert expired(DEFAULT_BASE + 3, 2, TZ, NOW) and not expired(DEFAULT_BASE + 3, 7, TZ, NOW)
+    assert count(tmp_path) == 0
