@@ -178,6 +178,7 @@ class CameraWorker:
         self.interval = config.storage.flush_interval_s
         self._window: _Window | None = None
         self._unwritten: list[_Window] = []
+        self._written: list[tuple[str, str, str, float]] = []  # (segment id, path, sha256, written at) to replicate
         # Fencing: with a deadline (time.monotonic(), shared by every process of the machine) the worker stops by
         # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
         self.fence_deadline = fence_deadline
@@ -222,6 +223,11 @@ class CameraWorker:
                 log.warning("camera %s: fenced: lease not renewed in time, stopping (token %d)", self.cam.id, self.token)
             return True
         return False
+
+    def drain_written(self) -> list[tuple[str, str, str, float]]:
+        """Segments written since the last call, for the node's replicator to push to the peer at once."""
+        out, self._written = self._written, []
+        return out
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
@@ -327,7 +333,7 @@ class CameraWorker:
         while self._unwritten:
             w = self._unwritten[0]
             try:
-                self.writer.write(
+                info = self.writer.write(
                     self.cam.id,
                     w.start,
                     w.end,
@@ -345,3 +351,6 @@ class CameraWorker:
                 return
             self._unwritten.pop(0)
             self.segments += 1
+            if not info.existed:
+                self._written.append((info.segment_id, str(info.path), info.sha256, time.time()))
+                del self._written[:-10_000]  # bounded: the replicator's anti-entropy catches up with the rest

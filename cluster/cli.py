@@ -156,6 +156,24 @@ def cmd_pair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replication(args: argparse.Namespace) -> int:
+    from storage.replication import format_replication_status, replication_status
+
+    dirs: list[Path] = []
+    if args.run_dir:
+        from cluster.pair import load_state
+
+        dirs = [Path(v["data_dir"]) for v in load_state(Path(args.run_dir))["nodes"].values()]
+    elif args.config:
+        dirs = [load_config(args.config).storage.data_dir]
+    else:
+        raise ConfigError("replication status needs --config (a node's store YAML) or --run-dir (a local pair)")
+    for d in dirs:
+        st = replication_status(d)
+        print(json.dumps(st, indent=2, default=str) if args.json else format_replication_status(st))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgepair", description="On-premise store analytics on a workstation pair.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -205,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
             if name == "switchover":
                 s.add_argument("--to", default=None, help="the node to hand over to (default: the other one)")
             s.set_defaults(func=cmd_admin)
+
+    s = sub.add_parser("replication", help="replication between the pair: lag (seconds, segments), last error")
+    s.add_argument("action", choices=["status"])
+    s.add_argument("--config", default=None)
+    s.add_argument("--run-dir", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_replication)
 
     s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
     s.add_argument("sql")

@@ -102,6 +102,19 @@ class RayCameraRunner:
         with self.lock:
             return set(self.actors)
 
+    def drain_written(self) -> list[tuple[str, str, str, float]]:
+        import ray
+
+        with self.lock:
+            refs = [a.drain_written.remote() for a, _f, _t in self.actors.values()]
+        out: list[tuple[str, str, str, float]] = []
+        for ref in refs:
+            try:
+                out.extend(ray.get(ref, timeout=5))
+            except Exception:  # a restarting actor: anti-entropy picks its segments up
+                continue
+        return out
+
     def statuses(self) -> dict[str, dict[str, Any]]:
         import ray
 
@@ -161,12 +174,13 @@ class Node:
         info = load_detector_info(cfg, model_path)
         check_data_dir(cfg.storage.data_dir)
         sweep_temp_files(cfg.storage.data_dir)
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, lambda *_: self.stop_event.set())
         server = self._serve_http()
         # etcd's gRPC channel first, then Ray: Ray starts its processes with fork+exec, which gRPC survives.
         dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s)
         start_ray(cfg, self.run_dir)
+        # After ray.init, which installs its own fatal-signal handlers: SIGTERM must drain, not crash.
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, lambda *_: self.stop_event.set())
         try:
             self.inference = start_inference(cfg, str(model_path))
             inf = ray.get(self.inference.info.remote())
@@ -179,6 +193,8 @@ class Node:
             self._start_replication()
             ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
             ha.start()
+            threading.Thread(target=self._push_loop, name="push", daemon=True).start()
+            threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True).start()
             while not self.stop_event.wait(1.0):
                 self._refresh_health()
             log.info("node %s: draining (SIGTERM)", self.me.name)
@@ -193,23 +209,57 @@ class Node:
         log.info("node %s: stopped", self.me.name)
         return 0
 
+    def _push_loop(self) -> None:
+        """Hand every new segment to the replicator within a quarter of a second of its writing."""
+        while not self.stop_event.wait(0.25):
+            if self.runner is None or self.replicator is None:
+                continue
+            try:
+                for seg_id, path, sha, at in self.runner.drain_written():
+                    self.replicator.notify(seg_id, Path(path), sha, at)
+            except Exception as exc:
+                log.warning("node %s: push of new segments failed: %s", self.me.name, exc)
+
+    def _housekeeping_loop(self) -> None:
+        """Compaction (one node of the pair compacts, the other follows) and retention, every minute."""
+        from storage.compaction import compact
+        from storage.retention import enforce_retention
+
+        cfg = self.config
+        compactor = sorted(n.name for n in cfg.cluster.nodes)[0] == self.me.name if cfg.cluster.nodes else True
+        while not self.stop_event.wait(60.0):
+            try:
+                compact(cfg.storage.data_dir, node=self.me.name, compactor=compactor)
+                enforce_retention(
+                    cfg.storage.data_dir,
+                    days=cfg.storage.retention_days,
+                    timezone=cfg.store.timezone,
+                    node=self.me.name,
+                )
+            except Exception as exc:
+                log.warning("node %s: housekeeping failed: %s", self.me.name, exc)
+
     def _start_replication(self) -> None:
         peers = [n for n in self.config.cluster.nodes if n.name != self.me.name]
         if not peers:
             return
+        peer = peers[0]
         try:
             from storage.replication import Replicator
-        except ImportError:  # replication lands with its own issue
-            return
-        peer = peers[0]
-        self.replicator = Replicator(
-            self.config.storage.data_dir,
-            self.config.store.id,
-            self.me.name,
-            f"grpc://{peer.host}:{peer.flight_port}",
-            port=self.me.flight_port,
-        )
-        self.replicator.start()
+
+            self.replicator = Replicator(
+                self.config.storage.data_dir,
+                self.config.store.id,
+                self.me.name,
+                f"grpc://{peer.host}:{peer.flight_port}",
+                port=self.me.flight_port,
+                host=self.me.host,
+                retention_days=self.config.storage.retention_days,
+            )
+            self.replicator.start()
+        except Exception as exc:  # the node still runs its cameras; replication reports its own state
+            log.error("node %s: replication to %s not started: %s", self.me.name, peer.name, exc)
+            self.replicator = None
 
     # --- health and metrics -------------------------------------------------------------------------------------
     def _refresh_health(self) -> None:
@@ -229,7 +279,8 @@ class Node:
         lag = 0.0
         if self.replicator is not None:
             try:
-                lag = float(self.replicator.status().get("lag_s", 0.0))
+                peers = self.replicator.status().get("peers", {})
+                lag = max((float(p.get("lag_s") or 0.0) for p in peers.values()), default=0.0)
             except Exception:
                 lag = -1.0
         m.lag.set(lag)

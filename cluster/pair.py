@@ -168,14 +168,29 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
+def _parents() -> dict[int, int]:
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    out[int(entry)] = int(f.read().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (a node's Ray processes), found through /proc."""
-    import psutil
-
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
+    parents = _parents()
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        cur = frontier.pop()
+        kids = [c for c, p in parents.items() if p == cur]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
 
 
 def stop_pid(pid: int, term_timeout: float, sig: int = signal.SIGTERM) -> None:

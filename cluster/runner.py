@@ -90,6 +90,8 @@ def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = T
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
     start_ray(config, run_dir)
+    for s in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs handlers of its own
+        signal.signal(s, lambda *_: stop.set())
     result = RunResult()
     try:
         inference = start_inference(config, str(model_path))
