@@ -3,8 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# OS packages: footage for the demo (vtest.avi), etcd for the pair.
-APT_PACKAGES := opencv-doc etcd-server etcd-client
+# OS packages: footage for the demo (vtest.avi), etcd for the pair, GStreamer RTSP cameras, Chromium for reports.
+APT_PACKAGES := opencv-doc etcd-server etcd-client \
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv model demo test test-fast lint typecheck bench clean

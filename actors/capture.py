@@ -19,7 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_any, wait_exponential
+from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from cluster.errors import SourceError
 
@@ -157,6 +157,7 @@ class Capture:
                 )
                 self.stats.last_error = f"read hung for {stalled:.0f} s"
                 self.stats.reconnects += 1
+                self.stats.state = "reconnecting"
                 self._spawn_reader()  # the hung thread exits when its read returns: its generation is stale
 
     def _connect(self, generation: int) -> cv2.VideoCapture:
@@ -170,6 +171,8 @@ class Capture:
             try:
                 return _open(self.source, self.is_stream, int(self.watchdog_s * 500))
             except SourceError as exc:
+                if self._stop.is_set():
+                    raise _Abandon() from exc
                 self.stats.last_error = str(exc)
                 self.stats.state = "unreachable" if attempts >= self.unreachable_after else "reconnecting"
                 log.warning("camera %s: %s (attempt %d, retrying with backoff)", self.camera_id, exc, attempts)
@@ -178,14 +181,17 @@ class Capture:
         retrying = Retrying(
             retry=retry_if_exception_type(SourceError),
             wait=wait_exponential(multiplier=0.5, max=self.max_backoff_s),
-            stop=stop_any(lambda _state: self._stop.is_set()),
-            sleep=lambda s: self._stop.wait(s),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._backoff_sleep,
             reraise=True,
         )
         try:
             return retrying(attempt)
         except RetryError as exc:  # pragma: no cover - reraise=True makes this rare
             raise SourceError(str(exc)) from exc
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
 
     def _read_loop(self, generation: int) -> None:
         try:
@@ -204,6 +210,7 @@ class Capture:
         fps = min(self.target_fps or src_fps, src_fps)
         step = src_fps / fps  # source frames per delivered frame
         n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._last_progress = time.monotonic()
         self.stats.state = "running"
         index = -1
         next_pick = 0.0
@@ -214,11 +221,18 @@ class Capture:
             self._read_live(cap, generation, src_fps, n_frames)
             return
         while not self._stop.is_set() and generation == self._generation:
+            started = time.monotonic()
             ok, frame = cap.read()
-            self._last_progress = time.monotonic()
+            now = time.monotonic()
             if generation != self._generation:
                 return
+            if self.is_stream and ok and now - started >= self.watchdog_s / 2:
+                ok = False  # returned only because the read timeout expired: a stale frame flushed from the decoder
+            if ok:
+                self._last_progress = now
             if not ok or frame is None:
+                if self._stop.is_set():
+                    return
                 if self.is_stream:
                     self.stats.reconnects += 1
                     self.stats.last_error = "stream ended or read failed"

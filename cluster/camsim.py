@@ -7,9 +7,10 @@ Standalone on purpose (stdlib and PyGObject only, no edgepair imports): Debian's
     /usr/bin/python3 cluster/camsim.py --port 8554 --stream cam-1=/path/a.avi --stream cam-2=/path/b.mp4
 
 Each camera is a producer pipeline that decodes its file at real time and loops it forever, running whether or not
-anyone watches, as a camera does (after the process was stopped, it skips to the present rather than catching up). Clients of ``rtsp://127.0.0.1:<port>/<name>`` share one RTSP media per camera: an
-``appsrc`` fed with the producer's current frame, timestamped on arrival, encoded with x264 (zerolatency, one key
-frame a second so that a new client decodes within a second) and payloaded as RTP/H.264.
+anyone watches, as a camera does (after the process was SIGSTOPped, it skips to the present rather than catching
+up). Clients of ``rtsp://127.0.0.1:<port>/<name>`` share one RTSP media per camera: an ``appsrc`` fed with the
+producer's current frame, timestamped on arrival, encoded with x264 (zerolatency, one key frame a second so that a
+new client decodes within a second) and payloaded as RTP/H.264.
 
 Prints ``READY rtsp://127.0.0.1:<port>/<name> ...`` on stdout once every file has been decoded and the server is
 listening (``--port 0`` picks a free port and the line names it). Errors go to stderr with exit status 1 (2 for bad

@@ -134,6 +134,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
 def cmd_pair(args: argparse.Namespace) -> int:
     from cluster import pair
 
+    if args.action == "demo":
+        return pair.demo(Path(args.config or "cluster/examples/pair.yaml"), args.seconds)
     if args.action == "up":
         if not args.config:
             raise ConfigError("pair up needs --config (the store's YAML)")
@@ -202,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_node)
 
     s = sub.add_parser("pair", help="a whole store on this machine: 3 etcd members and two nodes on loopback")
-    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("action", choices=["up", "down", "status", "demo"])
+    s.add_argument("--seconds", type=float, default=90.0, help="demo: seconds of footage to process")
     s.add_argument("--config", default=None, help="store YAML")
     s.add_argument("--run-dir", default=None, help="where pids, logs and node data go (default: <data_dir>/pair)")
     s.set_defaults(func=cmd_pair)

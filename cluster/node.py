@@ -44,6 +44,7 @@ class RayCameraRunner:
         self.window = FENCE_FRACTION * ttl
         self.deadline = float("-inf")
         self.actors: dict[str, tuple[Any, float, int]] = {}
+        self.pending_written: list[tuple[str, str, str, float]] = []  # from cameras already stopped
         self.lock = threading.RLock()
 
     def renewed(self, at: float) -> None:
@@ -94,6 +95,9 @@ class RayCameraRunner:
                 status.get("frames", 0),
                 status.get("segments", 0),
             )
+            written = ray.get(actor.drain_written.remote(), timeout=10)
+            with self.lock:
+                self.pending_written.extend(written)
         except Exception as exc:
             log.warning("node %s: %s did not drain cleanly: %s", self.config.node, camera_id, exc)
         ray.kill(actor, no_restart=True)
@@ -107,7 +111,7 @@ class RayCameraRunner:
 
         with self.lock:
             refs = [a.drain_written.remote() for a, _f, _t in self.actors.values()]
-        out: list[tuple[str, str, str, float]] = []
+            out, self.pending_written = self.pending_written, []
         for ref in refs:
             try:
                 out.extend(ray.get(ref, timeout=5))
@@ -200,6 +204,7 @@ class Node:
             log.info("node %s: draining (SIGTERM)", self.me.name)
             self.loop.shutdown(release=True)
             ha.join(timeout=10)
+            self._final_push()
         finally:
             if self.replicator is not None:
                 self.replicator.stop()
@@ -208,6 +213,20 @@ class Node:
             server.shutdown()
         log.info("node %s: stopped", self.me.name)
         return 0
+
+    def _final_push(self, bound_s: float = 5.0) -> None:
+        """Hand the segments flushed by the drain to the peer before the replicator stops (bounded)."""
+        if self.runner is None or self.replicator is None:
+            return
+        for seg_id, path, sha, at in self.runner.drain_written():
+            self.replicator.notify(seg_id, Path(path), sha, at)
+        deadline = time.monotonic() + bound_s
+        while time.monotonic() < deadline:
+            peers = self.replicator.status().get("peers", {})
+            if all(p.get("lag_segments", 0) == 0 or not p.get("connected") for p in peers.values()):
+                return
+            time.sleep(0.1)
+        log.warning("node %s: the peer still lacks segments after the drain; anti-entropy will copy them", self.me.name)
 
     def _push_loop(self) -> None:
         """Hand every new segment to the replicator within a quarter of a second of its writing."""
