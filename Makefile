@@ -33,7 +33,7 @@ model: setup
 	$(BIN)/edgepair model install
 
 demo: setup model
-	$(BIN)/edgepair run --config cluster/examples/demo.yaml
+	$(BIN)/edgepair pair demo --config cluster/examples/pair.yaml --seconds 90
 
 lint: venv
 	$(BIN)/ruff check actors cluster storage failover tests bench

@@ -15,12 +15,14 @@ import numpy as np
 class Detections:
     xyxy: np.ndarray
     confidence: np.ndarray
-    class_id: np.ndarray = field(default=None)  # type: ignore[assignment]
-    tracker_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    class_id: np.ndarray = field(default=None)  # type: ignore[arg-type]
+    tracker_id: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
-        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) else np.zeros(
-            (0, 4), np.float32
+        self.xyxy = (
+            np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+            if np.size(self.xyxy)
+            else np.zeros((0, 4), np.float32)
         )
         n = len(self.xyxy)
         self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)

@@ -46,7 +46,7 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray reads RAY_AUTH_MODE into its config when it is imported: refresh it, as ray.init does for its default.
-    from ray._raylet import Config as _RayConfig
+    from ray._raylet import Config as _RayConfig  # type: ignore[attr-defined]
 
     _RayConfig.initialize("")
     cpus = num_cpus or config.runtime.num_cpus or os.cpu_count() or 2

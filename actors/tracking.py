@@ -77,16 +77,32 @@ class KalmanBox:
         z = _xyxy_to_xyah(box)
         self.x = np.concatenate([z, np.zeros(4)])
         h = z[3]
-        std = [2 * self._std_pos * h, 2 * self._std_pos * h, 1e-2, 2 * self._std_pos * h,
-               10 * self._std_vel * h, 10 * self._std_vel * h, 1e-5, 10 * self._std_vel * h]
+        std = [
+            2 * self._std_pos * h,
+            2 * self._std_pos * h,
+            1e-2,
+            2 * self._std_pos * h,
+            10 * self._std_vel * h,
+            10 * self._std_vel * h,
+            1e-5,
+            10 * self._std_vel * h,
+        ]
         self.P = np.diag(np.square(std))
 
     def predict(self, steps: float) -> None:
         F = np.eye(8)
         F[:4, 4:] = np.eye(4) * steps
         h = self.x[3]
-        q = [self._std_pos * h, self._std_pos * h, 1e-2, self._std_pos * h,
-             self._std_vel * h, self._std_vel * h, 1e-5, self._std_vel * h]
+        q = [
+            self._std_pos * h,
+            self._std_pos * h,
+            1e-2,
+            self._std_pos * h,
+            self._std_vel * h,
+            self._std_vel * h,
+            1e-5,
+            self._std_vel * h,
+        ]
         Q = np.diag(np.square(q)) * max(steps, 1e-3)
         self.x = F @ self.x
         self.P = F @ self.P @ F.T + Q

@@ -51,9 +51,7 @@ class InferenceServer:
         self.busy_s = 0.0
         self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
         self._thread.start()
-        log.info(
-            "inference: model %s family %s on %s", model_path, self.detector.family, self.detector.provider
-        )
+        log.info("inference: model %s family %s on %s", model_path, self.detector.family, self.detector.provider)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -220,7 +218,9 @@ class CameraWorker:
         if self.fence_deadline is not None and time.monotonic() >= self.fence_deadline:
             if not self.fenced:
                 self.fenced = True
-                log.warning("camera %s: fenced: lease not renewed in time, stopping (token %d)", self.cam.id, self.token)
+                log.warning(
+                    "camera %s: fenced: lease not renewed in time, stopping (token %d)", self.cam.id, self.token
+                )
             return True
         return False
 
@@ -236,7 +236,11 @@ class CameraWorker:
         s = self.capture.stats
         return {
             "camera_id": self.cam.id,
-            "state": "fenced" if self.fenced else "ended" if self._done.is_set() and not self._stop.is_set() else s.state,
+            "state": "fenced"
+            if self.fenced
+            else "ended"
+            if self._done.is_set() and not self._stop.is_set()
+            else s.state,
             "token": self.token,
             "done": self._done.is_set(),
             "frames": self.frames,
@@ -278,8 +282,8 @@ class CameraWorker:
                     ended = True
                 elif item is None:
                     break
-                else:
-                    frame, meta = item  # type: ignore[misc]
+                elif isinstance(item, tuple):
+                    frame, meta = item
                     inflight.append((self.submit(frame), meta))
             if inflight:
                 ref, meta = inflight.popleft()

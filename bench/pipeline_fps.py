@@ -111,13 +111,15 @@ def main() -> None:
             raws.append(raw_fps(model, frames, args.threads))
             fps, info = pipeline_fps(model, video, work / f"run{i}", args.threads)
             pipes.append(fps)
-            print(f"round {i + 1}: raw {raws[-1]:.1f} fps, pipeline {pipes[-1]:.1f} fps, ratio {pipes[-1] / raws[-1]:.2f}")
+            print(
+                f"round {i + 1}: raw {raws[-1]:.1f} fps, pipeline {pipes[-1]:.1f} fps, ratio {pipes[-1] / raws[-1]:.2f}"
+            )
         raw, pipe = statistics.median(raws), statistics.median(pipes)
         ratios = [p / r for p, r in zip(pipes, raws, strict=True)]
         print()
         print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
         print(f"model: {model.name} ({info['inference']['provider']}), {len(frames)} frames of vtest.avi 768x576")
-        print("| measure | frames/s (median of %d) |" % args.repeat)
+        print(f"| measure | frames/s (median of {args.repeat}) |")
         print("|---|---|")
         print(f"| raw ONNX Runtime (Detector.detect, in-memory frames) | {raw:.1f} |")
         print(f"| end-to-end Ray pipeline (decode, inference actor, tracking, analytics, Parquet) | {pipe:.1f} |")

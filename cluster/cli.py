@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-
 from pathlib import Path
 
 from cluster.config import load_config
@@ -24,7 +23,9 @@ def setup_logging(verbose: int) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     cams = ", ".join(f"{c.id} ({len(c.lines)} lines, {len(c.zones)} zones)" for c in cfg.cameras)
-    print(f"{args.config}: valid. store {cfg.store.id} ({cfg.store.timezone}), cameras: {cams}; version {cfg.version()}")
+    print(
+        f"{args.config}: valid. store {cfg.store.id} ({cfg.store.timezone}), cameras: {cams}; version {cfg.version()}"
+    )
     return 0
 
 
@@ -59,10 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" {s.get('dropped', 0)} dropped{err}"
         )
     data_dir, tz = cfg.storage.data_dir, cfg.store.timezone
-    sql = (
-        "SELECT camera_id, line_id, sum(ins) AS ins, sum(outs) AS outs FROM traffic_hourly "
-        "GROUP BY ALL ORDER BY ALL"
-    )
+    sql = "SELECT camera_id, line_id, sum(ins) AS ins, sum(outs) AS outs FROM traffic_hourly GROUP BY ALL ORDER BY ALL"
     print("\nVisitor counts per line (all data in " + str(data_dir) + "):")
     print(format_table(run_query(data_dir, tz, sql)))
     sql = "SELECT camera_id, zone_id, visits, round(median_dwell_s, 1) AS median_dwell_s FROM zone_dwell ORDER BY ALL"

