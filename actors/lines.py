@@ -2,27 +2,38 @@
 
 Rules:
 
-- Coordinates are normalised (0..1); the anchor of each tracked box (its feet by default) is tested.
+- Coordinates are normalised: x / frame width, y / frame height, 0..1. The line is the *segment* ``start``-``end``;
+  the anchor of each tracked box (its feet by default) is tested. Distances are measured in these normalised units.
+- Only tracked rows count (``tracker_id >= 0``; the tracker returns confirmed tracks only).
 - Each track has a *definite side*: the side of the line its anchor was last seen on while farther than
-  ``hysteresis`` from the line. Points inside that dead band never change it, so someone lingering on the line or a
-  flickering box counts once at most.
-- A crossing counts when the definite side flips and the move from the last definite point to the current one
-  passes through the segment (with a tolerance of ``hysteresis`` beyond its ends): walking around the end of a
-  line is not a crossing. A fast walker who jumps the line between two frames still counts.
-- Moving to the side of ``in_point`` is "in", the other way "out". Only tracked rows (tracker_id >= 0) count.
+  ``hysteresis`` from the (infinite) line, with the point where it was seen there. A point inside that dead band
+  changes nothing, so someone lingering or jittering on the line counts once (when they finally leave the band on
+  the other side) or not at all (when they go back to the side they came from).
+- A track's first definite side is only recorded: appearing on one side is not a crossing.
+- A crossing counts when the definite side flips and the straight move from the last definite point to the
+  current one meets the segment, extended by ``hysteresis`` beyond each end. A fast walker who jumps the band
+  between two frames counts; walking around the end of the line does not (the side is then updated silently).
+- Moving to the side of ``in_point`` is ``"in"``, the other way ``"out"``; every flip is one event, so in then out
+  counts one of each.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 from actors.detections import Detections
 from actors.events import LINE_CROSS, Event
 
+log = logging.getLogger(__name__)
+
 Point = tuple[float, float]
 
 
 class LineCounter:
+    """One counting line of one camera; ``in_count`` and ``out_count`` are the totals since construction."""
+
     def __init__(
         self,
         line_id: str,
@@ -35,62 +46,77 @@ class LineCounter:
     ) -> None:
         self.line_id = line_id
         self.camera_id = camera_id
-        self.a = np.asarray(start, np.float64)
-        self.b = np.asarray(end, np.float64)
-        self.hysteresis = hysteresis
+        self.start = np.asarray(start, np.float64).reshape(2)
+        self.end = np.asarray(end, np.float64).reshape(2)
+        self.hysteresis = float(hysteresis)
         self.anchor = anchor
-        d = self.b - self.a
-        self.length = float(np.hypot(*d))
+        if anchor not in ("bottom_center", "center"):
+            raise ValueError(f"line {line_id}: unknown anchor {anchor!r}: expected 'bottom_center' or 'center'")
+        if self.hysteresis < 0:
+            raise ValueError(f"line {line_id}: hysteresis must be >= 0, got {hysteresis}")
+        self._dir = self.end - self.start
+        self.length = float(np.hypot(*self._dir))
         if self.length == 0:
-            raise ValueError(f"line {line_id}: start and end are the same point")
-        self.in_sign = 1 if self._signed(np.asarray(in_point, np.float64)) > 0 else -1
-        self._last: dict[int, tuple[int, np.ndarray]] = {}  # track -> (definite side, point there)
+            raise ValueError(f"line {line_id}: start and end are the same point {tuple(start)}")
+        side = self._signed(np.asarray(in_point, np.float64).reshape(2))
+        if abs(side) < 1e-9:
+            raise ValueError(f"line {line_id}: in_point {tuple(in_point)} lies on the line; it must be on the in side")
+        self.in_sign = 1 if side > 0 else -1
+        self._last: dict[int, tuple[int, np.ndarray]] = {}  # track id -> (definite side, anchor seen there)
         self.in_count = 0
         self.out_count = 0
 
     def _signed(self, p: np.ndarray) -> float:
-        """Signed distance of ``p`` to the (infinite) line, normalised units; > 0 on the left of start->end."""
-        d = self.b - self.a
-        return float((d[0] * (p[1] - self.a[1]) - d[1] * (p[0] - self.a[0])) / self.length)
+        """Signed distance from ``p`` to the infinite line; > 0 on the left of start -> end (y pointing down)."""
+        d = self._dir
+        return float((d[0] * (p[1] - self.start[1]) - d[1] * (p[0] - self.start[0])) / self.length)
 
     def _through_segment(self, p: np.ndarray, q: np.ndarray) -> bool:
-        """Does the move p -> q cross the line within the segment (plus tolerance)?"""
+        """Does the move ``p`` -> ``q`` (on opposite sides) meet the segment, extended by ``hysteresis``?"""
         sp, sq = self._signed(p), self._signed(q)
-        if sp == sq:
-            return False
-        t = sp / (sp - sq)
-        x = p + t * (q - p)
-        d = self.b - self.a
-        u = float(np.dot(x - self.a, d) / (self.length**2))
-        tol = self.hysteresis / self.length
-        return -tol <= u <= 1 + tol
+        x = p + sp / (sp - sq) * (q - p)  # where the move meets the infinite line
+        u = float(np.dot(x - self.start, self._dir)) / self.length  # distance along the line from start
+        return -self.hysteresis <= u <= self.length + self.hysteresis
 
     def trigger(self, detections: Detections, ts: float, frame_w: int, frame_h: int) -> list[Event]:
+        """Update the tracks' sides with this frame and return its crossings, in track id order."""
         events: list[Event] = []
         if len(detections) == 0:
             return events
-        pts = detections.anchors(self.anchor) / np.array([frame_w, frame_h], np.float32)
-        for tid, p in zip(detections.tracker_id, pts.astype(np.float64), strict=True):
+        if frame_w <= 0 or frame_h <= 0:
+            raise ValueError(f"line {self.line_id}: frame size must be positive, got {frame_w}x{frame_h}")
+        pts = detections.anchors(self.anchor).astype(np.float64) / np.array([frame_w, frame_h], np.float64)
+        for i in np.argsort(detections.tracker_id, kind="stable"):
+            tid = int(detections.tracker_id[i])
             if tid < 0:
                 continue
+            p = pts[i]
             s = self._signed(p)
             if abs(s) <= self.hysteresis:
-                continue  # in the dead band: the definite side does not change
+                continue  # dead band: the definite side does not change
             side = 1 if s > 0 else -1
-            prev = self._last.get(int(tid))
-            self._last[int(tid)] = (side, p)
+            prev = self._last.get(tid)
+            self._last[tid] = (side, p)
             if prev is None or prev[0] == side:
                 continue
             if not self._through_segment(prev[1], p):
+                log.debug(
+                    "camera %s line %s: track %d changed side beside the segment", self.camera_id, self.line_id, tid
+                )
                 continue
             direction = "in" if side == self.in_sign else "out"
             if direction == "in":
                 self.in_count += 1
             else:
                 self.out_count += 1
-            events.append(Event(ts, self.camera_id, int(tid), LINE_CROSS, line_id=self.line_id, direction=direction))
+            events.append(Event(ts, self.camera_id, tid, LINE_CROSS, line_id=self.line_id, direction=direction))
         return events
 
     def forget(self, track_ids: list[int]) -> None:
+        """Drop the state of tracks the tracker removed."""
         for t in track_ids:
             self._last.pop(int(t), None)
+
+    def reset(self) -> None:
+        """Forget every track (the counters are kept)."""
+        self._last.clear()

@@ -174,6 +174,33 @@ def cmd_replication(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from cluster.evaluate import evaluate, format_result
+    from cluster.runner import resolve_model
+
+    cfg = load_config(args.config)
+    cam = cfg.cameras[0]
+    with tempfile.TemporaryDirectory(prefix="edgepair-eval-") as tmp:
+        cam = cam.model_copy(update={"source": str(Path(args.footage).resolve()), "playback": "fast", "loop": False})
+        if args.fps:
+            cam = cam.model_copy(update={"fps": args.fps})
+        storage = cfg.storage.model_copy(update={"data_dir": Path(tmp)})
+        cfg = cfg.model_copy(update={"cameras": [cam], "storage": storage})
+        if args.model:
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": Path(args.model).resolve()})})
+        if not Path(args.footage).exists():
+            raise ConfigError(f"footage {args.footage} not found: pass --footage with a video file")
+        result = evaluate(cfg, resolve_model(cfg), Path(args.gt) if args.gt else None)
+    if args.json:
+        print(json.dumps({"frames": result.frames, "fps": result.fps, "mot": result.mot, "lines": result.lines,
+                          "count_error_pct": result.count_error_pct, "visits": result.visits}, indent=2))
+    else:
+        print(format_result(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgepair", description="On-premise store analytics on a workstation pair.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -231,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_replication)
+
+    s = sub.add_parser("evaluate", help="tracking and counting accuracy against MOT ground truth (production path)")
+    s.add_argument("--footage", required=True, help="video file")
+    s.add_argument("--gt", default=None, help="MOT ground truth (frame,id,x,y,w,h,flag,...)")
+    s.add_argument("--config", required=True, help="store YAML: its first camera's lines, zones, tracking, model")
+    s.add_argument("--model", default=None, help="ONNX detector (default: the config's)")
+    s.add_argument("--fps", type=float, default=None, help="frames a second processed (default: the source's)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
     s.add_argument("sql")

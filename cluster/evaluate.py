@@ -95,7 +95,9 @@ def run_tracks(config: Config, camera_id: str, model_path: Path, *, every: int =
     det = Detector(str(model_path), family=m.family, threshold=m.threshold, tiles=m.tiles, threads=m.threads or 0)
     tracks: dict[int, Detections] = {}
     events: list[Event] = []
-    worker = CameraWorker(config, camera_id, det.detect, lambda d: d, autostart=False, start_ts=0.0)
+    worker = CameraWorker(
+        config, camera_id, det.detect, lambda d: d, autostart=False, start_ts=0.0, model_version=det.model_sha256[:12]
+    )
     original = worker.analytics.process
 
     def process(dets: Detections, ts: float, w: int, h: int) -> tuple[Detections, list[Event]]:
