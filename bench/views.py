@@ -1,0 +1,129 @@
+"""Time every documented analytics view over one simulated year of 16 cameras (median of 3 runs per view).
+
+The data is generated deterministically and fast: one Parquet file per camera and month, written directly with
+pyarrow in the segment schema (as a compacted file whose runs cover the month), ~200 events per hour per camera.
+
+    PYTHONPATH=. python bench/views.py [--data /tmp/edgepair-bench] [--cameras 16] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.analytics import connect_store
+from storage.catalog import Run, runs_to_kv
+from storage.kpis import KPI_VIEW_NAMES, LineSpec, StoreSetup, ZoneSpec
+from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
+from storage.segments import EVENTS_DIR
+
+log = logging.getLogger("bench.views")
+STORE, TZ, YEAR = "bench", "Europe/London", 2025
+VIEWS = ("events", *KPI_VIEW_NAMES)
+
+
+def month_table(cam: str, start: float, end: float, rate: int, rng: np.random.Generator, seg_id: str) -> pa.Table:
+    """Events of one camera-month: 60% entrance crossings, 20% pass-by crossings, 20% zone exits."""
+    n = int((end - start) / 3600 * rate)
+    ts = np.sort(rng.uniform(start, end, n))
+    kind_pick = rng.random(n)
+    is_line = kind_pick < 0.8
+    line = np.where(kind_pick < 0.6, "door", "street")
+    direction = np.where(rng.random(n) < 0.5, "in", "out")
+    dwell = rng.gamma(2.0, 30.0, n)
+
+    def col(values: np.ndarray, mask: np.ndarray) -> pa.Array:
+        return pa.array(values, pa.string(), mask=~mask).dictionary_encode().cast(pa.string())
+
+    cols = {
+        "store_id": pa.array([STORE] * n, pa.string()),
+        "camera_id": pa.array([cam] * n, pa.string()),
+        "ts": pa.array((ts * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),
+        "track_id": pa.array(np.arange(n, dtype=np.int64)),
+        "kind": pa.array(np.where(is_line, "line_cross", "zone_exit"), pa.string()),
+        "line_id": col(line, is_line),
+        "zone_id": col(np.full(n, "shelf"), ~is_line),
+        "direction": col(direction, is_line),
+        "dwell_s": pa.array(dwell, pa.float64(), mask=is_line),
+        "node": pa.array(["ws-a"] * n, pa.string()),
+        "token": pa.array(np.ones(n, dtype=np.int64)),
+        "config_version": pa.array(["bench"] * n, pa.string()),
+        "model_version": pa.array(["bench"] * n, pa.string()),
+        "segment_id": pa.array([seg_id] * n, pa.string()),
+        "seq": pa.array(np.arange(n, dtype=np.int32)),
+    }
+    return pa.Table.from_arrays([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+
+
+def generate(data: Path, cameras: int, rate: int) -> int:
+    """Write the simulated year under ``data`` (skipped if already there); return the number of events."""
+    marker = data / f".bench-{cameras}-{rate}"
+    if marker.exists():
+        return int(marker.read_text())
+    rng = np.random.default_rng(42)
+    total = 0
+    for c in range(cameras):
+        cam = f"cam{c:02d}"
+        for m in range(1, 13):
+            start = datetime(YEAR, m, 1, tzinfo=UTC).timestamp()
+            end = datetime(YEAR + (m == 12), m % 12 + 1, 1, tzinfo=UTC).timestamp()
+            seg_id = f"{cam}.{round(start * 1000)}.day~{hashlib.sha256(f'{cam}{m}'.encode()).hexdigest()[:12]}"
+            table = month_table(cam, start, end, rate, rng, seg_id)
+            meta = SegmentMeta(seg_id, STORE, cam, start, end, 1, "ws-a", 1, table.num_rows, "bench", "bench", TZ)
+            table = with_segment_meta(table, meta)
+            kv = {**(table.schema.metadata or {}), **runs_to_kv([Run(start, end, "ws-a", 1, 1)], [])}
+            path = (
+                data / EVENTS_DIR / f"store={STORE}" / f"date={YEAR}-{m:02d}-01" / f"camera={cam}" / f"{seg_id}.parquet"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table.replace_schema_metadata(kv), path, compression="zstd", row_group_size=1 << 20)
+            total += table.num_rows
+    marker.write_text(str(total))
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("/tmp/edgepair-bench"))
+    ap.add_argument("--cameras", type=int, default=16)
+    ap.add_argument("--rate", type=int, default=200, help="events per hour per camera")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    t0 = time.perf_counter()
+    n = generate(args.data, args.cameras, args.rate)
+    print(f"data: {n:,} events, {args.cameras} cameras, {YEAR} ({time.perf_counter() - t0:.1f} s to generate/check)")
+    cams = [f"cam{c:02d}" for c in range(args.cameras)]
+    setup = StoreSetup(
+        STORE,
+        TZ,
+        tuple(LineSpec(c, ln, k) for c in cams for ln, k in (("door", "entrance"), ("street", "pass_by"))),
+        tuple(ZoneSpec(c, "shelf", 5.0) for c in cams),
+        opening_hours=("08:00", "22:00"),
+    )
+    t0 = time.perf_counter()
+    con = connect_store(args.data, setup)
+    print(f"open (catalog scan + views): {time.perf_counter() - t0:.2f} s")
+    print(f"{'view':<16}{'rows':>12}{'median s':>10}   (runs)")
+    for view in VIEWS:
+        times, rows = [], 0
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            rows = con.execute(f"SELECT count(*) FROM (SELECT * FROM {view})").fetchone()[0]  # type: ignore[index]
+            times.append(time.perf_counter() - t)
+        runs = ", ".join(f"{x:.2f}" for x in times)
+        print(f"{view:<16}{rows:>12,}{statistics.median(times):>10.2f}   ({runs})", flush=True)
+    con.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""The analyst's DuckDB database: KPI views over one store's dataset, or over several stores merged for HQ.
+
+Files kept in a store's dataset (beside ``events/``):
+
+- ``store.json``: store id, IANA time zone, configured lines (camera, line, kind) and zones (camera, zone,
+  min_dwell_s). Written when absent; a different store id or time zone is refused (a dataset has one of each).
+- ``kpi_definitions.jsonl``: the history of KPI definitions, one JSON line each (version, effective_from UTC,
+  thresholds), appended (by an atomic rewrite) when the config's definition changes. See :mod:`storage.kpis`.
+
+:func:`open_analytics` writes a DuckDB database file whose views read the Parquet segments by absolute path, so the
+plain ``duckdb`` shell can open it while the nodes keep writing (new segments are read by every query; which
+producer is credited and superseded files are a snapshot taken when the file is built: run it again to refresh).
+:func:`merge_stores` copies the credited events and the processed time of several stores into one folder, with the
+store as a column and a hive partition, and :func:`open_merged_analytics` gives the same views over it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from cluster.errors import ConfigError, QueryError, StorageError
+from storage.kpis import (
+    KPI_SCHEMA,
+    DefinitionRecord,
+    KpiDefinition,
+    LineSpec,
+    StoreSetup,
+    ZoneSpec,
+    create_kpi_views,
+    definition_periods,
+)
+from storage.segments import load_timezone, write_atomic
+from storage.views import INTERNAL_SCHEMA, create_views
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "store.json"
+DEFINITIONS_FILE = "kpi_definitions.jsonl"
+MERGED_DIR = "merged"
+STORES_DIR = "stores"
+EVENT_COLUMNS = (
+    "store_id, camera_id, ts, ts_local, local_date, local_hour, track_id, kind, line_id, zone_id, direction, dwell_s,"
+    " node, token, config_version, model_version, segment_id, seq"
+)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- dataset files -------------------------------------------------------------------------------------------------
+
+
+def read_store_file(folder: Path) -> StoreSetup:
+    """The :class:`StoreSetup` saved in ``folder/store.json`` (KPI thresholds are in the history, not here)."""
+    path = Path(folder) / STORE_FILE
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return StoreSetup(
+            store_id=str(d["store_id"]),
+            timezone=str(d["timezone"]),
+            lines=tuple(LineSpec(str(c), str(i), str(k)) for c, i, k in d.get("lines", [])),
+            zones=tuple(ZoneSpec(str(c), str(z), float(m)) for c, z, m in d.get("zones", [])),
+        )
+    except FileNotFoundError:
+        raise StorageError(
+            f"{path} not found: open the store's dataset once with `edgepair analytics open` (it writes store.json)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"{path} is not a valid store file ({exc}); remove it and run analytics open again") from exc
+
+
+def ensure_store_file(data_dir: Path, setup: StoreSetup) -> None:
+    """Write ``data_dir/store.json`` if absent or if its lines/zones changed; refuse another store or time zone."""
+    load_timezone(setup.timezone)
+    path = Path(data_dir) / STORE_FILE
+    if path.exists():
+        old = read_store_file(data_dir)
+        if (old.store_id, old.timezone) != (setup.store_id, setup.timezone):
+            raise ConfigError(
+                f"{path} belongs to store {old.store_id!r} in {old.timezone}, the config says {setup.store_id!r} in"
+                f" {setup.timezone}: a dataset holds one store in one time zone; check --config and the data folder"
+            )
+        if old.to_json() == setup.to_json():
+            return
+    write_atomic(path, (json.dumps(setup.to_json(), indent=1) + "\n").encode())
+    log.info("store %s: wrote %s", setup.store_id, path)
+
+
+def load_definitions(folder: Path) -> list[DefinitionRecord]:
+    """The definitions history of ``folder`` (oldest first); empty if there is none."""
+    path = Path(folder) / DEFINITIONS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    out: list[DefinitionRecord] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(DefinitionRecord.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise StorageError(f"{path}:{n}: not a valid KPI definition ({exc}); fix or remove that line") from exc
+    return out
+
+
+def record_definition(
+    data_dir: Path, definition: KpiDefinition, *, effective_from: datetime | None = None
+) -> list[DefinitionRecord]:
+    """Append ``definition`` to the history if it differs from the last one; return the whole history.
+
+    ``effective_from`` (default: now, UTC) must not be before the last record's: history is never rewritten. The
+    file is rewritten whole under a temporary name and renamed, so a reader never sees half a line.
+    """
+    history = load_definitions(data_dir)
+    version = definition.version()
+    if history and history[-1].version == version:
+        return history
+    eff = (effective_from or datetime.now(UTC)).astimezone(UTC)
+    if history and eff < history[-1].effective_from:
+        raise ConfigError(
+            f"KPI definition {version} would take effect at {eff.isoformat()}, before the last recorded one"
+            f" ({history[-1].version} at {history[-1].effective_from.isoformat()}): history is never rewritten"
+        )
+    rec = DefinitionRecord(version, eff, definition)
+    path = Path(data_dir) / DEFINITIONS_FILE
+    lines = [json.dumps(r.to_json(), sort_keys=True) for r in [*history, rec]]
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
+    log.info("recorded KPI definition %s effective from %s in %s", version, eff.isoformat(), path)
+    return [*history, rec]
+
+
+# --- base relations ------------------------------------------------------------------------------------------------
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    con.register("_edgepair_load", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _edgepair_load")
+    finally:
+        con.unregister("_edgepair_load")
+
+
+def _config_tables(con: duckdb.DuckDBPyConnection, stores: list[tuple[StoreSetup, list[DefinitionRecord]]]) -> None:
+    """Create ``stores``, ``lines``, ``zones``, ``kpi_definitions`` and ``kpi_zone_thresholds``."""
+    s = pa.string()
+    rows: dict[str, list[dict[str, Any]]] = {"stores": [], "lines": [], "zones": [], "defs": [], "thr": []}
+    for setup, history in stores:
+        if not history:
+            raise ConfigError(f"store {setup.store_id}: no KPI definition recorded (kpi_definitions.jsonl is empty)")
+        rows["stores"].append({"store_id": setup.store_id, "timezone": setup.timezone})
+        rows["lines"] += [
+            {"store_id": setup.store_id, "camera_id": ln.camera_id, "line_id": ln.line_id, "kind": ln.kind}
+            for ln in setup.lines
+        ]
+        rows["zones"] += [
+            {"store_id": setup.store_id, "camera_id": z.camera_id, "zone_id": z.zone_id, "min_dwell_s": z.min_dwell_s}
+            for z in setup.zones
+        ]
+        for rec, start, end in definition_periods(history, setup.timezone):
+            d = rec.definition
+            rows["defs"].append(
+                {
+                    "store_id": setup.store_id,
+                    "version": rec.version,
+                    "effective_from": rec.effective_from,
+                    "valid_from": start,
+                    "valid_to": end,
+                    "bounce_s": d.bounce_s,
+                    "visit_merge_s": d.visit_merge_s,
+                    "opening": f"{d.opening_hours[0]}-{d.opening_hours[1]}",
+                    "open_s": d.open_s,
+                    "close_s": d.close_s,
+                    "definition": json.dumps(d.to_json(), sort_keys=True),
+                }
+            )
+            rows["thr"] += [
+                {"store_id": setup.store_id, "version": rec.version, "camera_id": c, "zone_id": z, "min_dwell_s": m}
+                for c, z, m in d.min_dwell_s
+            ]
+    schemas = {
+        "stores": pa.schema([("store_id", s), ("timezone", s)]),
+        "lines": pa.schema([("store_id", s), ("camera_id", s), ("line_id", s), ("kind", s)]),
+        "zones": pa.schema([("store_id", s), ("camera_id", s), ("zone_id", s), ("min_dwell_s", pa.float64())]),
+        "defs": pa.schema(
+            [
+                ("store_id", s),
+                ("version", s),
+                ("effective_from", pa.timestamp("us", tz="UTC")),
+                ("valid_from", pa.date32()),
+                ("valid_to", pa.date32()),
+                ("bounce_s", pa.float64()),
+                ("visit_merge_s", pa.float64()),
+                ("opening", s),
+                ("open_s", pa.int32()),
+                ("close_s", pa.int32()),
+                ("definition", s),
+            ]
+        ),
+        "thr": pa.schema(
+            [("store_id", s), ("version", s), ("camera_id", s), ("zone_id", s), ("min_dwell_s", pa.float64())]
+        ),
+    }
+    names = {"defs": "kpi_definitions", "thr": "kpi_zone_thresholds"}
+    for key, schema in schemas.items():
+        _register(con, names.get(key, key), pa.Table.from_pylist(rows[key], schema=schema))
+
+
+def _connect(database: str) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(database)
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("LOAD icu")
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot open DuckDB database {database}: {exc}") from exc
+    return con
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    q = "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?"
+    row = con.execute(q, [schema, name]).fetchone()
+    return bool(row and row[0])
+
+
+def build_store_views(con: duckdb.DuckDBPyConnection, data_dir: Path, setup: StoreSetup) -> None:
+    """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views.
+
+    Writes ``store.json`` and records the config's KPI definition in the history if it changed.
+    """
+    data_dir = Path(data_dir)
+    ensure_store_file(data_dir, setup)
+    history = record_definition(data_dir, setup.definition())
+    create_views(con, data_dir, setup.timezone)
+    _config_tables(con, [(setup, history)])
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {KPI_SCHEMA}")
+    store = _literal(setup.store_id)
+    if _has_table(con, INTERNAL_SCHEMA, "credited"):
+        # Credited pieces (exactly once) from the snapshot, plus the windows of segments written since.
+        pieces = f"""
+            SELECT {store} AS store_id, camera_id, p_start, p_end FROM {INTERNAL_SCHEMA}.credited
+            UNION ALL
+            SELECT store_id, camera_id, window_start, window_end FROM segment_meta m
+            WHERE m.filename NOT IN (SELECT filename FROM {INTERNAL_SCHEMA}.files)
+        """
+    else:
+        pieces = "SELECT store_id, camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
+    con.execute(f"CREATE OR REPLACE VIEW {KPI_SCHEMA}.cov_pieces AS {pieces}")
+    create_kpi_views(con)
+
+
+def _build_file(out_db: Path, build: Any) -> Path:
+    """Build a database at a temporary name beside ``out_db`` with ``build(con)``, then rename it into place."""
+    out_db = Path(out_db).resolve()
+    out_db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_db.with_name(f".{out_db.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    con = _connect(str(tmp))
+    try:
+        build(con)
+        con.execute("CHECKPOINT")
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot build the analytics database {out_db}: {exc}") from exc
+    finally:
+        con.close()
+        Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    os.replace(tmp, out_db)
+    return out_db
+
+
+def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path) -> Path:
+    """Write the analyst's DuckDB file ``out_db`` with every view over the store dataset ``data_dir``; return it.
+
+    The file is built under a temporary name and renamed, so a shell that has the old one open keeps working.
+    """
+    path = _build_file(out_db, lambda con: build_store_views(con, data_dir, setup))
+    log.info("store %s: analytics database %s over %s", setup.store_id, path, Path(data_dir).resolve())
+    return path
+
+
+def connect_store(data_dir: Path, setup: StoreSetup) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with every view of :func:`open_analytics` (for reports and tests)."""
+    con = _connect(":memory:")
+    try:
+        build_store_views(con, data_dir, setup)
+    except duckdb.Error as exc:
+        con.close()
+        raise QueryError(f"cannot create the analytics views over {data_dir}: {exc}") from exc
+    return con
+
+
+# --- several stores ------------------------------------------------------------------------------------------------
+
+
+def merge_stores(sources: list[Path], out: Path) -> list[str]:
+    """Combine the datasets of several stores into ``out`` for HQ; return the store ids merged.
+
+    For each source (a store's data folder with ``store.json`` and ``kpi_definitions.jsonl``): its credited events
+    (local-time columns computed in that store's zone) go to ``out/merged/events/store=<id>/data.parquet``, its
+    processed time to ``out/merged/cov_pieces/store=<id>/data.parquet``, its store file and definitions history to
+    ``out/stores/<id>/``. Merging a store again replaces its part; two sources of one store are refused.
+    """
+    out = Path(out).resolve()
+    done: list[str] = []
+    for src in sources:
+        setup = read_store_file(src)
+        if setup.store_id in done:
+            raise StorageError(f"store {setup.store_id} is in two sources ({src} and an earlier one): merge it once")
+        history = load_definitions(src)
+        if not history:
+            raise StorageError(f"{src}: no {DEFINITIONS_FILE}; open it once with `edgepair analytics open`")
+        con = _connect(":memory:")
+        try:
+            create_views(con, Path(src), setup.timezone)
+            _config_tables(con, [(setup, history)])
+            if _has_table(con, INTERNAL_SCHEMA, "credited"):
+                pieces = f"SELECT camera_id, p_start, p_end FROM {INTERNAL_SCHEMA}.credited"
+            else:
+                pieces = "SELECT camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
+            parts = {
+                "events": f"SELECT {EVENT_COLUMNS} FROM events",
+                "cov_pieces": f"SELECT {_literal(setup.store_id)} AS store_id, * FROM ({pieces})",
+            }
+            for name, select in parts.items():
+                target = out / MERGED_DIR / name / f"store={setup.store_id}" / "data.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".data.{secrets.token_hex(4)}.tmp")
+                con.execute(f"COPY ({select}) TO {_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+                os.replace(tmp, target)
+        except duckdb.Error as exc:
+            raise QueryError(f"cannot merge store {setup.store_id} from {src}: {exc}") from exc
+        finally:
+            con.close()
+        folder = out / STORES_DIR / setup.store_id
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / STORE_FILE, (json.dumps(setup.to_json(), indent=1) + "\n").encode())
+        write_atomic(folder / DEFINITIONS_FILE, (Path(src) / DEFINITIONS_FILE).read_bytes())
+        log.info("merged store %s from %s into %s", setup.store_id, src, out)
+        done.append(setup.store_id)
+    return done
+
+
+def build_merged_views(con: duckdb.DuckDBPyConnection, merged_dir: Path) -> None:
+    """Create the views of :func:`open_merged_analytics` on ``con``."""
+    root = Path(merged_dir).resolve()
+    folders = sorted(p for p in (root / STORES_DIR).glob("*") if p.is_dir())
+    if not folders:
+        raise StorageError(f"{root} holds no merged store ({STORES_DIR}/ is empty): run merge_stores first")
+    stores = [(read_store_file(f), load_definitions(f)) for f in folders]
+    _config_tables(con, stores)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {KPI_SCHEMA}")
+    for name, target in (("events", "events"), ("cov_pieces", f"{KPI_SCHEMA}.cov_pieces")):
+        glob = _literal(str(root / MERGED_DIR / name / "store=*" / "data.parquet"))
+        con.execute(
+            f"CREATE OR REPLACE VIEW {target} AS SELECT * EXCLUDE (store) FROM read_parquet({glob},"
+            " hive_partitioning = true, hive_types = {'store': VARCHAR})"
+        )
+    create_kpi_views(con)
+
+
+def open_merged_analytics(merged_dir: Path, out_db: Path) -> Path:
+    """Write a DuckDB file with the KPI views over a folder built by :func:`merge_stores`; return it."""
+    path = _build_file(out_db, lambda con: build_merged_views(con, merged_dir))
+    log.info("analytics database %s over merged stores in %s", path, Path(merged_dir).resolve())
+    return path

@@ -1,0 +1,533 @@
+"""KPI definitions (versioned) and the SQL of the KPI views. Pure module: no file I/O (see :mod:`storage.analytics`).
+
+A KPI definition is the set of thresholds that turn events into numbers: the bounce time, the visit merge window,
+the minimum dwell of each zone and the opening hours. Its :meth:`KpiDefinition.version` (a short hash) is stored with
+every KPI row (``kpi_version``). The history of definitions (``data_dir/kpi_definitions.jsonl``) gives each one an
+effective-from UTC instant; a definition applies from the first *local* day that starts at or after that instant, so
+a day is always computed with one definition and a change never rewrites a day already reported. Days before the
+first recorded definition use the first one.
+
+The KPI views are built on base relations that :mod:`storage.analytics` creates, the same for one store or for a
+merged dataset of several stores: ``events`` (credited, exactly once, with ``ts_local``/``local_date``/
+``local_hour`` in the store's zone), ``stores`` (store_id, timezone), ``lines``, ``zones``, ``kpi_definitions``,
+``kpi_zone_thresholds`` and ``_kpi.cov_pieces`` (store_id, camera_id, p_start, p_end: processed time, UTC).
+
+Local time: hourly rows are keyed by ``local_date``, ``local_hour`` and ``utc_offset_s``, so the repeated hour of an
+autumn DST change gives two rows (a 25-hour day) and the skipped hour of spring none (a 23-hour day). Nothing depends
+on the session time zone: a plain ``duckdb`` shell in any zone reads the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from cluster.errors import ConfigError
+
+KPI_SCHEMA = "_kpi"
+SLOT_S = 900
+"""Coverage is computed on 15-minute UTC slots: every real UTC offset is a multiple of 15 minutes."""
+
+KPI_VIEW_NAMES = (
+    "coverage",
+    "coverage_daily",
+    "visits",
+    "traffic_hourly",
+    "traffic_daily",
+    "occupancy",
+    "zone_dwell",
+    "capture_rate",
+    "bounce_rate",
+    "peak_hours",
+)
+_HHMM = re.compile(r"^(\d\d):(\d\d)$")
+
+
+def _hhmm_to_s(text: str) -> int:
+    m = _HHMM.match(text)
+    if not m or int(m.group(2)) > 59 or int(m.group(1)) * 60 + int(m.group(2)) > 24 * 60:
+        raise ConfigError(f"opening hour {text!r} is not HH:MM between 00:00 and 24:00")
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """A configured line, as SQL needs it."""
+
+    camera_id: str
+    line_id: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    """A configured zone, as SQL needs it."""
+
+    camera_id: str
+    zone_id: str
+    min_dwell_s: float
+
+
+@dataclass(frozen=True)
+class KpiDefinition:
+    """The thresholds of the KPIs; ``min_dwell_s`` is ``(camera_id, zone_id, seconds)`` sorted."""
+
+    bounce_s: float
+    visit_merge_s: float
+    opening_hours: tuple[str, str]
+    min_dwell_s: tuple[tuple[str, str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.open_s >= self.close_s:
+            raise ConfigError(
+                f"opening hours {self.opening_hours[0]}-{self.opening_hours[1]}: opening must be before closing"
+                " (hours across midnight are not supported; use 00:00-24:00 for a store that never closes)"
+            )
+
+    @property
+    def open_s(self) -> int:
+        """Opening time in seconds after local midnight."""
+        return _hhmm_to_s(self.opening_hours[0])
+
+    @property
+    def close_s(self) -> int:
+        """Closing time in seconds after local midnight (86400 for 24:00)."""
+        return _hhmm_to_s(self.opening_hours[1])
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (also the text that is hashed)."""
+        return {
+            "bounce_s": float(self.bounce_s),
+            "visit_merge_s": float(self.visit_merge_s),
+            "opening_hours": list(self.opening_hours),
+            "min_dwell_s": [[c, z, float(s)] for c, z, s in sorted(self.min_dwell_s)],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> KpiDefinition:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            bounce_s=float(d["bounce_s"]),
+            visit_merge_s=float(d["visit_merge_s"]),
+            opening_hours=(str(d["opening_hours"][0]), str(d["opening_hours"][1])),
+            min_dwell_s=tuple((str(c), str(z), float(s)) for c, z, s in d.get("min_dwell_s", [])),
+        )
+
+    def version(self) -> str:
+        """A short hash of the definition: the same thresholds always give the same version."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class StoreSetup:
+    """The pieces of a store config that analytics needs (the CLI builds it with :meth:`from_config`)."""
+
+    store_id: str
+    timezone: str
+    lines: tuple[LineSpec, ...] = ()
+    zones: tuple[ZoneSpec, ...] = ()
+    bounce_s: float = 10.0
+    visit_merge_s: float = 5.0
+    opening_hours: tuple[str, str] = ("00:00", "24:00")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> StoreSetup:
+        """From a validated :class:`cluster.config.Config`."""
+        return cls(
+            store_id=cfg.store.id,
+            timezone=cfg.store.timezone,
+            lines=tuple(LineSpec(c.id, ln.id, ln.kind) for c in cfg.cameras for ln in c.lines),
+            zones=tuple(ZoneSpec(c.id, z.id, z.min_dwell_s) for c in cfg.cameras for z in c.zones),
+            bounce_s=cfg.kpi.bounce_s,
+            visit_merge_s=cfg.kpi.visit_merge_s,
+            opening_hours=tuple(cfg.kpi.opening_hours),
+        )
+
+    def definition(self) -> KpiDefinition:
+        """The KPI definition of this config."""
+        return KpiDefinition(
+            bounce_s=self.bounce_s,
+            visit_merge_s=self.visit_merge_s,
+            opening_hours=self.opening_hours,
+            min_dwell_s=tuple(sorted((z.camera_id, z.zone_id, float(z.min_dwell_s)) for z in self.zones)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``store.json`` holds (the definition lives in the history file, not here)."""
+        return {
+            "store_id": self.store_id,
+            "timezone": self.timezone,
+            "lines": [[ln.camera_id, ln.line_id, ln.kind] for ln in self.lines],
+            "zones": [[z.camera_id, z.zone_id, float(z.min_dwell_s)] for z in self.zones],
+        }
+
+
+@dataclass(frozen=True)
+class DefinitionRecord:
+    """One line of the definitions history: a definition and the UTC instant from which it is in force."""
+
+    version: str
+    effective_from: datetime
+    definition: KpiDefinition
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "effective_from": self.effective_from.astimezone(UTC).isoformat(),
+            "definition": self.definition.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DefinitionRecord:
+        definition = KpiDefinition.from_json(d["definition"])
+        eff = datetime.fromisoformat(d["effective_from"])
+        if eff.tzinfo is None:
+            raise ValueError(f"effective_from {d['effective_from']!r} has no UTC offset")
+        return cls(str(d.get("version") or definition.version()), eff.astimezone(UTC), definition)
+
+
+def valid_from_date(effective_from: datetime, timezone: str) -> date:
+    """The first local date (in ``timezone``) that starts at or after ``effective_from``."""
+    local = effective_from.astimezone(ZoneInfo(timezone))
+    day = local.date()
+    if local.replace(tzinfo=None) == datetime(day.year, day.month, day.day):
+        return day
+    return day + timedelta(days=1)
+
+
+def definition_periods(
+    history: list[DefinitionRecord], timezone: str
+) -> list[tuple[DefinitionRecord, date, date | None]]:
+    """Each record with the local dates ``[valid_from, valid_to)`` it applies to; the first from 1970-01-01.
+
+    A record superseded by a later one that takes effect the same local day never applies and is left out.
+    """
+    starts = [valid_from_date(r.effective_from, timezone) for r in history]
+    out: list[tuple[DefinitionRecord, date, date | None]] = []
+    for i, rec in enumerate(history):
+        start = date(1970, 1, 1) if not out else starts[i]
+        end = starts[i + 1] if i + 1 < len(history) else None
+        if end is not None and end <= start:
+            continue
+        out.append((rec, start, end))
+    return out
+
+
+# --- SQL -----------------------------------------------------------------------------------------------------------
+
+_DEF_JOIN = (
+    "JOIN kpi_definitions k ON k.store_id = {a}.store_id AND {a}.local_date >= k.valid_from"
+    " AND (k.valid_to IS NULL OR {a}.local_date < k.valid_to)"
+)
+
+
+def _local_cols(t: str, tz: str) -> str:
+    """Local columns of the UTC instant ``t`` (TIMESTAMPTZ) in zone column ``tz``; session-zone independent."""
+    return f"timezone({tz}, {t}) AS l_ts, CAST(epoch(timezone({tz}, {t})) - epoch({t}) AS INTEGER) AS utc_offset_s"
+
+
+def _views_sql() -> list[tuple[str, str]]:
+    """(name, SELECT) of every KPI view, in creation order; internal ones are in :data:`KPI_SCHEMA`."""
+    k = KPI_SCHEMA
+    d_join_e = _DEF_JOIN.format(a="x")
+    return [
+        (
+            f"{k}.bounds",
+            """
+            SELECT store_id, min(lo) AS lo, max(hi) AS hi FROM (
+                SELECT store_id, min(ts) AS lo, max(ts) AS hi FROM events GROUP BY ALL
+                UNION ALL SELECT store_id, min(p_start), max(p_end) FROM _kpi.cov_pieces GROUP BY ALL
+            ) GROUP BY ALL
+            """,
+        ),
+        (
+            # Every 15-minute UTC slot of every local day between the first and the last datum of each store.
+            f"{k}.slots",
+            f"""
+            WITH d AS (
+                SELECT b.store_id, s.timezone,
+                       CAST(timezone(s.timezone, b.lo) AS DATE) AS d0, CAST(timezone(s.timezone, b.hi) AS DATE) AS d1
+                FROM {k}.bounds b JOIN stores s USING (store_id) WHERE b.lo IS NOT NULL
+            ), r AS (
+                SELECT store_id, timezone, unnest(range(
+                    CAST(epoch(timezone(timezone, CAST(d0 AS TIMESTAMP))) AS BIGINT),
+                    CAST(epoch(timezone(timezone, CAST(d1 + 1 AS TIMESTAMP))) AS BIGINT), {SLOT_S})) AS slot
+                FROM d
+            ), l AS (SELECT store_id, slot, {_local_cols("to_timestamp(slot)", "timezone")} FROM r)
+            , t AS (
+                SELECT store_id, slot, l_ts AS slot_local, CAST(l_ts AS DATE) AS local_date,
+                       CAST(hour(l_ts) AS INTEGER) AS local_hour, utc_offset_s
+                FROM l
+            )
+            SELECT *, count(*) OVER h * {SLOT_S} AS hour_s, to_timestamp(min(slot) OVER h) AS hour_start
+            FROM t WINDOW h AS (PARTITION BY store_id, local_date, local_hour, utc_offset_s)
+            """,
+        ),
+        (
+            f"{k}.hours",
+            f"""
+            SELECT store_id, local_date, local_hour, utc_offset_s, to_timestamp(min(slot)) AS hour_start,
+                   count(*) * {SLOT_S} AS hour_s
+            FROM {k}.slots GROUP BY ALL
+            """,
+        ),
+        (
+            f"{k}.days",
+            f"""
+            SELECT store_id, local_date, count(*) AS hours, CAST(sum(hour_s) AS BIGINT) AS day_s
+            FROM {k}.hours GROUP BY ALL
+            """,
+        ),
+        (
+            f"{k}.cov_slots",
+            f"""
+            WITH p AS (
+                SELECT store_id, camera_id, epoch(p_start) AS a, epoch(p_end) AS b FROM {k}.cov_pieces
+                WHERE p_end > p_start
+            ), s AS (
+                SELECT store_id, camera_id, a, b,
+                       unnest(range(CAST(floor(a / {SLOT_S}) AS BIGINT) * {SLOT_S},
+                                    CAST(ceil(b / {SLOT_S}) AS BIGINT) * {SLOT_S}, {SLOT_S})) AS slot
+                FROM p
+            )
+            SELECT store_id, camera_id, slot, least({SLOT_S}, sum(least(b, slot + {SLOT_S}) - greatest(a, slot))) AS s
+            FROM s GROUP BY ALL
+            """,
+        ),
+        (
+            "coverage",
+            f"""
+            SELECT c.store_id, c.camera_id, t.local_date, t.local_hour, t.utc_offset_s, t.hour_start,
+                   sum(c.s) AS seconds_covered, t.hour_s, least(1.0, sum(c.s) / t.hour_s) AS share
+            FROM {k}.cov_slots c
+            JOIN {k}.slots t USING (store_id, slot)
+            GROUP BY c.store_id, c.camera_id, t.local_date, t.local_hour, t.utc_offset_s, t.hour_start, t.hour_s
+            """,
+        ),
+        (
+            "coverage_daily",
+            """
+            SELECT c.store_id, c.camera_id, c.local_date, d.hours, d.day_s,
+                   sum(c.seconds_covered) AS seconds_covered, least(1.0, sum(c.seconds_covered) / d.day_s) AS share
+            FROM coverage c JOIN _kpi.days d USING (store_id, local_date)
+            GROUP BY c.store_id, c.camera_id, c.local_date, d.hours, d.day_s
+            """,
+        ),
+        (
+            "visits",
+            f"""
+            WITH raw AS (
+                SELECT e.store_id, e.camera_id, e.zone_id, e.track_id, e.ts AS exit_ts,
+                       e.ts - to_microseconds(CAST(round(e.dwell_s * 1000000) AS BIGINT)) AS enter_ts
+                FROM events e WHERE e.kind = 'zone_exit' AND e.dwell_s IS NOT NULL
+            ), x AS (
+                SELECT r.*, timezone(s.timezone, r.enter_ts) AS enter_local,
+                       timezone(s.timezone, r.exit_ts) AS exit_local,
+                       CAST(timezone(s.timezone, r.enter_ts) AS DATE) AS local_date
+                FROM raw r JOIN stores s USING (store_id)
+            ), g AS (
+                SELECT x.*, k.version, CASE WHEN (epoch_us(x.enter_ts) - epoch_us(lag(x.exit_ts) OVER w)) / 1e6
+                                              < k.visit_merge_s THEN 0 ELSE 1 END AS starts
+                FROM x {d_join_e}
+                WINDOW w AS (PARTITION BY x.store_id, x.camera_id, x.zone_id, x.track_id ORDER BY x.enter_ts, x.exit_ts)
+            ), i AS (
+                SELECT *, sum(starts) OVER (PARTITION BY store_id, camera_id, zone_id, track_id
+                                            ORDER BY enter_ts, exit_ts ROWS UNBOUNDED PRECEDING) AS n
+                FROM g
+            ), v AS (
+                SELECT store_id, camera_id, zone_id, track_id, min(enter_ts) AS enter_ts, max(exit_ts) AS exit_ts,
+                       arg_min(enter_local, enter_ts) AS enter_local, arg_max(exit_local, exit_ts) AS exit_local,
+                       arg_min(local_date, enter_ts) AS local_date, arg_min(version, enter_ts) AS kpi_version,
+                       count(*) AS pieces
+                FROM i GROUP BY store_id, camera_id, zone_id, track_id, n
+            )
+            SELECT v.store_id, v.camera_id, v.zone_id, v.track_id, v.enter_ts, v.exit_ts, v.enter_local, v.exit_local,
+                   v.local_date, CAST(hour(v.enter_local) AS INTEGER) AS local_hour,
+                   (epoch_us(v.exit_ts) - epoch_us(v.enter_ts)) / 1e6 AS dwell_s, v.pieces,
+                   coalesce(t.min_dwell_s, 0.0) AS min_dwell_s, k.bounce_s,
+                   (epoch_us(v.exit_ts) - epoch_us(v.enter_ts)) / 1e6 >= coalesce(t.min_dwell_s, 0.0) AS counted,
+                   (epoch_us(v.exit_ts) - epoch_us(v.enter_ts)) / 1e6 >= coalesce(t.min_dwell_s, 0.0)
+                       AND (epoch_us(v.exit_ts) - epoch_us(v.enter_ts)) / 1e6 < k.bounce_s AS bounce,
+                   v.kpi_version
+            FROM v
+            JOIN kpi_definitions k ON k.store_id = v.store_id AND k.version = v.kpi_version
+            LEFT JOIN kpi_zone_thresholds t ON t.store_id = v.store_id AND t.version = v.kpi_version
+                 AND t.camera_id = v.camera_id AND t.zone_id = v.zone_id
+            """,
+        ),
+        (
+            f"{k}.crossings",
+            """
+            SELECT e.store_id, e.camera_id, e.line_id, l.kind AS line_kind, e.ts, e.direction, e.local_date,
+                   e.local_hour, CAST(epoch(e.ts_local) - epoch(e.ts) AS INTEGER) AS utc_offset_s
+            FROM events e JOIN lines l USING (store_id, camera_id, line_id)
+            WHERE e.kind = 'line_cross'
+            """,
+        ),
+        (
+            "traffic_hourly",
+            f"""
+            WITH c AS (
+                SELECT store_id, camera_id, line_id, local_date, local_hour, utc_offset_s,
+                       count(*) FILTER (WHERE direction = 'in') AS entries,
+                       count(*) FILTER (WHERE direction = 'out') AS exits
+                FROM {k}.crossings WHERE line_kind = 'entrance' GROUP BY ALL
+            ), h AS (
+                SELECT l.store_id, l.camera_id, l.line_id, v.local_date, v.local_hour, v.utc_offset_s
+                FROM lines l JOIN coverage v USING (store_id, camera_id) WHERE l.kind = 'entrance'
+            ), x AS (
+                SELECT * FROM c
+                FULL OUTER JOIN h USING (store_id, camera_id, line_id, local_date, local_hour, utc_offset_s)
+            )
+            SELECT x.store_id, x.camera_id, x.line_id, x.local_date, x.local_hour, x.utc_offset_s, hr.hour_start,
+                   coalesce(x.entries, 0) AS entries, coalesce(x.exits, 0) AS exits,
+                   coalesce(v.share, 0.0) AS coverage, k.version AS kpi_version
+            FROM x
+            LEFT JOIN coverage v USING (store_id, camera_id, local_date, local_hour, utc_offset_s)
+            LEFT JOIN {k}.hours hr USING (store_id, local_date, local_hour, utc_offset_s)
+            {d_join_e}
+            """,
+        ),
+        (
+            "traffic_daily",
+            f"""
+            WITH t AS (
+                SELECT store_id, camera_id, line_id, local_date, sum(entries) AS entries, sum(exits) AS exits,
+                       kpi_version
+                FROM traffic_hourly GROUP BY ALL
+            )
+            SELECT t.store_id, t.camera_id, t.line_id, t.local_date, d.hours, CAST(t.entries AS BIGINT) AS entries,
+                   CAST(t.exits AS BIGINT) AS exits, coalesce(c.share, 0.0) AS coverage, t.kpi_version
+            FROM t LEFT JOIN {k}.days d USING (store_id, local_date)
+            LEFT JOIN coverage_daily c USING (store_id, camera_id, local_date)
+            """,
+        ),
+        (
+            "occupancy",
+            f"""
+            WITH b AS (SELECT store_id, min(slot) AS lo, max(slot) AS hi FROM {k}.slots GROUP BY store_id),
+            m AS (
+                SELECT b.store_id, st.timezone, unnest(range(b.lo, b.hi + {SLOT_S}, 60)) AS m
+                FROM b JOIN stores st USING (store_id)
+            ), x AS (
+                SELECT m.store_id, m.m, {_local_cols("to_timestamp(m.m)", "m.timezone")}, CAST(timezone(m.timezone,
+                       to_timestamp(m.m)) AS DATE) AS local_date FROM m
+            ), o AS (
+                SELECT x.*, k.version FROM x {d_join_e}
+                WHERE hour(x.l_ts) * 3600 + minute(x.l_ts) * 60 >= k.open_s
+                  AND hour(x.l_ts) * 3600 + minute(x.l_ts) * 60 < k.close_s
+            ), c AS (
+                SELECT store_id, CAST(floor(epoch(ts) / 60) AS BIGINT) * 60 AS m,
+                       count(*) FILTER (WHERE direction = 'in') AS ins,
+                       count(*) FILTER (WHERE direction = 'out') AS outs
+                FROM {k}.crossings WHERE line_kind = 'entrance' GROUP BY ALL
+            ), ne AS (
+                SELECT store_id, count(DISTINCT camera_id) AS n FROM lines WHERE kind = 'entrance' GROUP BY ALL
+            ), ec AS (
+                SELECT v.store_id, v.local_date, v.local_hour, v.utc_offset_s, sum(v.share) AS share_sum
+                FROM coverage v JOIN (SELECT DISTINCT store_id, camera_id FROM lines WHERE kind = 'entrance') USING
+                     (store_id, camera_id)
+                GROUP BY ALL
+            ), j AS (
+                SELECT o.*, coalesce(c.ins, 0) AS ins, coalesce(c.outs, 0) AS outs,
+                       sum(coalesce(c.ins, 0) - coalesce(c.outs, 0)) OVER w AS net
+                FROM o LEFT JOIN c USING (store_id, m)
+                WINDOW w AS (PARTITION BY o.store_id, o.local_date ORDER BY o.m ROWS UNBOUNDED PRECEDING)
+            )
+            SELECT j.store_id, j.local_date, CAST(hour(j.l_ts) AS INTEGER) AS local_hour,
+                   strftime(j.l_ts, '%H:%M') AS local_time, j.utc_offset_s, to_timestamp(j.m) AS minute_start,
+                   j.ins, j.outs,
+                   CAST(j.net - least(0, min(j.net) OVER (PARTITION BY j.store_id, j.local_date ORDER BY j.m
+                                                         ROWS UNBOUNDED PRECEDING)) AS BIGINT) AS occupancy,
+                   coalesce(ec.share_sum / ne.n, 0.0) AS coverage,
+                   j.version AS kpi_version
+            FROM j LEFT JOIN ec ON ec.store_id = j.store_id AND ec.local_date = j.local_date
+                 AND ec.local_hour = hour(j.l_ts) AND ec.utc_offset_s = j.utc_offset_s
+            LEFT JOIN ne ON ne.store_id = j.store_id
+            """,
+        ),
+        (
+            "zone_dwell",
+            """
+            SELECT v.store_id, v.camera_id, v.zone_id, v.local_date, count(*) AS visits, avg(v.dwell_s) AS mean_dwell_s,
+                   median(v.dwell_s) AS median_dwell_s, quantile_cont(v.dwell_s, 0.9) AS p90_dwell_s,
+                   coalesce(any_value(c.share), 0.0) AS coverage, v.kpi_version
+            FROM visits v LEFT JOIN coverage_daily c USING (store_id, camera_id, local_date)
+            WHERE v.counted
+            GROUP BY v.store_id, v.camera_id, v.zone_id, v.local_date, v.kpi_version
+            """,
+        ),
+        (
+            "bounce_rate",
+            """
+            SELECT v.store_id, v.camera_id, v.zone_id, v.local_date, count(*) AS visits,
+                   count(*) FILTER (WHERE v.bounce) AS bounces,
+                   count(*) FILTER (WHERE v.bounce) / count(*) AS bounce_rate, any_value(v.bounce_s) AS bounce_s,
+                   coalesce(any_value(c.share), 0.0) AS coverage, v.kpi_version
+            FROM visits v LEFT JOIN coverage_daily c USING (store_id, camera_id, local_date)
+            WHERE v.counted
+            GROUP BY v.store_id, v.camera_id, v.zone_id, v.local_date, v.kpi_version
+            """,
+        ),
+        (
+            "capture_rate",
+            f"""
+            WITH c AS (
+                SELECT store_id, local_date,
+                       count(*) FILTER (WHERE line_kind = 'entrance' AND direction = 'in') AS entries,
+                       count(*) FILTER (WHERE line_kind = 'pass_by') AS passers_by
+                FROM {k}.crossings GROUP BY ALL
+            ), cams AS (SELECT DISTINCT store_id, camera_id FROM lines WHERE kind IN ('entrance', 'pass_by')),
+            cov AS (
+                SELECT cams.store_id, d.local_date, sum(coalesce(cd.share, 0.0)) / count(*) AS share
+                FROM cams JOIN {k}.days d USING (store_id)
+                LEFT JOIN coverage_daily cd USING (store_id, camera_id, local_date)
+                GROUP BY ALL
+            ), x AS (
+                SELECT d.store_id, d.local_date FROM {k}.days d
+                WHERE d.store_id IN (SELECT store_id FROM lines WHERE kind = 'pass_by')
+            )
+            SELECT x.store_id, x.local_date, coalesce(c.entries, 0) AS entries, coalesce(c.passers_by, 0) AS passers_by,
+                   coalesce(c.entries, 0) / nullif(coalesce(c.entries, 0) + coalesce(c.passers_by, 0), 0)
+                       AS capture_rate,
+                   coalesce(cov.share, 0.0) AS coverage, k.version AS kpi_version
+            FROM x LEFT JOIN c USING (store_id, local_date) LEFT JOIN cov USING (store_id, local_date)
+            {d_join_e}
+            """,
+        ),
+        (
+            "peak_hours",
+            """
+            WITH h AS (
+                SELECT store_id, local_date, local_hour, utc_offset_s, any_value(hour_start) AS hour_start,
+                       CAST(sum(entries) AS BIGINT) AS entries, avg(coverage) AS coverage, kpi_version
+                FROM traffic_hourly GROUP BY store_id, local_date, local_hour, utc_offset_s, kpi_version
+            )
+            SELECT store_id, local_date, local_hour, utc_offset_s, hour_start, entries,
+                   CAST(rank() OVER (PARTITION BY store_id, local_date ORDER BY entries DESC) AS INTEGER) AS rank,
+                   coverage, kpi_version
+            FROM h
+            """,
+        ),
+    ]
+
+
+def create_kpi_views(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the KPI views of :data:`KPI_VIEW_NAMES` (and their internal helpers) on ``con``.
+
+    The base relations named in the module docstring must exist.
+    """
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {KPI_SCHEMA}")
+    for name, select in _views_sql():
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+        except duckdb.Error as exc:
+            raise type(exc)(f"KPI view {name}: {exc}") from exc
