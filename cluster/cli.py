@@ -194,10 +194,58 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"footage {args.footage} not found: pass --footage with a video file")
         result = evaluate(cfg, resolve_model(cfg), Path(args.gt) if args.gt else None)
     if args.json:
-        print(json.dumps({"frames": result.frames, "fps": result.fps, "mot": result.mot, "lines": result.lines,
-                          "count_error_pct": result.count_error_pct, "visits": result.visits}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "frames": result.frames,
+                    "fps": result.fps,
+                    "mot": result.mot,
+                    "lines": result.lines,
+                    "count_error_pct": result.count_error_pct,
+                    "visits": result.visits,
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_result(result))
+    return 0
+
+
+def cmd_analytics(args: argparse.Namespace) -> int:
+    from storage import analytics
+    from storage.kpis import StoreSetup
+
+    if args.action == "open":
+        if not args.config:
+            raise ConfigError("analytics open needs --config (the store's YAML)")
+        cfg = load_config(args.config)
+        out = Path(args.out or cfg.storage.data_dir.parent / f"{cfg.store.id}.duckdb")
+        path = analytics.open_analytics(cfg.storage.data_dir, StoreSetup.from_config(cfg), out)
+        print(f"{path}: open it with `duckdb {path}` (views: events, visits, traffic_hourly, traffic_daily, occupancy,")
+        print("  zone_dwell, capture_rate, bounce_rate, peak_hours, coverage); rebuild it to refresh the credited set")
+        return 0
+    if not args.out or not args.sources:
+        raise ConfigError("analytics merge needs --out DIR and the data dirs of the stores to merge")
+    stores = analytics.merge_stores([Path(p) for p in args.sources], Path(args.out))
+    db = analytics.open_merged_analytics(Path(args.out), Path(args.out) / "stores.duckdb")
+    print(f"merged {len(stores)} stores ({', '.join(stores)}) into {args.out}; open with `duckdb {db}`")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from cluster.report import write_report
+    from storage.kpis import StoreSetup
+
+    cfg = load_config(args.store)
+    try:
+        d_from, d_to = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+    except ValueError:
+        raise ConfigError("--from and --to take local dates as YYYY-MM-DD") from None
+    html, csvs = write_report(cfg.storage.data_dir, StoreSetup.from_config(cfg), d_from, d_to, Path(args.out))
+    print(f"report: {html} (+ {len(csvs)} CSV files in {Path(args.out)})")
     return 0
 
 
@@ -267,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=float, default=None, help="frames a second processed (default: the source's)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("analytics", help="a DuckDB file of KPI views for analysts (open), or several stores (merge)")
+    s.add_argument("action", choices=["open", "merge"])
+    s.add_argument("--config", default=None, help="open: the store YAML")
+    s.add_argument("--out", default=None, help="open: the .duckdb file; merge: the output folder")
+    s.add_argument("sources", nargs="*", help="merge: data dirs copied from the stores")
+    s.set_defaults(func=cmd_analytics)
+
+    s = sub.add_parser("report", help="self-contained HTML report with charts, and the same numbers as CSV")
+    s.add_argument("--store", "--config", dest="store", required=True, help="the store YAML")
+    s.add_argument("--from", dest="date_from", required=True, help="first local date, YYYY-MM-DD")
+    s.add_argument("--to", dest="date_to", required=True, help="last local date, YYYY-MM-DD")
+    s.add_argument("--out", default="report", help="output folder (default: ./report)")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
     s.add_argument("sql")
