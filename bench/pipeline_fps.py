@@ -72,6 +72,7 @@ cameras:
     lines: [{{id: l1, start: [0.05, 0.55], end: [0.95, 0.55], in_point: [0.5, 0.9]}}]
 storage: {{data_dir: {work / "data"}}}
 """
+    work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "bench.yaml"
     cfg_path.write_text(text)
     parse_config(text)  # fail early with the config error, not in the child
