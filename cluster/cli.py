@@ -66,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sql = "SELECT camera_id, zone_id, visits, round(median_dwell_s, 1) AS median_dwell_s FROM zone_dwell ORDER BY ALL"
     print("\nZone visits:")
     print(format_table(run_query(data_dir, tz, sql)))
+    for cam_id in result.failed:
+        print(f"edgepair: error: camera {cam_id}: {result.cameras[cam_id]['error']}", file=sys.stderr)
     return 1 if result.failed else 0
 
 
