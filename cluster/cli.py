@@ -255,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgepair", description="On-premise store analytics on a workstation pair.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    p.add_argument("--version", action="version", version="edgepair 0.1.0")
+    from cluster.node import VERSION
+
+    p.add_argument("--version", action="version", version=f"edgepair {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("validate-config", help="check a store config and print every error with its location")

@@ -31,7 +31,17 @@ from failover.fence import FENCE_FRACTION
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgepair")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0+source"
+
+
+VERSION = _version()
 
 
 class RayCameraRunner:
@@ -292,7 +302,7 @@ class Node:
             m.frames.labels(cam).set(s.get("frames", 0))
             m.dropped.labels(cam).set(s.get("dropped", 0))
         tokens = [s.get("token", 0) for s in cams.values()]
-        m.role.set(1 if st.get("leader") == self.me.name else 0)
+        m.role.set(1 if self.live_role()["role"] == "leader" else 0)
         m.token.set(max(tokens) if tokens else (st.get("token") or 0))
         m.cameras.set(len(cams))
         lag = 0.0
@@ -313,8 +323,6 @@ class Node:
         self.health = {
             "node": self.me.name,
             "healthy": st.get("mode") in ("normal", "failsafe"),
-            "mode": st.get("mode"),
-            "role": "leader" if st.get("leader") == self.me.name else "follower",
             "leader": st.get("leader"),
             "token": max(tokens) if tokens else st.get("token"),
             "cameras": sorted(cams),
@@ -325,13 +333,27 @@ class Node:
             "uptime_s": round(time.time() - self.started, 1),
         }
 
+    def live_role(self) -> dict[str, Any]:
+        """Role read at request time, never cached: a node is leader only while it holds the key under a valid
+        fence (its lease renewed within 0.8 x TTL), so two nodes never both answer leader."""
+        loop, runner = self.loop, self.runner
+        if loop is None or runner is None:
+            return {"role": "starting"}
+        leader = loop.leader
+        valid = leader is not None and loop.mode in ("normal", "failsafe") and time.monotonic() < runner.deadline
+        return {
+            "role": "leader" if valid else "follower",
+            "leader_token": leader.token if valid and leader is not None else None,
+            "mode": loop.mode,
+        }
+
     def _serve_http(self) -> ThreadingHTTPServer:
         node = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.startswith("/health"):
-                    body = json.dumps(node.health, default=str).encode()
+                    body = json.dumps({**node.health, **node.live_role()}, default=str).encode()
                     self.send_response(200 if node.health.get("healthy") else 503)
                     self.send_header("Content-Type", "application/json")
                 elif self.path.startswith("/metrics"):
