@@ -9,7 +9,7 @@ APT_PACKAGES := opencv-doc etcd-server etcd-client \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt venv model demo test test-fast lint typecheck bench clean
+.PHONY: setup apt venv model demo test test-all test-e2e lint typecheck bench clean
 
 setup: apt venv
 
@@ -42,11 +42,16 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# The suite without the tests marked slow (long drills, the Ansible lab): what CI runs, well under 30 minutes.
 test: setup lint typecheck
+	$(BIN)/pytest -q -m "not slow" tests
+
+# Everything, the slow drills and the two-host Ansible lab included (root, about 15 more minutes).
+test-all: setup lint typecheck
 	$(BIN)/pytest -q tests
 
-test-fast: setup
-	$(BIN)/pytest -q -m "not slow" tests
+test-e2e: setup
+	$(BIN)/pytest -q tests/e2e
 
 bench: setup model
 	$(BIN)/python bench/pipeline_fps.py
