@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -209,20 +210,37 @@ class CameraWorker:
         return self.status()
 
     def renew(self, deadline: float) -> bool:
-        """Push the fence deadline (monotonic seconds); returns False once the worker has fenced itself."""
+        """Push the fence deadline (monotonic seconds). A fenced worker resumes once the deadline is ahead again."""
         if self.fence_deadline is not None:
             self.fence_deadline = max(self.fence_deadline, deadline)
-        return not self.fenced
+        return True
 
     def _fence_expired(self) -> bool:
         if self.fence_deadline is not None and time.monotonic() >= self.fence_deadline:
             if not self.fenced:
                 self.fenced = True
                 log.warning(
-                    "camera %s: fenced: lease not renewed in time, stopping (token %d)", self.cam.id, self.token
+                    "camera %s: fenced: lease not renewed in time, processing paused (token %d)",
+                    self.cam.id,
+                    self.token,
                 )
             return True
+        if self.fenced:
+            self.fenced = False
+            log.info("camera %s: lease renewed, processing again under token %d", self.cam.id, self.token)
         return False
+
+    def _wait_fenced(self, inflight: deque[tuple[Any, FrameMeta]]) -> None:
+        """Fenced: drop what is in flight, close the open window, process nothing until a renewal or stop.
+
+        Frames already processed were processed under a valid lease and are flushed; nothing is processed while
+        the deadline is past. The node's runner stops this camera when the HA loop decides so; a late-starting or
+        restarted actor (whose constructor deadline has passed) simply waits for the next renewal.
+        """
+        inflight.clear()
+        self._flush()
+        while not self._stop.is_set() and self._fence_expired():
+            self.capture.next(timeout=0.05)  # keep the source drained: old frames are not processed later
 
     def drain_written(self) -> list[tuple[str, str, str, float]]:
         """Segments written since the last call, for the node's replicator to push to the peer at once."""
@@ -242,6 +260,7 @@ class CameraWorker:
             if self._done.is_set() and not self._stop.is_set()
             else s.state,
             "token": self.token,
+            "pid": os.getpid(),
             "done": self._done.is_set(),
             "frames": self.frames,
             "events": self.events,
@@ -275,7 +294,10 @@ class CameraWorker:
         ended = False
         while True:
             if self._fence_expired():
-                break
+                self._wait_fenced(inflight)
+                if self._stop.is_set():
+                    break
+                continue
             while not ended and not self._stop.is_set() and len(inflight) < self.config.runtime.inflight:
                 item = self.capture.next(timeout=0.0 if inflight else 0.5)
                 if item == EOS:
@@ -287,7 +309,10 @@ class CameraWorker:
                     inflight.append((self.submit(frame), meta))
             if inflight:
                 ref, meta = inflight.popleft()
-                self._process(self.resolve(ref), meta)
+                dets = self.resolve(ref)
+                if self._fence_expired():
+                    continue  # the lease lapsed while this frame was in inference: it is not processed
+                self._process(dets, meta)
             elif ended or self._stop.is_set():
                 break
             else:

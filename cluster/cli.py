@@ -251,6 +251,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from cluster.drill import format_report, run_drill
+
+    rep = run_drill(
+        Path(args.run_dir),
+        args.scenario,
+        repeat=args.repeat,
+        report=Path(args.report) if args.report else None,
+        settle_s=args.settle_s,
+        hold_s=args.hold_s,
+        baseline=not args.no_baseline,
+    )
+    print(format_report(rep))
+    return 0 if rep["summary"]["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgepair", description="On-premise store analytics on a workstation pair.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -333,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", dest="date_to", required=True, help="last local date, YYYY-MM-DD")
     s.add_argument("--out", default="report", help="output folder (default: ./report)")
     s.set_defaults(func=cmd_report)
+
+    from cluster.drill import SCENARIOS
+
+    s = sub.add_parser("drill", help="inject a fault into a local pair and report takeover, gaps and lost events")
+    s.add_argument("scenario", choices=SCENARIOS)
+    s.add_argument("--run-dir", required=True, help="the pair's run dir (pair.json)")
+    s.add_argument("--repeat", type=int, default=1, help="run N times; the report gives median and max")
+    s.add_argument("--report", default=None, help="write the JSON report here")
+    s.add_argument("--settle-s", type=float, default=20.0, help="seconds to run after recovery before measuring")
+    s.add_argument("--hold-s", type=float, default=5.0, help="how long a freeze, cut or lost quorum lasts")
+    s.add_argument("--no-baseline", action="store_true", help="skip the in-process baseline replay")
+    s.set_defaults(func=cmd_drill)
 
     s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
     s.add_argument("sql")

@@ -1,0 +1,655 @@
+"""``edgepair drill SCENARIO``: a fault injected into a running local pair, measured, checked against a baseline.
+
+A drill runs against a pair started by ``edgepair pair up`` (state in ``<run_dir>/pair.json``). It watches both
+nodes' ``/health`` at 10 Hz, injects the fault (:mod:`cluster.drill_faults`), restores what it broke, lets the pair
+settle and replication catch up, and then reads the survivor's data dir through the DuckDB views:
+
+- detection: fault to the first health sample where any node's role, leader, mode or cameras changed;
+- takeover per camera: fault to the first frame processed by a camera actor started after the fault;
+- coverage gap per camera: seconds of the drill span covered by no window (``windows`` view), and frames missing
+  (expected frames at the camera's fps minus frames processed);
+- events credited twice (``events_audit``: a (camera, track, ts, kind, line, zone) credited more than once) and
+  seconds credited to two producers at once (overlapping credited windows); both must be 0;
+- tokens monotonic: the tokens of credited windows of a camera never decrease in time;
+- events against a baseline: the same source frames (live playback: frame ``floor(t * fps) mod N`` at UTC ``t``)
+  processed again in this process by the production ``CameraWorker`` with an in-process detector, one continuous
+  tracker over the whole span (undisturbed). Outside the gaps and outside the *continuity horizons* the events must
+  match exactly. A horizon starts at each fresh tracker start of the drill run (first frame of a new actor, end of a
+  gap, start of the span) and ends when the last track the undisturbed tracker had alive at that moment has ended:
+  until then a fresh tracker legitimately sees the same people differently (a crossing half done, a visit already
+  under way). Events inside horizons are reported, not asserted. See docs/drills.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import math
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cluster import drill_faults as faults
+from cluster.errors import EdgepairError
+from cluster.pair import health, load_state
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = (
+    "kill-node",
+    "kill-leader",
+    "freeze-node",
+    "kill-etcd-leader",
+    "partition",
+    "lose-quorum",
+    "kill-actor",
+    "switchover",
+)
+
+
+NODE_FAULTS = ("kill-node", "kill-leader", "freeze-node", "partition")
+
+
+class Watcher:
+    """Polls each node's /health (one thread per node, so a frozen node does not slow the other)."""
+
+    def __init__(self, state: dict[str, Any], period: float = 0.1) -> None:
+        self.state = state
+        self.period = period
+        self.samples: list[tuple[float, str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._poll, args=(n,), daemon=True) for n in state["nodes"]]
+
+    def __enter__(self) -> Watcher:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _poll(self, node: str) -> None:
+        while not self._stop.wait(self.period):
+            h = health(self.state["nodes"][node]["health"], timeout=0.5)
+            if h is not None:
+                with self.lock:
+                    self.samples.append((time.time(), node, h))
+
+    def latest(self, max_age: float = 0.6) -> dict[str, dict[str, Any]]:
+        """Each node's last answer, if it is fresh (a frozen or dead node has none)."""
+        now = time.time()
+        with self.lock:
+            return {n: h for t, n, h in self.samples[-40:] if t > now - max_age}
+
+
+def _wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise EdgepairError(f"drill: timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _placement(hs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """camera -> node whose actor is running it now."""
+    out = {}
+    for node, h in hs.items():
+        for cam, st in (h.get("camera_status") or {}).items():
+            if st.get("state") == "running" and st.get("frames", 0) > 0:
+                out[cam] = node
+    return out
+
+
+def _all_running(state: dict[str, Any], cams: list[str]) -> dict[str, str] | None:
+    hs = {n: health(v["health"]) or {} for n, v in state["nodes"].items()}
+    place = _placement(hs)
+    return place if set(cams) <= set(place) and all(h.get("healthy") for h in hs.values()) else None
+
+
+def _leader(state: dict[str, Any]) -> str:
+    def find() -> str | None:
+        for n, v in state["nodes"].items():
+            h = health(v["health"]) or {}
+            if h.get("role") == "leader":
+                return n
+        return None
+
+    return str(_wait(find, 30, "a leader"))
+
+
+def _inject(
+    run_dir: Path, state: dict[str, Any], scenario: str, hold_s: float, leader: str, place: dict[str, str]
+) -> Any:
+    """Apply the fault at once; return (victim, the restore callable, the cameras it disrupts)."""
+    other = next(n for n in state["nodes"] if n != leader)
+    if scenario == "kill-node":
+        pids = faults.workstation_pids(state, leader)
+        faults.kill_all(pids)
+        faults.kill_etcd_member(state, leader)
+
+        def restore() -> None:
+            faults.reap_orphans(pids)
+            faults.restart_etcd_member(run_dir, state, leader)
+            faults.restart_node(run_dir, state, leader)
+
+        return leader, restore
+    if scenario == "kill-leader":
+        pids = faults.workstation_pids(state, leader)
+        faults.kill_all(pids[:1])
+        return leader, _seq(lambda: faults.reap_orphans(pids[1:]), lambda: faults.restart_node(run_dir, state, leader))
+    if scenario == "freeze-node":
+        pids = faults.workstation_pids(state, leader)
+        faults.signal_all(pids, 19)  # SIGSTOP
+        return leader, _seq(lambda: time.sleep(hold_s), lambda: faults.signal_all(pids, 18))  # SIGCONT
+    if scenario == "kill-etcd-leader":
+        member = faults.etcd_leader(state) or "witness"
+        faults.kill_etcd_member(state, member)
+        return member, _seq(lambda: time.sleep(hold_s), lambda: faults.restart_etcd_member(run_dir, state, member))
+    if scenario == "partition":
+        cut = faults.Partition(state, leader)
+        cut.cut()
+        return leader, _seq(lambda: time.sleep(hold_s), cut.heal)
+    if scenario == "lose-quorum":
+        members = [m for m in state["etcd"] if m != leader][:2]
+        for m in members:
+            faults.kill_etcd_member(state, m)
+        return ",".join(members), _seq(
+            lambda: time.sleep(hold_s),
+            *[functools.partial(faults.restart_etcd_member, run_dir, state, m) for m in members],
+        )
+    if scenario == "kill-actor":
+        cam = sorted(place)[0]
+        node = place[cam]
+        pid = _actor_pid(state, node, cam)
+        faults.kill_all([pid])
+        return f"{node}/{cam} (pid {pid})", lambda: None
+    if scenario == "switchover":
+        from failover import admin
+
+        admin.switchover(state["endpoints"], state["store"], to=other)
+        return leader, lambda: None
+    raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+
+
+def _seq(*steps: Callable[[], object]) -> Callable[[], None]:
+    """One restore callable that runs ``steps`` in order."""
+
+    def run() -> None:
+        for step in steps:
+            step()
+
+    return run
+
+
+def _actor_pid(state: dict[str, Any], node: str, cam: str) -> int:
+    """The camera actor's pid: from /health (``pid`` in the status) or the node's one ``ray::CameraWorker``."""
+    h = health(state["nodes"][node]["health"]) or {}
+    pid = ((h.get("camera_status") or {}).get(cam) or {}).get("pid")
+    if pid:
+        return int(pid)
+    workers = [
+        p
+        for p in faults.descendants(int(state["nodes"][node]["pid"]))
+        if faults.cmdline(p)[:1] and faults.cmdline(p)[0].startswith("ray::CameraWorker")
+    ]
+    if len(workers) != 1:
+        raise EdgepairError(
+            f"kill-actor: cannot tell {cam}'s actor among {len(workers)} CameraWorker processes of {node}: "
+            "add its pid to CameraWorker.status()"
+        )
+    return workers[0]
+
+
+def run_once(
+    run_dir: Path, scenario: str, *, settle_s: float, hold_s: float, pre_s: float, baseline: bool
+) -> dict[str, Any]:
+    """One drill: fault, restore, settle, measure. Returns the report of this run."""
+    run_dir = Path(run_dir).resolve()
+    state = load_state(run_dir)
+    faults.remember_etcd_argv(run_dir, state)
+    cams = [c["id"] for c in _node_config(state)["cameras"]]
+    _wait(lambda: _all_running(state, cams), 120, "every camera running and both nodes healthy")
+    leader = _leader(state)
+    with Watcher(state) as watch:
+        t_begin = time.time()
+        time.sleep(pre_s)
+        place = _placement(watch.latest())
+        before = {n: _summary(h) for n, h in watch.latest().items()}
+        t0 = time.time()
+        victim, restore = _inject(run_dir, state, scenario, hold_s, leader, place)
+        log.info("drill %s: fault injected on %s at %.3f", scenario, victim, t0)
+        moved = [c for c, n in place.items() if n == leader] if scenario in NODE_FAULTS else []
+        try:
+            _wait(lambda: _taken_over(watch, cams, t0, leader, moved), 60, "every camera processing frames again")
+            recovered = True
+        except EdgepairError as exc:
+            log.error("%s", exc)
+            recovered = False
+        restore()
+        t_restored = time.time()
+        _wait(lambda: _all_running(state, cams), 120, "both nodes healthy again with every camera running")
+        time.sleep(settle_s)
+        t_end = time.time()
+        with watch.lock:
+            samples = list(watch.samples)
+    survivor = next(n for n in state["nodes"] if n != leader)
+    _settle_replication(state)
+    report = {
+        "scenario": scenario,
+        "victim": victim,
+        "survivor": survivor,
+        "fault_at": t0,
+        "recovered": recovered,
+        "restored_after_s": round(t_restored - t0, 2),
+        "span": [t_begin, t_end],
+        "detection_s": _detection(samples, before, t0),
+        "takeover_s": _takeovers(samples, t0, cams),
+    }
+    report.update(_measure(state, survivor, t_begin, t_end - 2.0, samples, t0, baseline))
+    report["running_after"] = _all_running(state, cams) or {}
+    report["ok"] = _ok(report, cams)
+    return report
+
+
+def _node_config(state: dict[str, Any]) -> dict[str, Any]:
+    import yaml
+
+    return dict(yaml.safe_load(Path(next(iter(state["nodes"].values()))["config"]).read_text()))
+
+
+def _summary(h: dict[str, Any]) -> tuple[Any, ...]:
+    return (h.get("role"), h.get("leader"), h.get("mode"), tuple(h.get("cameras") or ()))
+
+
+def _taken_over(watch: Watcher, cams: list[str], t0: float, victim: str, moved: list[str]) -> bool:
+    """Every camera running on a node that answers, the victim's cameras elsewhere, 1.5 s after the fault at least."""
+    place = _placement(watch.latest())
+    return time.time() > t0 + 1.5 and set(cams) <= set(place) and all(place[c] != victim for c in moved)
+
+
+def _detection(samples: list[tuple[float, str, dict[str, Any]]], before: dict[str, Any], t0: float) -> float | None:
+    for t, node, h in samples:
+        if t > t0 and node in before and _summary(h) != before[node]:
+            return round(t - t0, 2)
+    return None
+
+
+def _takeovers(samples: list[tuple[float, str, dict[str, Any]]], t0: float, cams: list[str]) -> dict[str, Any]:
+    """Per camera: fault to the first frame of the first actor started after the fault (None: never disturbed)."""
+    out: dict[str, Any] = {}
+    for cam in cams:
+        firsts = [
+            float(st["first_frame_at"])
+            for _t, _n, h in samples
+            for c, st in (h.get("camera_status") or {}).items()
+            if c == cam and float(st.get("first_frame_at") or 0) > t0
+        ]
+        out[cam] = round(min(firsts) - t0, 2) if firsts else None
+    return out
+
+
+def _boundaries(samples: list[tuple[float, str, dict[str, Any]]], cam: str, t0: float) -> list[float]:
+    return sorted(
+        {
+            float(st["first_frame_at"])
+            for _t, _n, h in samples
+            for c, st in (h.get("camera_status") or {}).items()
+            if c == cam and float(st.get("first_frame_at") or 0) > t0
+        }
+    )
+
+
+def _settle_replication(state: dict[str, Any], bound_s: float = 30.0) -> None:
+    def settled() -> bool:
+        hs = [health(v["health"]) or {} for v in state["nodes"].values()]
+        return all(h.get("replication_lag_s", 1) == 0 for h in hs)
+
+    try:
+        _wait(settled, bound_s, "replication to catch up")
+    except EdgepairError as exc:
+        log.warning("%s; measuring anyway", exc)
+    time.sleep(2.0)
+
+
+def _measure(
+    state: dict[str, Any],
+    node: str,
+    a: float,
+    b: float,
+    samples: list[tuple[float, str, dict[str, Any]]],
+    t0: float,
+    baseline: bool,
+) -> dict[str, Any]:
+    from storage.views import run_query
+
+    data_dir = Path(state["nodes"][node]["data_dir"])
+    tz = state["timezone"]
+    cfg = _node_config(state)
+    fps = {c["id"]: float(c.get("fps") or 10.0) for c in cfg["cameras"]}
+    interval = float(cfg["storage"].get("flush_interval_s", 1.0))
+    win = run_query(
+        data_dir,
+        tz,
+        f"SELECT camera_id, epoch(window_start) AS s, epoch(window_end) AS e, node, token, frames, credited, "
+        f"credited_s FROM windows WHERE window_end > to_timestamp({a}) AND window_start < to_timestamp({b}) "
+        "ORDER BY camera_id, window_start, token",
+    ).to_pylist()
+    ev = run_query(
+        data_dir,
+        tz,
+        f"SELECT camera_id, epoch(ts) AS t, kind, line_id, zone_id, direction FROM events "
+        f"WHERE ts >= to_timestamp({a}) AND ts < to_timestamp({b})",
+    ).to_pylist()
+    twice = (
+        run_query(
+            data_dir,
+            tz,
+            "SELECT count(*) AS n FROM (SELECT camera_id, track_id, ts, kind, line_id, zone_id FROM events_audit "
+            "WHERE credited GROUP BY ALL HAVING count(*) > 1)",
+        )
+        .column("n")[0]
+        .as_py()
+    )
+    per_cam: dict[str, Any] = {}
+    tokens_ok = True
+    overlap_s = 0.0
+    for cam in fps:
+        ws = [w for w in win if w["camera_id"] == cam]
+        lo = math.floor(a / interval) * interval + interval  # whole windows only
+        hi = math.floor(b / interval) * interval
+        gaps = _gaps([(w["s"], w["e"]) for w in ws], lo, hi)
+        credited = sorted((w for w in ws if w["credited_s"] > 0), key=lambda w: (w["s"], w["token"]))
+        toks = [w["token"] for w in credited]
+        mono = all(x <= y for x, y in itertools.pairwise(toks))
+        tokens_ok = tokens_ok and mono
+        full = [w for w in credited if w["credited"]]
+        for w1, w2 in itertools.pairwise(full):
+            if (w1["node"], w1["token"]) != (w2["node"], w2["token"]):
+                overlap_s += max(0.0, min(w1["e"], w2["e"]) - max(w1["s"], w2["s"]))
+        inside = [w for w in credited if lo <= w["s"] < hi]
+        expected = round((hi - lo) * fps[cam])
+        per_cam[cam] = {
+            "gap_s": round(sum(y - x for x, y in gaps), 3),
+            "gaps": [[round(x, 3), round(y, 3)] for x, y in gaps],
+            "frames_expected": expected,
+            "frames_missing": max(0, expected - sum(int(w["frames"]) for w in inside)),
+            "tokens": sorted(set(toks)),
+            "tokens_monotonic": mono,
+            "events": sum(1 for e in ev if e["camera_id"] == cam and lo <= e["t"] < hi),
+            "span": [lo, hi],
+        }
+    out: dict[str, Any] = {
+        "cameras": per_cam,
+        "events_credited_twice": int(twice),
+        "credited_overlap_s": round(overlap_s, 3),
+        "tokens_monotonic": tokens_ok,
+    }
+    if baseline:
+        out["baseline"] = {
+            cam: _compare(state, cfg, cam, ev, per_cam[cam], _boundaries(samples, cam, t0)) for cam in per_cam
+        }
+    return out
+
+
+def _gaps(windows: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
+    """The parts of [lo, hi) that no window covers."""
+    out, cur = [], lo
+    for s, e in sorted(windows):
+        if s > cur and cur < hi:
+            out.append((cur, min(s, hi)))
+        cur = max(cur, e)
+    if cur < hi:
+        out.append((cur, hi))
+    return out
+
+
+def _key(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (round(e["t"], 3), e["kind"], e["line_id"], e["zone_id"], e["direction"])
+
+
+def _compare(
+    state: dict[str, Any],
+    cfg: dict[str, Any],
+    cam: str,
+    ev: list[dict[str, Any]],
+    m: dict[str, Any],
+    starts: list[float],
+) -> dict[str, Any]:
+    """Drill events against the undisturbed replay of the same frames, outside gaps and continuity horizons."""
+    lo, hi = m["span"]
+    base, alive = replay(state, cam, lo, hi)
+    t_cfg = cfg.get("tracking") or {}
+    grace = float(t_cfg.get("max_lost_s", 3.0)) + 2.0
+    excluded = [(x - 1.0, y) for x, y in m["gaps"]]
+    for t in [lo, *starts, *(y for _x, y in m["gaps"])]:
+        excluded.append((t - 2.0, _horizon(alive, t) + grace))
+
+    def out(t: float) -> bool:
+        return not any(x <= t < y for x, y in excluded)
+
+    drill = Counter(_key(e) for e in ev if e["camera_id"] == cam and lo <= e["t"] < hi and out(e["t"]))
+    undisturbed = Counter(_key(e) for e in base if out(e["t"]))
+    missing, extra = undisturbed - drill, drill - undisturbed
+    merged = sorted(_merge(excluded, lo, hi))
+    return {
+        "compared_s": round((hi - lo) - sum(y - x for x, y in merged), 1),
+        "excluded": [[round(x, 1), round(y, 1)] for x, y in merged],
+        "baseline_events": len(base),
+        "drill_events_compared": sum(drill.values()),
+        "baseline_events_compared": sum(undisturbed.values()),
+        "missing": sorted(missing.elements())[:20],
+        "extra": sorted(extra.elements())[:20],
+        "match": not missing and not extra,
+    }
+
+
+def _merge(spans: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for x, y in sorted((max(lo, x), min(hi, y)) for x, y in spans):
+        if y <= x:
+            continue
+        if out and x <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], y))
+        else:
+            out.append((x, y))
+    return out
+
+
+def _horizon(alive: list[tuple[float, set[int]]], t: float) -> float:
+    """When the last track the undisturbed tracker had alive at ``t`` (or confirmed within 1 s of it) has ended."""
+    born: set[int] = set()
+    for ts, ids in alive:
+        if t <= ts < t + 1.0:
+            born |= ids
+    last = t
+    for ts, ids in alive:
+        if ts >= t and ids & born:
+            last = ts
+    return last
+
+
+def replay(state: dict[str, Any], cam: str, lo: float, hi: float) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The undisturbed baseline: the frames live playback shows in [lo, hi), through the production worker."""
+    from actors.inference import Detector
+    from actors.worker import CameraWorker
+    from cluster.config import load_config
+    from cluster.runner import resolve_model
+
+    config = load_config(next(iter(state["nodes"].values()))["config"])
+    m = config.model
+    det = Detector(str(resolve_model(config)), family=m.family, threshold=m.threshold, tiles=m.tiles, threads=0)
+    with tempfile.TemporaryDirectory(prefix="edgepair-baseline-") as tmp:
+        cfg = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": Path(tmp)})})
+        worker = CameraWorker(cfg, cam, det.detect, lambda d: d, autostart=False)
+        events: list[dict[str, Any]] = []
+        alive: list[tuple[float, set[int]]] = []
+        src_fps, step, n = _source(worker.cam.source, worker.cam.fps)
+        k = math.ceil(lo * src_fps / step)
+        import cv2
+
+        cap = cv2.VideoCapture(worker.cam.source)
+        pos = -1
+        try:
+            while True:
+                absolute = math.ceil(k * step)
+                ts = absolute / src_fps
+                if ts >= hi:
+                    break
+                k += 1
+                want = absolute % n
+                if want <= pos:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    pos = -1
+                while pos + 1 < want and cap.grab():
+                    pos += 1
+                ok, frame = cap.read()
+                pos += 1
+                if not ok:
+                    continue
+                h, w = frame.shape[:2]
+                _tracked, evs = worker.analytics.process(det.detect(frame), ts, w, h)
+                alive.append((ts, set(worker.analytics.tracker.active_ids())))
+                events += [
+                    {"t": e.ts, "kind": e.kind, "line_id": e.line_id, "zone_id": e.zone_id, "direction": e.direction}
+                    for e in evs
+                ]
+        finally:
+            cap.release()
+    return events, alive
+
+
+def _source(path: str, fps: float | None) -> tuple[float, float, int]:
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    src = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    src = src if 1.0 <= src <= 240.0 else 25.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
+    return src, src / min(fps or src, src), n
+
+
+def _ok(r: dict[str, Any], cams: list[str]) -> bool:
+    base = r.get("baseline") or {}
+    return (
+        r["recovered"]
+        and r["events_credited_twice"] == 0
+        and r["credited_overlap_s"] == 0
+        and r["tokens_monotonic"]
+        and set(cams) <= set(r["running_after"])
+        and all(b["match"] for b in base.values())
+    )
+
+
+def run_drill(
+    run_dir: Path,
+    scenario: str,
+    *,
+    repeat: int = 1,
+    report: Path | None = None,
+    settle_s: float = 20.0,
+    hold_s: float = 5.0,
+    pre_s: float = 15.0,
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """Run ``scenario`` ``repeat`` times against the pair of ``run_dir``; write the JSON report to ``report``.
+
+    ``pre_s``: seconds watched before the fault; ``hold_s``: how long a freeze, cut or lost member lasts;
+    ``settle_s``: seconds the pair runs after it is whole again, before the measurement; ``baseline``: replay the
+    same frames in-process and compare the events (slow on a small machine: about real time per camera).
+    """
+    if scenario not in SCENARIOS:
+        raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    runs = [
+        run_once(run_dir, scenario, settle_s=settle_s, hold_s=hold_s, pre_s=pre_s, baseline=baseline)
+        for _ in range(repeat)
+    ]
+    out: dict[str, Any] = {"scenario": scenario, "repeat": repeat, "runs": runs, "summary": summarize(runs)}
+    if report is not None:
+        Path(report).write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and max of detection, takeover (per camera and overall) and gap; the invariants over all runs."""
+
+    def stats(xs: list[float]) -> dict[str, float | None]:
+        return (
+            {"median": round(statistics.median(xs), 2), "max": round(max(xs), 2)}
+            if xs
+            else {"median": None, "max": None}
+        )
+
+    take = [v for r in runs for v in r["takeover_s"].values() if v is not None]
+    return {
+        "detection_s": stats([r["detection_s"] for r in runs if r["detection_s"] is not None]),
+        "takeover_s": stats(take),
+        "gap_s": stats([c["gap_s"] for r in runs for c in r["cameras"].values()]),
+        "events_credited_twice": sum(r["events_credited_twice"] for r in runs),
+        "tokens_monotonic": all(r["tokens_monotonic"] for r in runs),
+        "baseline_match": all(b["match"] for r in runs for b in (r.get("baseline") or {}).values()),
+        "ok": all(r["ok"] for r in runs),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The terminal table: one row per run and camera, then the summary."""
+    rows = [("run", "camera", "detect s", "takeover s", "gap s", "frames miss", "events", "baseline", "tokens")]
+    for i, r in enumerate(report["runs"], 1):
+        for cam, c in r["cameras"].items():
+            b = (r.get("baseline") or {}).get(cam)
+            bl = (
+                "-"
+                if b is None
+                else f"{'ok' if b['match'] else 'DIFF'} {b['drill_events_compared']}/{b['baseline_events_compared']}"
+            )
+            take = r["takeover_s"].get(cam)
+            rows.append(
+                (
+                    str(i),
+                    cam,
+                    "-" if r["detection_s"] is None else f"{r['detection_s']:.2f}",
+                    "-" if take is None else f"{take:.2f}",
+                    f"{c['gap_s']:.1f}",
+                    str(c["frames_missing"]),
+                    str(c["events"]),
+                    bl,
+                    ",".join(map(str, c["tokens"])) + ("" if c["tokens_monotonic"] else " !"),
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"drill {report['scenario']} x{report['repeat']}: victim {report['runs'][0]['victim']}"
+        if report["runs"]
+        else ""
+    ]
+    for j, row in enumerate(rows):
+        lines.append(
+            "  ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        )
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    s = report["summary"]
+    lines.append(
+        f"takeover median {s['takeover_s']['median']} s, max {s['takeover_s']['max']} s; "
+        f"detection median {s['detection_s']['median']} s; "
+        f"gap median {s['gap_s']['median']} s, max {s['gap_s']['max']} s"
+    )
+    lines.append(
+        f"events credited twice: {s['events_credited_twice']}; tokens monotonic: {s['tokens_monotonic']}; "
+        f"events outside gaps and horizons match the baseline: {s['baseline_match']}; "
+        f"{'PASS' if s['ok'] else 'FAIL'}"
+    )
+    return "\n".join(lines)
