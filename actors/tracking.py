@@ -46,7 +46,12 @@ class TrackerConfig:
     - ``low_thresh`` (0.1): detections at or above (and below ``high_thresh``) take part in the second; lower ones
       are ignored.
     - ``new_track_thresh`` (0.6): score an unmatched detection needs to start a track.
-    - ``match_iou`` (0.2): minimum similarity (IoU, times the score when ``fuse_score``) in the first association.
+    - ``match_iou`` (0.1): minimum similarity (IoU, times the score when ``fuse_score``) in the first association.
+      Half ByteTrack's 0.2 (its ``match_thresh`` 0.8 on the distance), which was set for 30 fps: at the 5-10 fps of
+      a CCTV pipeline a walker moves three to six times farther between updates, the prediction overlaps the next
+      box by less, and with the score fused a 0.6-score detection needed an IoU of 0.33. Measured on PETS09-S2L1
+      (PicoDet-S-416, 10 fps): IDF1 0.64 -> 0.79, ID switches 36 -> 25, MOTA 0.80 -> 0.81; 0.3 gives IDF1 0.53.
+      Gating stays: the Hungarian assignment maximises the total, and a pair still needs some overlap.
     - ``second_match_iou`` (0.5): minimum IoU in the second association (low-score detections).
     - ``unconfirmed_match_iou`` (0.1): minimum similarity for an unconfirmed track (times the score when fused).
       Lower than ByteTrack's 0.3 on purpose: a new track has no velocity yet, and at 5-10 fps the second box of a
@@ -64,7 +69,7 @@ class TrackerConfig:
     high_thresh: float = 0.5
     low_thresh: float = 0.1
     new_track_thresh: float = 0.6
-    match_iou: float = 0.2
+    match_iou: float = 0.1
     second_match_iou: float = 0.5
     unconfirmed_match_iou: float = 0.1
     min_hits: int = 3

@@ -125,7 +125,10 @@ def run_tracks(config: Config, camera_id: str, model_path: Path, *, every: int =
 
 
 def score_tracks(gt: GroundTruth, tracks: dict[int, Detections], *, frame_offset: int = 1) -> dict[str, float]:
-    import motmetrics as mm
+    try:
+        import motmetrics as mm
+    except ImportError:
+        raise ConfigError("scoring needs motmetrics: pip install 'edgepair[eval]'") from None
 
     acc = mm.MOTAccumulator(auto_id=True)
     for index in sorted(tracks):
