@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED_300 = Counter(
     {
         ("line_cross", "walkway-h", "in"): 2,
-        ("line_cross", "walkway-h", "out"): 5,
-        ("line_cross", "walkway-v", "out"): 5,
+        ("line_cross", "walkway-h", "out"): 6,
+        ("line_cross", "walkway-v", "out"): 6,
         ("zone_enter", "plaza", None): 19,
         ("zone_exit", "plaza", None): 19,
     }
