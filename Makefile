@@ -3,10 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# OS packages: footage for the demo (vtest.avi), etcd for the pair, GStreamer RTSP cameras, Chromium for reports.
+# OS packages: footage for the demo (vtest.avi), etcd for the pair, GStreamer RTSP cameras, Chromium for reports,
+# and for the Ansible lab: systemd-nspawn hosts with their own sshd, nftables.
 APT_PACKAGES := opencv-doc etcd-server etcd-client \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium \
+  systemd-container openssh-server nftables
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv model demo test test-all test-e2e lint typecheck bench clean
