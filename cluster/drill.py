@@ -380,9 +380,15 @@ def _measure(
                 overlap_s += max(0.0, min(w1["e"], w2["e"]) - max(w1["s"], w2["s"]))
         inside = [w for w in credited if lo <= w["s"] < hi]
         expected = round((hi - lo) * fps[cam])
+        # Windows where backpressure dropped frames: the tracker saw other frames than an undisturbed run would,
+        # so the baseline comparison treats them like gaps (reported as frames missing, never hidden).
+        per_window = round(fps[cam] * (w["e"] - w["s"])) if (w := next(iter(inside), None)) else 0
+        short = [(w["s"], w["e"]) for w in inside if int(w["frames"]) < round(fps[cam] * (w["e"] - w["s"]))]
         per_cam[cam] = {
             "gap_s": round(sum(y - x for x, y in gaps), 3),
             "gaps": [[round(x, 3), round(y, 3)] for x, y in gaps],
+            "short_windows": [[round(x, 3), round(y, 3)] for x, y in short],
+            "frames_per_window": per_window,
             "frames_expected": expected,
             "frames_missing": max(0, expected - sum(int(w["frames"]) for w in inside)),
             "tokens": sorted(set(toks)),
@@ -432,8 +438,9 @@ def _compare(
     base, alive = replay(state, cam, lo, hi)
     t_cfg = cfg.get("tracking") or {}
     grace = float(t_cfg.get("max_lost_s", 3.0)) + 2.0
-    excluded = [(x - 1.0, y) for x, y in m["gaps"]]
-    for t in [lo, *starts, *(y for _x, y in m["gaps"])]:
+    disturbed = [*m["gaps"], *m.get("short_windows", [])]
+    excluded = [(x - 1.0, y) for x, y in disturbed]
+    for t in [lo, *starts, *(y for _x, y in disturbed)]:
         excluded.append((t - 2.0, _horizon(alive, t) + grace))
 
     def out(t: float) -> bool:
