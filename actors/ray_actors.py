@@ -52,15 +52,24 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
     cpus = num_cpus or config.runtime.num_cpus or os.cpu_count() or 2
     # Ray's temp dir holds a unix socket path: keep it short.
     temp_dir = Path("/tmp") / f"ep-{config.store.id[:16]}-{config.node}-{os.getpid()}"
-    ray.init(
-        num_cpus=max(cpus, 2),
-        include_dashboard=False,
-        _temp_dir=str(temp_dir),
-        object_store_memory=256 * 1024 * 1024,
-        log_to_driver=True,
-        logging_level=logging.WARNING,
-        configure_logging=False,
-    )
+    # Two local Rays starting at the same moment on one machine can race for the ports they pick: try again once.
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                num_cpus=max(cpus, 2),
+                include_dashboard=False,
+                _temp_dir=str(temp_dir) + ("" if attempt == 1 else "-2"),
+                object_store_memory=256 * 1024 * 1024,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+            break
+        except Exception as exc:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            log.warning("node %s: local Ray did not start (%s); trying once more", config.node, exc)
     log.info("node %s: local Ray started with %d CPUs in %s", config.node, max(cpus, 2), temp_dir)
 
 

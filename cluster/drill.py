@@ -442,6 +442,9 @@ def _compare(
     excluded = [(x - 1.0, y) for x, y in disturbed]
     for t in [lo, *starts, *(y for _x, y in disturbed)]:
         excluded.append((t - 2.0, _horizon(alive, t) + grace))
+    # The tail of the span: an exit stamped before ``hi`` is decided by frames after it (the exit grace, a lost
+    # track's max age), which neither the replay nor the measured copy may have seen yet.
+    excluded.append((hi - grace, hi))
 
     def out(t: float) -> bool:
         return not any(x <= t < y for x, y in excluded)

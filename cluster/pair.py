@@ -76,9 +76,25 @@ def pair_up(config_path: Path, run_dir: Path | None = None, wait_s: float = 60.0
         "timezone": config.store.timezone,
         "etcd": {n: {"pid": etcd.pid(n), "endpoint": etcd.endpoint(n)} for n in etcd.members},
         "nodes": {},
+        "endpoints": etcd.endpoints,
     }
-    for name in NODES:
-        cfg = node_config(config, name, etcd.endpoints, ports, run_dir)
+    _write_state(state_file, state)  # from here on `pair down` can stop whatever was started
+    try:
+        _start_nodes(config, state, state_file, ports, wait_s)
+    except BaseException:
+        pair_down(run_dir)
+        raise
+    return state
+
+
+def _start_nodes(
+    config: Config, state: dict[str, Any], state_file: Path, ports: dict[str, dict[str, int]], wait_s: float
+) -> None:
+    run_dir = Path(state["run_dir"])
+    for i, name in enumerate(NODES):
+        if i:  # one node at a time: the first one's Ray is up before the second one's starts
+            _wait_healthy({**state, "nodes": dict(list(state["nodes"].items())[:i])}, wait_s)
+        cfg = node_config(config, name, state["endpoints"], ports, run_dir)
         cfg_path = run_dir / f"{name}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         log_path = run_dir / f"{name}.log"
@@ -99,10 +115,8 @@ def pair_up(config_path: Path, run_dir: Path | None = None, wait_s: float = 60.0
             "health": f"http://127.0.0.1:{ports[name]['metrics']}/health",
             "flight": f"grpc://127.0.0.1:{ports[name]['flight']}",
         }
-    state["endpoints"] = etcd.endpoints
-    _write_state(state_file, state)
+        _write_state(state_file, state)
     _wait_healthy(state, wait_s)
-    return state
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
