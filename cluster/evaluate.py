@@ -22,6 +22,7 @@ import numpy as np
 from actors.detections import Detections
 from actors.events import LINE_CROSS, ZONE_EXIT, Event
 from actors.lines import LineCounter
+from actors.tracking import iou
 from cluster.config import Config
 from cluster.errors import ConfigError
 
@@ -55,16 +56,9 @@ def iou_distance(gt: np.ndarray, hyp: np.ndarray, max_iou: float = 0.5) -> np.nd
     """1 - IoU between xyxy boxes, NaN where IoU < ``max_iou`` (motmetrics' convention)."""
     if len(gt) == 0 or len(hyp) == 0:
         return np.empty((len(gt), len(hyp)))
-    x1 = np.maximum(gt[:, None, 0], hyp[None, :, 0])
-    y1 = np.maximum(gt[:, None, 1], hyp[None, :, 1])
-    x2 = np.minimum(gt[:, None, 2], hyp[None, :, 2])
-    y2 = np.minimum(gt[:, None, 3], hyp[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_g = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
-    area_h = (hyp[:, 2] - hyp[:, 0]) * (hyp[:, 3] - hyp[:, 1])
-    iou = inter / np.maximum(area_g[:, None] + area_h[None, :] - inter, 1e-9)
-    dist = 1.0 - iou
-    dist[iou < max_iou] = np.nan
+    iou_m = iou(np.asarray(gt, np.float32), np.asarray(hyp, np.float32)).astype(np.float64)
+    dist = 1.0 - iou_m
+    dist[iou_m < max_iou] = np.nan
     return dist
 
 

@@ -7,7 +7,6 @@ user's cache directory with its sha256 recorded beside it. The product itself ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,11 +42,9 @@ def default_model_path() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from storage.segments import sha256_file as _sha256
+
+    return _sha256(path)
 
 
 def _manifest_path(model: Path) -> Path:

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from cluster.errors import StorageError
 from storage.catalog import CATALOG_DIR, Catalog, CatalogEntry, CatalogState, compute_superseded, entry_from_file
 from storage.retention import expired
-from storage.segments import EVENTS_DIR, load_timezone, local_date, write_atomic
+from storage.segments import EVENTS_DIR, _fsync_dir, load_timezone, local_date, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -403,14 +403,6 @@ class Replicator:
             write_atomic(self.data_dir / CATALOG_DIR / STATUS_NAME, json.dumps(self.status()).encode())
         except StorageError as exc:
             log.debug("node %s: cannot write replication status: %s", self.node, exc)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replication_status(data_dir: Path) -> dict[str, Any]:
