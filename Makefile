@@ -11,7 +11,7 @@ APT_PACKAGES := opencv-doc etcd-server etcd-client \
   systemd-container openssh-server nftables
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt venv model demo test test-all test-e2e lint typecheck bench clean
+.PHONY: setup apt venv model demo test test-all test-e2e test-lab lint typecheck bench clean
 
 setup: apt venv
 
@@ -54,6 +54,10 @@ test-all: setup lint typecheck
 
 test-e2e: setup
 	$(BIN)/pytest -q tests/e2e
+
+# The Ansible scenarios on the two-host lab (root; about 11 minutes): .ci/run runs them after `make test`.
+test-lab: setup
+	$(BIN)/pytest -q tests/e2e/test_ansible.py
 
 bench: setup model
 	$(BIN)/python bench/pipeline_fps.py
