@@ -117,6 +117,11 @@ def _start_nodes(
         }
         _write_state(state_file, state)
     _wait_healthy(state, wait_s)
+    # The nodes started one after the other, so the first one took every camera (assignment is sticky):
+    # ask the leader to spread them now that both are up.
+    from failover.admin import rebalance
+
+    rebalance(state["endpoints"], state["store"])
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
