@@ -28,15 +28,14 @@ import json
 import logging
 import math
 import statistics
-import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cluster import drill_faults as faults
+from cluster.drill_baseline import compare_with_baseline
 from cluster.errors import EdgepairError
 from cluster.pair import health, load_state
 
@@ -404,7 +403,8 @@ def _measure(
     }
     if baseline:
         out["baseline"] = {
-            cam: _compare(state, cfg, cam, ev, per_cam[cam], _boundaries(samples, cam, t0)) for cam in per_cam
+            cam: compare_with_baseline(state, cfg, cam, ev, per_cam[cam], _boundaries(samples, cam, t0))
+            for cam in per_cam
         }
     return out
 
@@ -419,136 +419,6 @@ def _gaps(windows: list[tuple[float, float]], lo: float, hi: float) -> list[tupl
     if cur < hi:
         out.append((cur, hi))
     return out
-
-
-def _key(e: dict[str, Any]) -> tuple[Any, ...]:
-    return (round(e["t"], 3), e["kind"], e["line_id"], e["zone_id"], e["direction"])
-
-
-def _compare(
-    state: dict[str, Any],
-    cfg: dict[str, Any],
-    cam: str,
-    ev: list[dict[str, Any]],
-    m: dict[str, Any],
-    starts: list[float],
-) -> dict[str, Any]:
-    """Drill events against the undisturbed replay of the same frames, outside gaps and continuity horizons."""
-    lo, hi = m["span"]
-    base, alive = replay(state, cam, lo, hi)
-    t_cfg = cfg.get("tracking") or {}
-    grace = float(t_cfg.get("max_lost_s", 3.0)) + 2.0
-    disturbed = [*m["gaps"], *m.get("short_windows", [])]
-    excluded = [(x - 1.0, y) for x, y in disturbed]
-    for t in [lo, *starts, *(y for _x, y in disturbed)]:
-        excluded.append((t - 2.0, _horizon(alive, t) + grace))
-    # The tail of the span: an exit stamped before ``hi`` is decided by frames after it (the exit grace, a lost
-    # track's max age), which neither the replay nor the measured copy may have seen yet.
-    excluded.append((hi - grace, hi))
-
-    def out(t: float) -> bool:
-        return not any(x <= t < y for x, y in excluded)
-
-    drill = Counter(_key(e) for e in ev if e["camera_id"] == cam and lo <= e["t"] < hi and out(e["t"]))
-    undisturbed = Counter(_key(e) for e in base if out(e["t"]))
-    missing, extra = undisturbed - drill, drill - undisturbed
-    merged = sorted(_merge(excluded, lo, hi))
-    return {
-        "compared_s": round((hi - lo) - sum(y - x for x, y in merged), 1),
-        "excluded": [[round(x, 1), round(y, 1)] for x, y in merged],
-        "baseline_events": len(base),
-        "drill_events_compared": sum(drill.values()),
-        "baseline_events_compared": sum(undisturbed.values()),
-        "missing": sorted(missing.elements())[:20],
-        "extra": sorted(extra.elements())[:20],
-        "match": not missing and not extra,
-    }
-
-
-def _merge(spans: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for x, y in sorted((max(lo, x), min(hi, y)) for x, y in spans):
-        if y <= x:
-            continue
-        if out and x <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], y))
-        else:
-            out.append((x, y))
-    return out
-
-
-def _horizon(alive: list[tuple[float, set[int]]], t: float) -> float:
-    """When the last track the undisturbed tracker had alive at ``t`` (or confirmed within 1 s of it) has ended."""
-    born: set[int] = set()
-    for ts, ids in alive:
-        if t <= ts < t + 1.0:
-            born |= ids
-    last = t
-    for ts, ids in alive:
-        if ts >= t and ids & born:
-            last = ts
-    return last
-
-
-def replay(state: dict[str, Any], cam: str, lo: float, hi: float) -> tuple[list[dict[str, Any]], list[Any]]:
-    """The undisturbed baseline: the frames live playback shows in [lo, hi), through the production worker."""
-    from actors.inference import Detector
-    from actors.worker import CameraWorker
-    from cluster.config import load_config
-    from cluster.runner import resolve_model
-
-    config = load_config(next(iter(state["nodes"].values()))["config"])
-    m = config.model
-    det = Detector(str(resolve_model(config)), family=m.family, threshold=m.threshold, tiles=m.tiles, threads=0)
-    with tempfile.TemporaryDirectory(prefix="edgepair-baseline-") as tmp:
-        cfg = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": Path(tmp)})})
-        worker = CameraWorker(cfg, cam, det.detect, lambda d: d, autostart=False)
-        events: list[dict[str, Any]] = []
-        alive: list[tuple[float, set[int]]] = []
-        src_fps, step, n = _source(worker.cam.source, worker.cam.fps)
-        k = math.ceil(lo * src_fps / step)
-        import cv2
-
-        cap = cv2.VideoCapture(worker.cam.source)
-        pos = -1
-        try:
-            while True:
-                absolute = math.ceil(k * step)
-                ts = absolute / src_fps
-                if ts >= hi:
-                    break
-                k += 1
-                want = absolute % n
-                if want <= pos:
-                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    pos = -1
-                while pos + 1 < want and cap.grab():
-                    pos += 1
-                ok, frame = cap.read()
-                pos += 1
-                if not ok:
-                    continue
-                h, w = frame.shape[:2]
-                _tracked, evs = worker.analytics.process(det.detect(frame), ts, w, h)
-                alive.append((ts, set(worker.analytics.tracker.active_ids())))
-                events += [
-                    {"t": e.ts, "kind": e.kind, "line_id": e.line_id, "zone_id": e.zone_id, "direction": e.direction}
-                    for e in evs
-                ]
-        finally:
-            cap.release()
-    return events, alive
-
-
-def _source(path: str, fps: float | None) -> tuple[float, float, int]:
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    src = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    src = src if 1.0 <= src <= 240.0 else 25.0
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    cap.release()
-    return src, src / min(fps or src, src), n
 
 
 def _ok(r: dict[str, Any], cams: list[str]) -> bool:
