@@ -38,6 +38,7 @@ from cluster import drill_faults as faults
 from cluster.drill_baseline import compare_with_baseline
 from cluster.errors import EdgepairError
 from cluster.pair import health, load_state
+from failover.drill import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,7 @@ class Watcher:
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise EdgepairError(f"drill: timed out after {timeout:.0f} s waiting for {what}")
+    return wait_for(pred, timeout, what, period=0.1, error=EdgepairError, prefix="drill: ")
 
 
 def _placement(hs: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -19,14 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 CAMS = ("cam-1", "cam-2", "cam-3")
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(
+    pred: Callable[[], Any],
+    timeout: float,
+    what: str,
+    *,
+    period: float = 0.05,
+    error: type[Exception] = AssertionError,
+    prefix: str = "",
+) -> Any:
+    """Poll ``pred`` every ``period`` s until it returns something true (returned); raise ``error`` at ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
         if value:
             return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(period)
+    raise error(f"{prefix}timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Pair:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from failover.drill import wait_for
 from tests.e2e.conftest import ANSIBLE_DIR, CACHE, base_version, build_bundle, playbook, recap, tool
 
 PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml"]
@@ -79,13 +80,7 @@ def leaders(lab: ModuleType) -> list[str]:
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_for(pred, timeout, what, period=0.5)
 
 
 class Prober:

@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from actors.detections import Detections
 from actors.inference import Detector
+from actors.tracking import iou
 from cluster.errors import ModelError
 
 SHARED = Path(__file__).parents[2].parent / "shared"
@@ -90,15 +91,8 @@ def ground_truth(models: Path) -> np.ndarray:
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), xyxy."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), xyxy: the tracker's own."""
+    return iou(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
 def gt_boxes(ground_truth: np.ndarray, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
