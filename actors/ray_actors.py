@@ -100,6 +100,7 @@ def start_camera(
     model_version: str,
     fps: float | None = None,
     fence_deadline: float | None = None,
+    autostart: bool = True,
 ) -> Any:
     n = max(1, len(config.cameras))
     total = max(config.runtime.num_cpus or os.cpu_count() or 2, 2)
@@ -115,4 +116,5 @@ def start_camera(
         model_version=model_version,
         fps=fps,
         fence_deadline=fence_deadline,
+        autostart=autostart,
     )

@@ -132,6 +132,7 @@ def build_analytics(cam: CameraConfig, config: Config) -> CameraAnalytics:
 class _Window:
     start: float
     end: float
+    token: int = 0  # the fencing token the window was opened under: it is written with it
     frames: int = 0
     events: list[Event] = field(default_factory=list)
 
@@ -209,6 +210,30 @@ class CameraWorker:
         self._done.wait(timeout)
         return self.status()
 
+    def activate(self, token: int, fps: float | None, deadline: float | None) -> bool:
+        """Start a standby worker (created with ``autostart=False``) under ``token``: no process to spawn."""
+        if self._thread is None:
+            self.token = token
+            if fps:
+                self.capture.target_fps = fps
+            self.fence_deadline = deadline
+            self.started_at = time.time()
+        else:
+            self.retoken(token)
+            if deadline is not None:
+                self.renew(deadline)
+        return self.start()
+
+    def retoken(self, token: int) -> bool:
+        """Carry on under a newer fencing token (a new leader kept this camera here): no restart, no gap.
+
+        The open window keeps the token it was opened under; the next window is written under ``token``.
+        """
+        if token > self.token:
+            log.info("camera %s: now under token %d (was %d)", self.cam.id, token, self.token)
+            self.token = token
+        return True
+
     def renew(self, deadline: float) -> bool:
         """Push the fence deadline (monotonic seconds). A fenced worker resumes once the deadline is ahead again."""
         if self.fence_deadline is not None:
@@ -260,6 +285,7 @@ class CameraWorker:
             if self._done.is_set() and not self._stop.is_set()
             else s.state,
             "token": self.token,
+            "active": self._thread is not None,
             "pid": os.getpid(),
             "done": self._done.is_set(),
             "frames": self.frames,
@@ -348,7 +374,7 @@ class CameraWorker:
         if self._window is not None:
             self._flush()
         start = math.floor(ts / self.interval) * self.interval
-        self._window = _Window(round(start, 6), round(start + self.interval, 6))
+        self._window = _Window(round(start, 6), round(start + self.interval, 6), self.token)
 
     def _flush_idle(self) -> None:
         """A live source that stalls still closes its window once the wall clock has passed it."""
@@ -368,7 +394,7 @@ class CameraWorker:
                     w.end,
                     w.events,
                     frames=w.frames,
-                    token=self.token,
+                    token=w.token,
                     config_version=self.config_version,
                     model_version=self.model_version,
                 )

@@ -175,6 +175,11 @@ class ClusterConfig(Strict):
     )
     ttl_s: float = Field(default=2.0, ge=1, le=60, description="Leader and member lease TTL in seconds.")
     nodes: list[NodeConfig] = Field(default_factory=list, description="The two workstations of the store.")
+    raft_leader: str | None = Field(
+        default=None,
+        description="The etcd member (one of etcd_endpoints, normally the witness) the leading agent keeps etcd's raft"
+        " leadership on, so that a workstation's death never costs an etcd election (which extends every lease).",
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> ClusterConfig:
@@ -183,6 +188,11 @@ class ClusterConfig(Strict):
             raise ValueError("cluster.nodes: names must be unique")
         if self.nodes and len(self.etcd_endpoints) < 3:
             raise ValueError("cluster.etcd_endpoints: name all 3 etcd members (a 2-member etcd survives no failure)")
+        if self.raft_leader is not None and self.raft_leader not in self.etcd_endpoints:
+            raise ValueError(
+                f"cluster.raft_leader: {self.raft_leader!r} is not one of cluster.etcd_endpoints; name the witness's"
+                " endpoint exactly as it is listed there, or leave raft_leader out"
+            )
         return self
 
 

@@ -249,7 +249,7 @@ def run_once(
         "restored_after_s": round(t_restored - t0, 2),
         "span": [t_begin, t_end],
         "detection_s": _detection(samples, before, t0),
-        "takeover_s": _takeovers(samples, t0, cams),
+        "takeover_s": _takeovers([x for x in samples if x[0] <= t_restored], t0, cams),
     }
     report.update(_measure(state, survivor, t_begin, t_end - 2.0, samples, t0, baseline))
     report["running_after"] = _all_running(state, cams) or {}
@@ -281,7 +281,11 @@ def _detection(samples: list[tuple[float, str, dict[str, Any]]], before: dict[st
 
 
 def _takeovers(samples: list[tuple[float, str, dict[str, Any]]], t0: float, cams: list[str]) -> dict[str, Any]:
-    """Per camera: fault to the first frame of the first actor started after the fault (None: never disturbed)."""
+    """Per camera: fault to the first frame of the first actor started after the fault (None: never disturbed).
+
+    ``samples`` end when the fault is repaired: what moves after that (the rebalance once the victim is back) is
+    not a takeover.
+    """
     out: dict[str, Any] = {}
     for cam in cams:
         firsts = [

@@ -54,6 +54,7 @@ class RayCameraRunner:
         self.window = FENCE_FRACTION * ttl
         self.deadline = float("-inf")
         self.actors: dict[str, tuple[Any, float, int]] = {}
+        self.standby: dict[str, Any] = {}  # camera -> an idle actor ready to take it over (see prepare_standby)
         self.pending_written: list[tuple[str, str, str, float]] = []  # from cameras already stopped
         self.lock = threading.RLock()
 
@@ -63,9 +64,33 @@ class RayCameraRunner:
             for actor, _fps, _token in self.actors.values():
                 actor.renew.remote(self.deadline)
 
-    def start_camera(self, camera_id: str, fps: float, token: int) -> None:
+    def _new_actor(self, camera_id: str, fps: float | None, token: int, *, standby: bool) -> Any:
         from actors.ray_actors import start_camera
 
+        cam = next(c for c in self.config.cameras if c.id == camera_id)
+        return start_camera(
+            self.config,
+            camera_id,
+            self.inference,
+            token=token,
+            model_version=self.model_version,
+            fps=min(fps, cam.fps) if cam.fps and fps else (fps or None),
+            fence_deadline=None if standby else self.deadline,
+            autostart=not standby,
+        )
+
+    def prepare_standby(self) -> None:
+        """A standby actor (process spawned, nothing opened) for every camera not running here.
+
+        A takeover then only activates it: no worker process to start and import, which is most of a camera's
+        start-up time. The standby actors hold the CPU share their cameras would hold, no frames, no source.
+        """
+        with self.lock:
+            for cam in self.config.cameras:
+                if cam.id not in self.actors and cam.id not in self.standby:
+                    self.standby[cam.id] = self._new_actor(cam.id, None, 0, standby=True)
+
+    def start_camera(self, camera_id: str, fps: float, token: int) -> None:
         with self.lock:
             if time.monotonic() >= self.deadline:
                 log.warning("node %s: not starting %s: fenced", self.config.node, camera_id)
@@ -73,20 +98,30 @@ class RayCameraRunner:
             current = self.actors.get(camera_id)
             if current is not None and current[1:] == (fps, token):
                 return
+            if current is not None and current[1] == fps and token > current[2]:
+                current[0].retoken.remote(token)  # a new leader kept it here: no restart, no gap
+                self.actors[camera_id] = (current[0], fps, token)
+                log.info("node %s: %s carries on under token %d", self.config.node, camera_id, token)
+                return
             if current is not None:
                 self.stop_camera(camera_id)
             cam = next(c for c in self.config.cameras if c.id == camera_id)
-            actor = start_camera(
-                self.config,
-                camera_id,
-                self.inference,
-                token=token,
-                model_version=self.model_version,
-                fps=min(fps, cam.fps) if cam.fps and fps else (fps or None),
-                fence_deadline=self.deadline,
-            )
+            actor = self.standby.pop(camera_id, None)
+            warm = actor is not None
+            if actor is not None:
+                eff = min(fps, cam.fps) if cam.fps and fps else (fps or None)
+                actor.activate.remote(token, eff, self.deadline)
+            else:
+                actor = self._new_actor(camera_id, fps, token, standby=False)
             self.actors[camera_id] = (actor, fps, token)
-            log.info("node %s: started %s at %.1f fps under token %d", self.config.node, camera_id, fps, token)
+            log.info(
+                "node %s: started %s at %.1f fps under token %d%s",
+                self.config.node,
+                camera_id,
+                fps,
+                token,
+                " (standby actor)" if warm else "",
+            )
 
     def stop_camera(self, camera_id: str) -> None:
         import ray
@@ -111,6 +146,7 @@ class RayCameraRunner:
         except Exception as exc:
             log.warning("node %s: %s did not drain cleanly: %s", self.config.node, camera_id, exc)
         ray.kill(actor, no_restart=True)
+        self.prepare_standby()
 
     def running(self) -> set[str]:
         with self.lock:
@@ -130,16 +166,28 @@ class RayCameraRunner:
         return out
 
     def statuses(self) -> dict[str, dict[str, Any]]:
+        """Each running camera's status; an actor Ray restarted (its process died) is set going again here."""
         import ray
 
         with self.lock:
-            refs = {c: a.status.remote() for c, (a, _f, _t) in self.actors.items()}
+            entries = dict(self.actors)
+        refs = {c: a.status.remote() for c, (a, _f, _t) in entries.items()}
         out = {}
         for cam, ref in refs.items():
             try:
                 out[cam] = ray.get(ref, timeout=5)
             except Exception as exc:
                 out[cam] = {"state": "restarting", "error": str(exc).splitlines()[0]}
+                continue
+            actor, fps, token = entries[cam]
+            if not out[cam].get("active", True) or int(out[cam].get("token", token)) < token:
+                # Restarted from its constructor arguments: a standby one is idle, a retokened one has its old
+                # token. Activate it under the current token and fence (both idempotent).
+                log.info(
+                    "node %s: %s restarted by Ray: activating it again under token %d", self.config.node, cam, token
+                )
+                cam_cfg = next(c for c in self.config.cameras if c.id == cam)
+                actor.activate.remote(token, min(fps, cam_cfg.fps) if cam_cfg.fps and fps else None, self.deadline)
         return out
 
 
@@ -202,6 +250,7 @@ class Node:
             inf = ray.get(self.inference.info.remote())
             log.info("node %s: inference on %s", self.me.name, inf["provider"])
             self.runner = RayCameraRunner(cfg, self.inference, info["model_sha256"][:12], cfg.cluster.ttl_s)
+            self.runner.prepare_standby()
             cameras = {c.id: float(c.fps or 10.0) for c in cfg.cameras}
             self.loop = HALoop(dcs, self.me.name, cameras, self.me.capacity, self.runner, ttl=cfg.cluster.ttl_s)
             self._start_replication()
@@ -209,6 +258,8 @@ class Node:
             ha.start()
             threading.Thread(target=self._push_loop, name="push", daemon=True).start()
             threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True).start()
+            if cfg.cluster.raft_leader:
+                threading.Thread(target=self._raft_leader_loop, name="raft-leader", daemon=True).start()
             while not self.stop_event.wait(1.0):
                 self._refresh_health()
             log.info("node %s: draining (SIGTERM)", self.me.name)
@@ -267,6 +318,24 @@ class Node:
                 )
             except Exception as exc:
                 log.warning("node %s: housekeeping failed: %s", self.me.name, exc)
+
+    def _raft_leader_loop(self, period_s: float = 5.0) -> None:
+        """While this node leads, keep etcd's raft leader on the configured member (the witness): see failover.raft."""
+        from failover.raft import keep_raft_leader_on
+
+        cfg = self.config.cluster
+        assert cfg.raft_leader is not None
+        said = ""
+        while not self.stop_event.wait(period_s):
+            if self.loop is None or self.loop.leader is None:
+                continue
+            try:
+                what = keep_raft_leader_on(cfg.etcd_endpoints, cfg.raft_leader)
+            except Exception as exc:  # never let this housekeeping take the agent down
+                what = f"raft leader: check failed: {exc}"
+            if what != said:
+                log.info("node %s: %s", self.me.name, what)
+                said = what
 
     def _start_replication(self) -> None:
         peers = [n for n in self.config.cluster.nodes if n.name != self.me.name]

@@ -40,12 +40,23 @@ def _free_port() -> int:
     return free_port()
 
 
-def node_config(config: Config, name: str, endpoints: list[str], ports: dict[str, dict[str, int]], base: Path) -> dict:
+def node_config(
+    config: Config,
+    name: str,
+    endpoints: list[str],
+    ports: dict[str, dict[str, int]],
+    base: Path,
+    witness: str | None = None,
+) -> dict:
+    def url(e: str) -> str:
+        return f"http://{e}" if "://" not in e else e
+
     data = json.loads(config.model_dump_json())
     data["node"] = name
     data["storage"]["data_dir"] = str(base / name / "data")
     data["cluster"] = {
-        "etcd_endpoints": [f"http://{e}" if "://" not in e else e for e in endpoints],
+        "etcd_endpoints": [url(e) for e in endpoints],
+        "raft_leader": url(witness) if witness else None,
         "ttl_s": config.cluster.ttl_s,
         "nodes": [
             {"name": n, "host": "127.0.0.1", "flight_port": p["flight"], "metrics_port": p["metrics"], "capacity": 16}
@@ -94,7 +105,9 @@ def _start_nodes(
     for i, name in enumerate(NODES):
         if i:  # one node at a time: the first one's Ray is up before the second one's starts
             _wait_healthy({**state, "nodes": dict(list(state["nodes"].items())[:i])}, wait_s)
-        cfg = node_config(config, name, state["endpoints"], ports, run_dir)
+        cfg = node_config(
+            config, name, state["endpoints"], ports, run_dir, witness=state["etcd"]["witness"]["endpoint"]
+        )
         cfg_path = run_dir / f"{name}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         log_path = run_dir / f"{name}.log"
