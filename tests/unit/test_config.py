@@ -93,3 +93,19 @@ def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
 def test_demo_config_is_valid() -> None:
     cfg = load_config(Path(__file__).parents[2] / "cluster" / "examples" / "demo.yaml")
     assert [c.id for c in cfg.cameras] == ["cam-1"]
+
+
+CLUSTER = """
+cluster:
+  etcd_endpoints: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
+  raft_leader: {leader}
+  nodes: [{{name: ws-a}}, {{name: ws-b}}]
+"""
+
+
+def test_raft_leader_is_one_of_the_etcd_members() -> None:
+    cfg = parse_config(GOOD + CLUSTER.format(leader="http://10.0.0.13:2379"))
+    assert cfg.cluster.raft_leader == "http://10.0.0.13:2379"
+    with pytest.raises(ConfigError) as err:
+        parse_config(GOOD + CLUSTER.format(leader="http://10.0.0.13:2380"), source="store.yaml")
+    assert "cluster.raft_leader: 'http://10.0.0.13:2380' is not one of cluster.etcd_endpoints" in str(err.value)
