@@ -3,9 +3,11 @@
     PYTHONPATH=. python bench/takeover.py --runs 10 --ttl 2
 
 Real 3-member etcd on loopback (heartbeat 50 ms, election 500 ms), two ``failover.testnode`` processes, three
-cameras. Scenarios: ``sigkill`` (leader process killed) and ``sigstop`` (leader process frozen). Each run uses a
-fresh store id; the table gives median and max takeover, and the number of runs in which a camera ran on both nodes
-at once (must be 0).
+cameras. Scenarios: ``sigkill`` (leader process killed), ``sigstop`` (leader process frozen), ``member`` (the leader
+process and its own etcd member killed together, as when the leader's workstation loses power; the member is
+restarted after the run) and ``partition`` (the leader cut off from every etcd member by a black-hole proxy,
+``failover.blackhole``). Each run uses a fresh store id; the table gives median and max takeover, and the number of
+runs in which a camera ran on both nodes at once (must be 0).
 """
 
 from __future__ import annotations
@@ -18,22 +20,39 @@ import tempfile
 import time
 from pathlib import Path
 
+from failover.blackhole import Partition
 from failover.drill import CAMS, Pair, double_runs, wait_for
 from failover.etcd_cluster import EtcdCluster
 
+SCENARIOS = ("sigkill", "sigstop", "member", "partition")
 
-def one_run(cluster: EtcdCluster, workdir: Path, store: str, sig: int, ttl: float) -> tuple[float, int]:
-    pair = Pair(cluster, workdir / f"{store}.jsonl", store=store, ttl=ttl)
+
+def one_run(cluster: EtcdCluster, workdir: Path, store: str, scenario: str, ttl: float) -> tuple[float, int]:
+    parts: dict[str, Partition] = {}
+    if scenario == "partition":
+        for name in ("ws-a", "ws-b"):
+            own = cluster.endpoint(name)
+            parts[name] = Partition([own] + [e for e in cluster.endpoints if e != own], name=name)
+    endpoints = {n: p.endpoints for n, p in parts.items()}
+    pair = Pair(cluster, workdir / f"{store}.jsonl", store=store, ttl=ttl, endpoints=endpoints)
+    killed_member = ""
     try:
         pair.start("ws-a")
         wait_for(pair.leaders, 15, "ws-a to lead")
         pair.start("ws-b")
-        pair.wait_spread()
+        pair.spread_cameras()
         old = pair.leaders()[-1][0]
         survivor = "ws-b" if old == "ws-a" else "ws-a"
         mine = pair.running()[old]
-        pair.signal(old, sig)
         fault = time.monotonic()
+        if scenario == "partition":
+            parts[old].cut()
+        elif scenario == "member":
+            pair.signal(old, signal.SIGKILL)
+            cluster.stop_member(old, signal.SIGKILL, timeout=5)
+            killed_member = old
+        else:
+            pair.signal(old, signal.SIGKILL if scenario == "sigkill" else signal.SIGSTOP)
         wait_for(lambda: pair.running()[survivor] == set(CAMS), 20, f"{survivor} to run every camera")
         starts = [
             e["mono"]
@@ -43,22 +62,29 @@ def one_run(cluster: EtcdCluster, workdir: Path, store: str, sig: int, ttl: floa
         return min(starts) - fault, len(double_runs(pair.events()))
     finally:
         pair.stop()
+        for part in parts.values():
+            part.close()
+        if killed_member:
+            cluster.start_member(killed_member)
+            cluster.wait_healthy()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="takeover time of the edgepair failover loop")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=2.0)
-    parser.add_argument("--scenarios", default="sigkill,sigstop")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args(argv)
-    sigs = {"sigkill": signal.SIGKILL, "sigstop": signal.SIGSTOP}
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgepair-takeover-") as tmp:
         with EtcdCluster(Path(tmp) / "etcd") as cluster:
             for scenario in args.scenarios.split(","):
                 times, doubles = [], 0
                 for i in range(args.runs):
-                    took, dup = one_run(cluster, Path(tmp), f"{scenario}-{i}", sigs[scenario], args.ttl)
+                    took, dup = one_run(cluster, Path(tmp), f"{scenario}-{i}", scenario, args.ttl)
                     times.append(took)
                     doubles += dup > 0
                     print(f"{scenario} run {i + 1}: {took:.2f}s", file=sys.stderr)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +263,12 @@ class AbstractDCS(ABC):
     @abstractmethod
     def probe_quorum(self) -> QuorumProbe:
         """Ask every etcd member directly whether it has a raft leader. Never raises."""
+
+    def watch_leader(self, on_change: Callable[[], None]) -> bool:
+        """Optional: call ``on_change()`` (from another thread) when the leader key changes, so that a follower
+        reacts before its next tick. Returns True while such a watch is armed; never raises. The default has no
+        watch (the loop polls every tick); a watch only ever makes a tick come sooner, it never replaces one."""
+        return False
 
     def close(self) -> None:
         """Release client resources (not the lease: a closing node lets its keys expire or revokes explicitly)."""

@@ -2,9 +2,10 @@
 
 Election rules:
 
-- no leader key: a healthy node tries to acquire it (unless a switchover names another live candidate);
+- no leader key: a healthy node tries to acquire it (unless a switchover names another live healthy candidate);
 - the leader with a switchover request for someone else (or anyone) releases the key if another healthy member is
-  live, and keeps leading otherwise;
+  live, and keeps leading otherwise; a request made of an earlier leader (a switchover to "anyone" that this node
+  won) is done and is not obeyed again;
 - every other node follows the leader key's holder.
 
 Assignment rules (``plan``), applied by the leader only, never while paused:
@@ -94,15 +95,17 @@ def decide(snap: Snapshot) -> Decision:
         if not snap.healthy:
             return Decision(Action.FOLLOW, "no leader, not acquiring: this node is unhealthy")
         sw = cluster.switchover
-        if sw and sw.candidate and sw.candidate != snap.me and sw.candidate in cluster.members:
-            return Decision(Action.FOLLOW, f"no leader: leaving leadership to switchover candidate {sw.candidate}")
+        candidate = cluster.members.get(sw.candidate) if sw and sw.candidate else None
+        if candidate is not None and candidate.name != snap.me and candidate.healthy:
+            return Decision(Action.FOLLOW, f"no leader: leaving leadership to switchover candidate {candidate.name}")
         others = [n for n, m in cluster.members.items() if n != snap.me and m.healthy]
         if sw and sw.candidate is None and sw.leader == snap.me and others:
             return Decision(Action.FOLLOW, f"no leader: this node switched over, leaving leadership to {others[0]}")
         return Decision(Action.ACQUIRE, "no leader: trying to acquire leadership")
     if leader.name == snap.me:
         sw = cluster.switchover
-        if sw is not None:
+        # A switchover asked of another (earlier) leader is done now that this node leads; the loop clears it.
+        if sw is not None and sw.leader in (None, snap.me):
             others = [
                 m.name for m in cluster.members.values() if m.name != snap.me and m.healthy and m.mode == "normal"
             ]

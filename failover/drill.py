@@ -41,16 +41,24 @@ def wait_for(
 class Pair:
     """Two node processes sharing one event log; stopped by pid (SIGCONT then SIGKILL) in ``stop``."""
 
-    def __init__(self, cluster: EtcdCluster, log: Path, store: str, ttl: float = 2) -> None:
+    def __init__(
+        self,
+        cluster: EtcdCluster,
+        log: Path,
+        store: str,
+        ttl: float = 2,
+        endpoints: dict[str, list[str]] | None = None,
+    ) -> None:
         self.ttl = ttl
         self.cluster = cluster
+        self.endpoints = endpoints or {}  # node -> the endpoints it dials (e.g. black-hole proxies), own member first
         self.log = log
         self.store = store
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
         own = self.cluster.endpoint(name)
-        endpoints = [own] + [e for e in self.cluster.endpoints if e != own]
+        endpoints = self.endpoints.get(name) or [own] + [e for e in self.cluster.endpoints if e != own]
         cmd = [sys.executable, "-m", "failover.testnode", "--name", name, "--endpoints", ",".join(endpoints)]
         cmd += ["--store", self.store, "--cameras", ",".join(CAMS), "--ttl", str(self.ttl), "--log", str(self.log)]
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -99,6 +107,21 @@ class Pair:
             return run if both == set(CAMS) and run["ws-a"] and run["ws-b"] else None
 
         return wait_for(spread, timeout, "both nodes to run the cameras between them")
+
+    def spread_cameras(self, timeout: float = 15) -> dict[str, set[str]]:
+        """Once both nodes are members, ask the leader for an even spread (assignment is sticky: a node that joins
+        late gets nothing by itself), wait for it, and withdraw the request so that no later event re-spreads."""
+        from failover.etcd_dcs import EtcdDCS
+
+        dcs = EtcdDCS(self.cluster.endpoints, self.store, ttl=self.ttl, timeout=1.0)
+        try:
+            wait_for(lambda: set(dcs.get_cluster().members) == {"ws-a", "ws-b"}, timeout, "both nodes to join")
+            dcs.set_rebalance(True)
+            run = self.wait_spread(timeout)
+            dcs.set_rebalance(False)
+            return run
+        finally:
+            dcs.close()
 
 
 def intervals(events: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:

@@ -10,6 +10,9 @@
   keeps one single-endpoint client per member and moves to the next endpoint at once when a call fails, trying each
   endpoint at most once per call. A retried write may have been applied by the first attempt: the acquisition
   checks "the key holds our name under our lease" on failure, the other writes are idempotent.
+- ``watch_leader``: a watch on the leader key at the current endpoint wakes a follower's loop as soon as the key is
+  deleted (the leader's lease expired or was revoked) instead of at its next tick. When the watch stream ends (the
+  member died, the client closed) it is re-armed at a later tick; while it is dead or silent the loop just polls.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class EtcdDCS(AbstractDCS):
         self.lease_ttl = max(1, math.ceil(ttl))
         self.lease_id: int | None = None
         self._member_lease: int | None = None
+        self._watch: tuple[Client, int] | None = None
+        self._watch_dead = False
 
     # -- reads -----------------------------------------------------------------------------------------------------
 
@@ -258,7 +263,38 @@ class EtcdDCS(AbstractDCS):
             groups[probe_member(ep, self.timeout)].append(ep)
         return QuorumProbe(total=len(self.etcd.endpoints), **{k: tuple(v) for k, v in groups.items()})
 
+    # -- leader watch ----------------------------------------------------------------------------------------------
+
+    def watch_leader(self, on_change: Callable[[], None]) -> bool:
+        if self._watch is not None and not self._watch_dead:
+            return True
+        self._cancel_watch()
+        client = self.etcd.clients[self.etcd.index]
+        self._watch_dead = False
+
+        def callback(response: object) -> None:
+            if response is None or isinstance(response, BaseException):
+                self._watch_dead = True  # the stream ended: re-armed at a later tick
+            on_change()
+
+        try:
+            watch_id = client.add_watch_callback(self.key("leader"), callback)
+        except Exception as exc:  # an optional speed-up: no failure of it may reach the loop
+            log.debug("watching the leader key of store %s failed: %s", self.store_id, _describe(exc))
+            return False
+        self._watch = (client, int(watch_id))
+        return True
+
+    def _cancel_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            try:
+                watch[0].cancel_watch(watch[1])
+            except Exception as exc:  # cancelling must never raise
+                log.debug("cancelling the leader watch: %s", exc)
+
     def close(self) -> None:
+        self._cancel_watch()
         self.etcd.close()
 
 

@@ -100,6 +100,7 @@ class HALoop:
         self.last_cluster: Cluster | None = None
         self.last_probe: QuorumProbe | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by the DCS's leader watch (and by stop) to end a pause early
 
     # -- one tick --------------------------------------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class HALoop:
                 self._renewed(self.clock.monotonic())
         decision = decide(self._snapshot(cluster, error, probe))
         if decision.action is Action.ACQUIRE:
-            decision = self._acquire(decision)
+            decision, cluster = self._acquire(decision, cluster)
         self._apply(decision, cluster)
         return decision
 
@@ -159,19 +160,21 @@ class HALoop:
             quorum=probe,
         )
 
-    def _acquire(self, decision: Decision) -> Decision:
+    def _acquire(self, decision: Decision, before: Cluster | None) -> tuple[Decision, Cluster | None]:
+        """Try to take the leader key; decide again on a fresh read, which ``_apply`` then acts on (the first
+        assignment is written in the same tick, so the followers need not wait a loop period for it)."""
         self._log(decision)
         try:
             leader = self.dcs.attempt_to_acquire_leader(self.name)
             if leader is None:
-                return Decision(Action.FOLLOW, "leader key taken by another node first: following it")
+                return Decision(Action.FOLLOW, "leader key taken by another node first: following it"), before
             self.leader = leader
             log.info("%s: acquired leadership (token %d)", self.name, leader.token)
             cluster = self.dcs.get_cluster()
         except DCSError as exc:
-            return Decision(Action.WAIT, f"acquiring leadership failed: {exc}")
+            return Decision(Action.WAIT, f"acquiring leadership failed: {exc}"), before
         self.last_cluster = cluster
-        return decide(self._snapshot(cluster, "", None))
+        return decide(self._snapshot(cluster, "", None)), cluster
 
     # -- applying --------------------------------------------------------------------------------------------------
 
@@ -183,13 +186,15 @@ class HALoop:
             if act is Action.RELEASE and cluster is not None and cluster.leader is not None:
                 if self.dcs.release_leader(cluster.leader):
                     log.info("%s: released leadership (token %d) for the switchover", self.name, cluster.leader.token)
-                self.dcs.clear_switchover()
+                # The switchover key stays until the new leader clears it: while it names this node as the one
+                # that handed over, this node does not take the key straight back at its next tick.
                 self.leader = None
                 return
             if act is Action.LEAD and cluster is not None and cluster.leader is not None:
                 self.leader = cluster.leader
-                if cluster.switchover is not None:
-                    if cluster.switchover.candidate == self.name:
+                sw = cluster.switchover
+                if sw is not None:
+                    if sw.candidate == self.name or sw.leader not in (None, self.name):
                         log.info("%s: switchover to this node done (token %d)", self.name, cluster.leader.token)
                     else:
                         log.info("%s: switchover asked for but no other healthy member: staying leader", self.name)
@@ -254,15 +259,25 @@ class HALoop:
         ticks = 0
         while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
             started = self.clock.monotonic()
+            self._wake.clear()
             try:
                 self.run_once()
             except DCSError as exc:  # pragma: no cover - run_once catches them; belt and braces
                 log.warning("%s: tick failed: %s", self.name, exc)
             ticks += 1
-            self.clock.sleep(max(0.0, self.loop_wait - (self.clock.monotonic() - started)))
+            self._pause(max(0.0, self.loop_wait - (self.clock.monotonic() - started)))
+
+    def _pause(self, seconds: float) -> None:
+        """Wait for the next tick. A follower on the real clock with a leader watch armed wakes as soon as the
+        leader key changes (a dead leader's lease expired: take over now, not up to a loop period later)."""
+        if isinstance(self.clock, SystemClock) and self.leader is None and self.dcs.watch_leader(self._wake.set):
+            self._wake.wait(seconds)
+        else:
+            self.clock.sleep(seconds)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def shutdown(self, release: bool = True) -> None:
         """Stop the cameras, then (if leading) release leadership at once so the peer takes over without the TTL."""

@@ -2,7 +2,9 @@
 
 ``MemoryStore`` plays the etcd cluster (revisions, leases that expire on the fake clock); each node gets its own
 ``MemoryDCS`` client over the shared store. ``store.reachable = False`` makes every client call raise ``DCSError``
-(etcd unreachable), and ``store.probe`` is what ``probe_quorum`` reports.
+(etcd unreachable), and ``store.probe`` is what ``probe_quorum`` reports; ``lose_quorum``/``regain_quorum`` do both
+the way etcd does (a new raft leader extends every lease by its TTL). ``client.cut = True`` cuts one node off: its
+calls raise ``DCSError`` and its probe hears from no member, while the other nodes go on.
 """
 
 from __future__ import annotations
@@ -45,9 +47,23 @@ class MemoryStore:
         self.revision = 1
         self.keys: dict[str, _KV] = {}
         self.leases: dict[int, float] = {}
+        self.lease_ttl: dict[int, float] = {}
         self.next_lease = 100
         self.reachable = True
         self.probe = QuorumProbe(total=3, unknown=("a", "b", "c"))
+
+    def lose_quorum(self, probe: QuorumProbe) -> None:
+        """No quorum: every call fails, ``probe`` is what the members say; leases stop expiring (etcd's too)."""
+        self.reachable = False
+        self.probe = probe
+
+    def regain_quorum(self) -> None:
+        """A quorum again: like etcd's new raft leader, extend every lease to a full TTL from now."""
+        now = self.clock.monotonic()
+        for lease_id, deadline in self.leases.items():
+            self.leases[lease_id] = max(deadline, now + self.lease_ttl.get(lease_id, 0.0))
+        self.reachable = True
+        self.probe = QuorumProbe(total=3, with_leader=("a", "b", "c"))
 
     def check(self) -> None:
         if not self.reachable:
@@ -56,6 +72,7 @@ class MemoryStore:
         for lease_id, deadline in list(self.leases.items()):
             if deadline <= now:
                 del self.leases[lease_id]
+                self.lease_ttl.pop(lease_id, None)
                 for key in [k for k, kv in self.keys.items() if kv.lease == lease_id]:
                     del self.keys[key]
                     self.revision += 1
@@ -81,16 +98,23 @@ class MemoryDCS(AbstractDCS):
         super().__init__(store_id, ttl)
         self.store = store
         self.lease_id = 0
+        self.cut = False
+
+    def _check(self) -> None:
+        if self.cut:
+            raise DCSError("etcd unreachable from this node (simulated cut)")
+        self.store.check()
 
     def _lease(self) -> int:
         if self.lease_id not in self.store.leases:
             self.store.next_lease += 1
             self.lease_id = self.store.next_lease
             self.store.leases[self.lease_id] = self.store.clock.monotonic() + self.ttl
+            self.store.lease_ttl[self.lease_id] = self.ttl
         return self.lease_id
 
     def get_cluster(self) -> Cluster:
-        self.store.check()
+        self._check()
         keys = self.store.keys
         members = {
             kv_key.rsplit("/", 1)[1]: Member.from_json(kv.value, session=kv.create_revision)
@@ -110,7 +134,7 @@ class MemoryDCS(AbstractDCS):
         )
 
     def renew(self) -> bool:
-        self.store.check()
+        self._check()
         if self.lease_id in self.store.leases:
             self.store.leases[self.lease_id] = self.store.clock.monotonic() + self.ttl
             return True
@@ -118,7 +142,7 @@ class MemoryDCS(AbstractDCS):
         return False
 
     def touch_member(self, member: Member) -> int:
-        self.store.check()
+        self._check()
         key = self.key("members", member.name)
         lease = self._lease()
         old = self.store.keys.get(key)
@@ -128,7 +152,7 @@ class MemoryDCS(AbstractDCS):
         return self.store.keys[key].create_revision
 
     def attempt_to_acquire_leader(self, name: str) -> Leader | None:
-        self.store.check()
+        self._check()
         key = self.key("leader")
         lease = self._lease()
         kv = self.store.keys.get(key)
@@ -141,7 +165,7 @@ class MemoryDCS(AbstractDCS):
         return None
 
     def write_assignment(self, assignment: Assignment) -> bool:
-        self.store.check()
+        self._check()
         kv = self.store.keys.get(self.key("leader"))
         if kv is None or kv.create_revision != assignment.token:
             return False
@@ -149,33 +173,35 @@ class MemoryDCS(AbstractDCS):
         return True
 
     def release_leader(self, leader: Leader) -> bool:
-        self.store.check()
+        self._check()
         kv = self.store.keys.get(self.key("leader"))
         if kv is None or kv.create_revision != leader.token:
             return False
         return self.store.delete(self.key("leader"))
 
     def set_paused(self, paused: bool) -> None:
-        self.store.check()
+        self._check()
         if paused:
             self.store.put(self.key("pause"), "{}")
         else:
             self.store.delete(self.key("pause"))
 
     def request_switchover(self, candidate: str | None = None, leader: str | None = None) -> None:
-        self.store.check()
+        self._check()
         self.store.put(self.key("switchover"), Switchover(candidate, leader).to_json())
 
     def clear_switchover(self) -> None:
-        self.store.check()
+        self._check()
         self.store.delete(self.key("switchover"))
 
     def set_rebalance(self, wanted: bool) -> None:
-        self.store.check()
+        self._check()
         if wanted:
             self.store.put(self.key("rebalance"), "{}")
         else:
             self.store.delete(self.key("rebalance"))
 
     def probe_quorum(self) -> QuorumProbe:
+        if self.cut:
+            return QuorumProbe(total=self.store.probe.total, unknown=("a", "b", "c")[: self.store.probe.total])
         return self.store.probe

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from failover import admin
+from failover.blackhole import Partition
 from failover.drill import CAMS, Pair, double_runs, wait_for
 from failover.etcd_cluster import EtcdCluster
 
@@ -49,7 +51,7 @@ def pair(cluster: EtcdCluster, tmp_path: Path) -> Iterator[Pair]:
         p.start("ws-a")
         wait_for(p.leaders, 15, "ws-a to lead")
         p.start("ws-b")
-        p.wait_spread()
+        p.spread_cameras()
         yield p
     finally:
         p.stop()
@@ -155,3 +157,147 @@ def test_quorum_lost_and_regained(pair: Pair) -> None:
     out = (pair.log.with_name(f"{name}.out")).read_text()
     assert "no quorum: keeping" in out
     assert_no_double_run(pair.events())
+
+
+def test_switchover_hands_over_at_once_and_moves_no_camera(pair: Pair) -> None:
+    old, other, token = leader_of(pair)
+    before = pair.running()
+    asked_at = time.monotonic()
+    admin.switchover(pair.cluster.endpoints, "drill", to=other)
+    wait_for(lambda: pair.leaders()[-1][0] == other, 15, f"{other} to lead after the switchover")
+    time.sleep(TTL)  # both nodes tick a few times under the new leader
+    events = pair.events()
+    out = pair.log.with_name(f"{old}.out").read_text()
+    assert f"{old}: released leadership (token {token}) for the switchover" in out
+    assert pair.leaders()[-1][1] > token
+    assert [e for e in events if e["event"] in ("start", "stop") and e["mono"] > asked_at] == []
+    assert pair.running() == before
+    assert admin.status(pair.cluster.endpoints, "drill")["switchover"] is None
+    assert_tokens_grow(events)
+    assert_no_double_run(events)
+
+
+def test_pause_freezes_reassignment_until_resume(pair: Pair) -> None:
+    leader, follower, token = leader_of(pair)
+    theirs = pair.running()[follower]
+    admin.pause(pair.cluster.endpoints, "drill")
+    pair.signal(follower, signal.SIGKILL)
+    killed_at = time.monotonic()
+    out = pair.log.with_name(f"{leader}.out")
+    kept = ", ".join(sorted(pair.running()[leader]))
+    wait_for(lambda: f"{leader}: leader, paused: moving no camera, keeping {kept}" in out.read_text(), 15, "pause")
+    time.sleep(max(0.0, killed_at + 2 * TTL - time.monotonic()))  # the follower's lease has long expired
+    assert [e for e in pair.events() if e["node"] == leader and e["event"] == "start" and e["mono"] > killed_at] == []
+    admin.resume(pair.cluster.endpoints, "drill")
+    resumed_at = time.monotonic()
+    pair.wait_all_on(leader)
+    starts = [e for e in pair.events() if e["node"] == leader and e["event"] == "start" and e["mono"] > killed_at]
+    assert {e["camera"] for e in starts} == theirs and all(e["mono"] > resumed_at for e in starts)
+    assert pair.leaders()[-1] == (leader, token)
+    assert_no_double_run(pair.events())
+
+
+# -- a partition of one node from etcd: a black-hole proxy per node in front of every member's client port -------
+
+
+@pytest.fixture
+def cut_pair(cluster: EtcdCluster, tmp_path: Path) -> Iterator[tuple[Pair, dict[str, Partition]]]:
+    parts: dict[str, Partition] = {}
+    p: Pair | None = None
+    try:
+        for name in ("ws-a", "ws-b"):
+            own = cluster.endpoint(name)
+            parts[name] = Partition([own] + [e for e in cluster.endpoints if e != own], name=name)
+        p = Pair(
+            cluster, tmp_path / "events.jsonl", store="drill", endpoints={n: q.endpoints for n, q in parts.items()}
+        )
+        p.start("ws-a")
+        wait_for(p.leaders, 15, "ws-a to lead")
+        p.start("ws-b")
+        p.spread_cameras()
+        yield p, parts
+    finally:
+        if p is not None:
+            p.stop()
+        for part in parts.values():
+            part.close()
+
+
+def first_after(events: list[dict[str, Any]], node: str, kind: str, camera: str, after: float) -> float:
+    found = [
+        e["mono"]
+        for e in events
+        if (e["node"], e["event"], e.get("camera")) == (node, kind, camera) and e["mono"] > after
+    ]
+    assert found, f"no {kind} of {camera} on {node} after the cut"
+    return min(found)
+
+
+def heal_and_wait_follower(pair: Pair, part: Partition, node: str, leader: str) -> float:
+    """Heal ``node``'s partition; wait until its loop says it follows ``leader`` (read from its own log)."""
+    out = pair.log.with_name(f"{node}.out")
+    offset = out.stat().st_size
+    part.heal()
+    healed_at = time.monotonic()
+    wait_for(
+        lambda: f"{node}: following {leader}: running no camera" in out.read_text()[offset:],
+        15,
+        f"{node} to rejoin as a follower of {leader} after the heal",
+    )
+    return healed_at
+
+
+def test_partitioned_leader_fences_before_takeover_and_rejoins_as_follower(
+    cut_pair: tuple[Pair, dict[str, Partition]],
+) -> None:
+    pair, parts = cut_pair
+    old, survivor, token = leader_of(pair)
+    before = pair.running()[old]
+    parts[old].cut()
+    cut_at = time.monotonic()
+    pair.wait_all_on(survivor)
+    time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))  # stay cut for two TTLs, as a frozen node would
+    healed_at = heal_and_wait_follower(pair, parts[old], old, survivor)
+    time.sleep(TTL)  # let the rejoined node tick a few times under the new leader
+    events = pair.events()
+    for cam in before:
+        stopped = first_after(events, old, "stop", cam, cut_at)
+        started = first_after(events, survivor, "start", cam, cut_at)
+        assert stopped < started, f"{cam}: {old} stopped it {started - stopped:.2f}s after {survivor} started it"
+    fences = [e for e in events if e["node"] == old and e["event"] == "fence" and e["mono"] > cut_at]
+    assert len(fences) == 1 and fences[0]["mono"] < healed_at and set(fences[0]["cameras"]) == before
+    writes = [e for e in events if e["node"] == old and e["event"] == "assignment" and e["mono"] > cut_at and e["ok"]]
+    assert writes == [], "the cut-off leader wrote an assignment"
+    assert [e for e in events if e["node"] == old and e["event"] == "start" and e["mono"] > cut_at] == []
+    new_leader, new_token = pair.leaders()[-1]
+    assert new_leader == survivor and new_token > token
+    assert pair.running() == {old: set(), survivor: set(CAMS)}
+    state = admin.status(pair.cluster.endpoints, "drill")
+    assert (state["leader"], state["token"]) == (survivor, new_token)
+    assert sorted(state["members"]) == ["ws-a", "ws-b"]
+    assert_tokens_grow(events)
+    assert_no_double_run(events)
+
+
+def test_partitioned_follower_fences_and_leader_takes_its_cameras(
+    cut_pair: tuple[Pair, dict[str, Partition]],
+) -> None:
+    pair, parts = cut_pair
+    leader, follower, token = leader_of(pair)
+    theirs = pair.running()[follower]
+    parts[follower].cut()
+    cut_at = time.monotonic()
+    pair.wait_all_on(leader)
+    time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))
+    heal_and_wait_follower(pair, parts[follower], follower, leader)
+    time.sleep(TTL)
+    events = pair.events()
+    for cam in theirs:
+        stopped = first_after(events, follower, "stop", cam, cut_at)
+        started = first_after(events, leader, "start", cam, cut_at)
+        assert stopped < started, f"{cam}: {follower} stopped it {started - stopped:.2f}s after {leader} started it"
+    assert [e for e in events if e["node"] == leader and e["event"] == "stop" and e["mono"] > cut_at] == []
+    assert pair.leaders()[-1] == (leader, token)
+    assert pair.running() == {follower: set(), leader: set(CAMS)}
+    assert_tokens_grow(events)
+    assert_no_double_run(events)

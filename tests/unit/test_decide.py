@@ -96,10 +96,22 @@ CASES = [
         id="switchover-to-absent-member-ignored",
     ),
     pytest.param(
+        snap(Cluster({"ws-a": A, "ws-b": B}, Leader("ws-a", 9), SPLIT, switchover=Switchover(None, "ws-b"))),
+        Action.LEAD,
+        "leader with token 9: writing the assignment (cam-1, cam-2 on ws-a; cam-3 on ws-b)",
+        id="switchover-to-any-won-is-done",
+    ),
+    pytest.param(
         snap(Cluster({"ws-a": A, "ws-b": B}, None, SPLIT, switchover=Switchover(None, "ws-a"))),
         Action.FOLLOW,
         "no leader: this node switched over, leaving leadership to ws-b",
         id="switched-over-node-does-not-retake",
+    ),
+    pytest.param(
+        snap(Cluster({"ws-a": A, "ws-b": member("ws-b", 2, healthy=False)}, None, SPLIT, Switchover("ws-b", "ws-a"))),
+        Action.ACQUIRE,
+        "no leader: trying to acquire leadership",
+        id="unhealthy-candidate-not-waited-for",
     ),
     pytest.param(
         snap(Cluster({"ws-a": A, "ws-b": B}, None, SPLIT, switchover=Switchover("ws-b", "ws-a"))),
