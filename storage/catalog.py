@@ -195,6 +195,41 @@ def compute_superseded(entries: dict[str, CatalogEntry]) -> dict[str, str]:
     return out
 
 
+class RefusalIndex:
+    """What replication checks for every received file, in time independent of the number of files held.
+
+    Per camera: the compacted entries (supersession needs only those of the file's camera) and, per fencing token,
+    the earliest window start of a plain segment (for the stale-token rule of :mod:`storage.replication`).
+    """
+
+    def __init__(self, entries: Iterable[CatalogEntry] = ()) -> None:
+        self._compacted: dict[str, dict[str, CatalogEntry]] = defaultdict(dict)
+        self._first: dict[str, dict[int, float]] = defaultdict(dict)
+        for e in entries:
+            self.add(e)
+
+    def add(self, e: CatalogEntry) -> None:
+        if e.compacted:
+            self._compacted[e.camera_id][e.segment_id] = e
+            return
+        first = self._first[e.camera_id]
+        first[e.token] = min(first.get(e.token, e.window_start), e.window_start)
+
+    def superseded(self, e: CatalogEntry) -> bool:
+        """True if a held compacted file supersedes ``e`` (the rules of :func:`compute_superseded`)."""
+        if e.camera_id not in self._compacted:
+            return False
+        entries = {**self._compacted[e.camera_id], e.segment_id: e}
+        return e.segment_id in compute_superseded(entries)
+
+    def newer_token(self, e: CatalogEntry) -> tuple[int, float] | None:
+        """A (token, first window start) of a held plain segment with a greater token starting at or before ``e``."""
+        for token, start in sorted(self._first.get(e.camera_id, {}).items()):
+            if token > e.token and start <= e.window_start:
+                return token, start
+        return None
+
+
 @dataclass(frozen=True)
 class Piece:
     """A disjoint time piece of one camera credited to (or lost by) one producer."""
@@ -250,7 +285,7 @@ def _append(pieces: list[Piece], p: Piece) -> None:
 
 
 class Catalog:
-    """The catalog of one node's data folder. One verb: :meth:`scan`; :meth:`add` for a file just written."""
+    """The catalog of one node's data folder. One verb: :meth:`scan`; :meth:`remember` for a file just written."""
 
     def __init__(self, data_dir: Path, *, node: str = "-") -> None:
         self.data_dir = Path(data_dir)
@@ -258,6 +293,7 @@ class Catalog:
         self._index_path = self.data_dir / CATALOG_DIR / INDEX_NAME
         self._cache: dict[str, tuple[int, int, CatalogEntry]] = {}
         self._loaded = False
+        self._dirty = False
         self.corrupt_found = 0
 
     def _load(self) -> None:
@@ -273,6 +309,17 @@ class Catalog:
                 "node %s: catalog index %s unreadable (%s); rebuilding from files", self.node, self._index_path, exc
             )
             self._cache.clear()
+
+    def remember(self, entry: CatalogEntry) -> None:
+        """Cache ``entry`` of a file just written or received, so that the next scan does not hash it again."""
+        if not self._loaded:
+            self._load()
+        try:
+            st = (self.data_dir / entry.relpath).stat()
+        except OSError:
+            return
+        self._cache[entry.relpath] = (st.st_size, st.st_mtime_ns, entry)
+        self._dirty = True
 
     def _save(self) -> None:
         data = {rel: [size, mt, e.to_json()] for rel, (size, mt, e) in sorted(self._cache.items())}
@@ -321,7 +368,8 @@ class Catalog:
         for rel in set(self._cache) - seen:
             del self._cache[rel]
             changed = True
-        if changed:
+        if changed or self._dirty:
+            self._dirty = False
             self._save()
         return CatalogState(entries, compute_superseded(entries))
 

@@ -1,4 +1,4 @@
-"""Compaction: many 1-second segments become one file per camera and local hour, then per camera and local day.
+"""Compaction: 1-second segments become one file per camera and local hour, then local day, then local month.
 
 Rules (readers never see an event twice or not at all):
 
@@ -15,8 +15,9 @@ Rules (readers never see an event twice or not at all):
    ``compactor`` value), so a query that started before the switch still finds its files. Deleting them does not
    make anti-entropy fetch them back: replication refuses a superseded segment.
 5. A segment arriving late for a compacted period stays live beside it until the next run compacts both into a new
-   file that absorbs the old one. Hour files of a closed day become one day file, so files per camera stay about one
-   a day plus the open day's hours (bounded further by retention).
+   file that absorbs the old one. Hour files of a closed day become one day file, and day files of a closed month
+   one month file, so files per camera stay about one a month plus the open month's days and the open day's hours
+   (bounded further by retention): 16 cameras keep about 16 x (12 + 31 + 24) files for a year, not 16 x 365.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from storage.segments import EVENTS_DIR, PARQUET_COMPRESSION, load_timezone, loc
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("hour", "day")
+LEVELS = ("hour", "day", "month")
+_ALLOWED = {"hour": {"segment"}, "day": {"segment", "hour", "day"}, "month": {"segment", "hour", "day", "month"}}
 
 
 @dataclass
@@ -53,20 +55,22 @@ class CompactionReport:
 
 
 def level_of(segment_id: str) -> str:
-    """``segment``, ``hour`` or ``day``."""
+    """``segment``, ``hour``, ``day`` or ``month``."""
     if COMPACT_MARK not in segment_id:
         return "segment"
     return segment_id.split(".")[2].split(COMPACT_MARK)[0]
 
 
 def period_start(epoch_s: float, tz_name: str, level: str) -> float:
-    """Start (UTC epoch) of the local hour or local day holding ``epoch_s``."""
+    """Start (UTC epoch) of the local hour, local day or local month holding ``epoch_s``."""
     tz = load_timezone(tz_name)
     local = datetime.fromtimestamp(epoch_s, tz)
     if level == "hour":
         local = local.replace(minute=0, second=0, microsecond=0)
     else:
         local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        if level == "month":
+            local = local.replace(day=1)
     return local.timestamp()
 
 
@@ -75,6 +79,9 @@ def period_end(start: float, tz_name: str, level: str) -> float:
     local = datetime.fromtimestamp(start, tz)
     if level == "hour":
         return start + 3600.0
+    if level == "month":
+        nxt = datetime(local.year + local.month // 12, local.month % 12 + 1, 1, tzinfo=tz)
+        return nxt.timestamp()
     nxt = (local + timedelta(days=1, hours=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     return nxt.timestamp()
 
@@ -142,7 +149,7 @@ def build_compacted(
 def _groups(
     state: CatalogState, level: str, now: float, min_age_s: float
 ) -> dict[tuple[str, float], list[CatalogEntry]]:
-    allowed = {"segment"} if level == "hour" else {"segment", "hour", "day"}
+    allowed = _ALLOWED[level]
     groups: dict[tuple[str, float], list[CatalogEntry]] = defaultdict(list)
     for e in state.live():
         if level_of(e.segment_id) not in allowed:
@@ -170,10 +177,11 @@ def compact(
     compactor: bool = True,
     min_age_s: float = 300.0,
     day_min_age_s: float = 3600.0,
+    month_min_age_s: float = 86400.0,
     grace_s: float = 600.0,
     max_groups: int = 10_000,
 ) -> CompactionReport:
-    """Delete sources superseded for longer than ``grace_s``; if ``compactor``, compact closed hours then days.
+    """Delete sources superseded for longer than ``grace_s``; if ``compactor``, compact closed hours, days, months.
 
     Idempotent and safe to run periodically on both nodes (see the module rules). Errors on one group are logged
     and reported; the others go on.
@@ -196,7 +204,7 @@ def compact(
         log.info("node %s: deleted %d superseded files", node, len(report.deleted))
     if not compactor:
         return report
-    for level, age in (("hour", min_age_s), ("day", day_min_age_s)):
+    for level, age in (("hour", min_age_s), ("day", day_min_age_s), ("month", month_min_age_s)):
         state = catalog.scan()
         done = 0
         for (camera, start), sources in sorted(_groups(state, level, now, age).items()):

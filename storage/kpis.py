@@ -30,10 +30,9 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from cluster.errors import ConfigError
+from storage.localtime import SLOT_S, cov_slots_sql, local_cols, slots_sql
 
 KPI_SCHEMA = "_kpi"
-SLOT_S = 900
-"""Coverage is computed on 15-minute UTC slots: every real UTC offset is a multiple of 15 minutes."""
 
 KPI_VIEW_NAMES = (
     "coverage",
@@ -229,11 +228,6 @@ _DEF_JOIN = (
 )
 
 
-def _local_cols(t: str, tz: str) -> str:
-    """Local columns of the UTC instant ``t`` (TIMESTAMPTZ) in zone column ``tz``; session-zone independent."""
-    return f"timezone({tz}, {t}) AS l_ts, CAST(epoch(timezone({tz}, {t})) - epoch({t}) AS INTEGER) AS utc_offset_s"
-
-
 def _views_sql() -> list[tuple[str, str]]:
     """(name, SELECT) of every KPI view, in creation order; internal ones are in :data:`KPI_SCHEMA`."""
     k = KPI_SCHEMA
@@ -251,25 +245,10 @@ def _views_sql() -> list[tuple[str, str]]:
         (
             # Every 15-minute UTC slot of every local day between the first and the last datum of each store.
             f"{k}.slots",
-            f"""
-            WITH d AS (
-                SELECT b.store_id, s.timezone,
-                       CAST(timezone(s.timezone, b.lo) AS DATE) AS d0, CAST(timezone(s.timezone, b.hi) AS DATE) AS d1
-                FROM {k}.bounds b JOIN stores s USING (store_id) WHERE b.lo IS NOT NULL
-            ), r AS (
-                SELECT store_id, timezone, unnest(range(
-                    CAST(epoch(timezone(timezone, CAST(d0 AS TIMESTAMP))) AS BIGINT),
-                    CAST(epoch(timezone(timezone, CAST(d1 + 1 AS TIMESTAMP))) AS BIGINT), {SLOT_S})) AS slot
-                FROM d
-            ), l AS (SELECT store_id, slot, {_local_cols("to_timestamp(slot)", "timezone")} FROM r)
-            , t AS (
-                SELECT store_id, slot, l_ts AS slot_local, CAST(l_ts AS DATE) AS local_date,
-                       CAST(hour(l_ts) AS INTEGER) AS local_hour, utc_offset_s
-                FROM l
-            )
-            SELECT *, count(*) OVER h * {SLOT_S} AS hour_s, to_timestamp(min(slot) OVER h) AS hour_start
-            FROM t WINDOW h AS (PARTITION BY store_id, local_date, local_hour, utc_offset_s)
-            """,
+            slots_sql(
+                f"SELECT b.store_id, s.timezone, b.lo, b.hi FROM {k}.bounds b JOIN stores s USING (store_id)",
+                ("store_id",),
+            ),
         ),
         (
             f"{k}.hours",
@@ -288,19 +267,7 @@ def _views_sql() -> list[tuple[str, str]]:
         ),
         (
             f"{k}.cov_slots",
-            f"""
-            WITH p AS (
-                SELECT store_id, camera_id, epoch(p_start) AS a, epoch(p_end) AS b FROM {k}.cov_pieces
-                WHERE p_end > p_start
-            ), s AS (
-                SELECT store_id, camera_id, a, b,
-                       unnest(range(CAST(floor(a / {SLOT_S}) AS BIGINT) * {SLOT_S},
-                                    CAST(ceil(b / {SLOT_S}) AS BIGINT) * {SLOT_S}, {SLOT_S})) AS slot
-                FROM p
-            )
-            SELECT store_id, camera_id, slot, least({SLOT_S}, sum(least(b, slot + {SLOT_S}) - greatest(a, slot))) AS s
-            FROM s GROUP BY ALL
-            """,
+            cov_slots_sql(f"SELECT store_id, camera_id, p_start, p_end FROM {k}.cov_pieces", ("store_id", "camera_id")),
         ),
         (
             "coverage",
@@ -418,7 +385,7 @@ def _views_sql() -> list[tuple[str, str]]:
                 SELECT b.store_id, st.timezone, unnest(range(b.lo, b.hi + {SLOT_S}, 60)) AS m
                 FROM b JOIN stores st USING (store_id)
             ), x AS (
-                SELECT m.store_id, m.m, {_local_cols("to_timestamp(m.m)", "m.timezone")}, CAST(timezone(m.timezone,
+                SELECT m.store_id, m.m, {local_cols("to_timestamp(m.m)", "m.timezone")}, CAST(timezone(m.timezone,
                        to_timestamp(m.m)) AS DATE) AS local_date FROM m
             ), o AS (
                 SELECT x.*, k.version FROM x {d_join_e}

@@ -41,7 +41,7 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 from cluster.errors import StorageError
-from storage.catalog import CATALOG_DIR, Catalog, CatalogEntry, CatalogState, compute_superseded, entry_from_file
+from storage.catalog import CATALOG_DIR, Catalog, CatalogEntry, CatalogState, RefusalIndex, entry_from_file
 from storage.retention import expired
 from storage.segments import EVENTS_DIR, _fsync_dir, load_timezone, local_date, write_atomic
 
@@ -130,6 +130,7 @@ class Replicator:
         self._catalog = Catalog(self.data_dir, node=node)
         self._lock = threading.RLock()
         self._state = CatalogState()
+        self._index = RefusalIndex()
         self._queue: deque[tuple[str, float]] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -164,9 +165,17 @@ class Replicator:
     def rescan(self, *, verify: bool = False) -> CatalogState:
         """Re-read the catalog from the files (quarantining corrupt ones)."""
         state = self._catalog.scan(verify=verify)
+        index = RefusalIndex(state.entries.values())
         with self._lock:
             self._state = state
+            self._index = index
         return state
+
+    def _hold(self, entry: CatalogEntry) -> None:
+        """Add a file just written or received to the state, the refusal index and the catalog cache (lock held)."""
+        self._state.entries[entry.segment_id] = entry
+        self._index.add(entry)
+        self._catalog.remember(entry)
 
     # ---- local side ------------------------------------------------------------------------------------------
 
@@ -174,7 +183,7 @@ class Replicator:
         """A file was just written locally under its final name: catalog it and push it to the peer."""
         entry = entry_from_file(Path(path), self.data_dir, sha256)
         with self._lock:
-            self._state.entries[segment_id] = entry
+            self._hold(entry)
             self._queue.append((segment_id, self.clock() if written_at is None else written_at))
             self._peer_missing.setdefault(segment_id, entry.window_end)
         self._wake.set()
@@ -251,27 +260,20 @@ class Replicator:
                 incoming.parent.rmdir()
         entry = entry_from_file(final, self.data_dir, sha256)
         with self._lock:
-            self._state.entries[segment_id] = entry
+            self._hold(entry)
         log.debug("node %s: camera %s: stored %s from %s", self.node, entry.camera_id, segment_id, source)
         return True
 
     def _refusal(self, e: CatalogEntry) -> str | None:
         if expired(e.window_end, self.retention_days, e.timezone, self.clock()):
             return f"past retention ({self.retention_days} days)"
+        # The index answers in time independent of the files held (a full scan per file made catch-up quadratic).
         with self._lock:
-            entries = dict(self._state.entries)
-        entries[e.segment_id] = e
-        if e.segment_id in compute_superseded(entries):
-            return "superseded by a local compacted file"
-        if not e.compacted:
-            for other in entries.values():
-                if (
-                    other.camera_id == e.camera_id
-                    and not other.compacted
-                    and other.token > e.token
-                    and other.window_start <= e.window_start
-                ):
-                    return f"stale token {e.token}: token {other.token} already wrote from {other.window_start}"
+            if self._index.superseded(e):
+                return "superseded by a local compacted file"
+            newer = None if e.compacted else self._index.newer_token(e)
+        if newer is not None:
+            return f"stale token {e.token}: token {newer[0]} already wrote from {newer[1]}"
         return None
 
     # ---- loop ------------------------------------------------------------------------------------------------

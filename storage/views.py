@@ -15,8 +15,14 @@ Views (times in UTC are ``TIMESTAMPTZ``; ``*_local`` are plain ``TIMESTAMP`` in 
 - ``segment_meta``: one row per visible file from the Parquet metadata, zero-event segments included.
 - ``windows``: one row per claim (a segment's window, or a run of a compacted file): camera, window, node, token,
   frames, ``credited`` (never outranked), ``credited_s``.
-- ``coverage``: per camera, local date and local hour, the seconds processed (credited claims, so overlaps count
-  once), ``share`` of the hour (0..1) and the ``nodes`` that processed them: a failover gap shows as share < 1.
+- ``coverage``: per camera, local date, local hour and UTC offset (the repeated hour of an autumn DST day is two
+  rows), the seconds processed (credited claims, so overlaps count once), ``hour_s`` (the hour's real length),
+  ``share`` of the hour (0..1) and the ``nodes`` that processed them: a failover gap shows as share < 1. Computed on
+  15-minute UTC slots like the KPI ``coverage`` (:mod:`storage.localtime`), so DST days are exact.
+
+Speed: local times are computed by :func:`storage.localtime.local_ts_sql` (offsets known in advance, no per-row time
+zone lookup), and when the snapshot has no outranked claim at all (the usual case) ``events_audit`` marks every
+visible row credited without joining the rows to the lost pieces.
 
 Snapshot rule: which files are superseded and which claims are outranked is computed from the catalog when the views
 are created. A file that appears later is read if it is a plain segment (treated as credited) and ignored if it is a
@@ -33,6 +39,7 @@ the duckdb wheel, so nothing is downloaded; extension auto-install is switched o
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import duckdb
@@ -40,6 +47,7 @@ import pyarrow as pa
 
 from cluster.errors import QueryError
 from storage.catalog import COMPACT_MARK, Catalog, CatalogState, credit_pieces
+from storage.localtime import cov_slots_sql, local_ts_sql, slots_sql
 from storage.schema import EVENT_SCHEMA, SegmentMeta
 from storage.segments import EVENTS_DIR, load_timezone
 
@@ -144,8 +152,23 @@ def _us(t: float) -> int:
     return round(t * 1_000_000)
 
 
-def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: CatalogState) -> None:
-    """Load the catalog snapshot (visible files, lost pieces, claims, credited pieces) into the internal schema."""
+_LOCAL_PAST_S = 2 * 86400.0
+_LOCAL_AHEAD_S = 400 * 86400.0
+
+
+def _local_range(state: CatalogState) -> tuple[float, float]:
+    """The UTC range whose offsets are written into the local-time SQL: the data held, up to 400 days from now."""
+    now = time.time()
+    starts = [e.window_start for e in state.entries.values()]
+    ends = [e.window_end for e in state.entries.values()]
+    return min([now, *starts]) - _LOCAL_PAST_S, max([now, *ends]) + _LOCAL_AHEAD_S
+
+
+def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: CatalogState) -> int:
+    """Load the catalog snapshot (visible files, lost pieces, claims, credited pieces) into the internal schema.
+
+    Returns the number of lost pieces (0: no claim is outranked anywhere).
+    """
     root = Path(data_dir).resolve()
     live = set(state.live_ids())
     files = pa.table(
@@ -195,27 +218,40 @@ def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: Cata
         con.register("_edgepair_tmp", tbl)
         con.execute(f"CREATE OR REPLACE TABLE {INTERNAL_SCHEMA}.{name} AS SELECT * FROM _edgepair_tmp")
         con.unregister("_edgepair_tmp")
+    return len(lost)
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) -> None:
     """(Re)create every view of :data:`VIEW_NAMES` on ``con`` for the segments under ``data_dir``. Cheap."""
     load_timezone(timezone)  # ConfigError with a fix if the name is unknown
     tz = _literal(timezone)
-    _snapshot_tables(con, data_dir, Catalog(data_dir).scan())
+    state = Catalog(data_dir).scan()
+    n_lost = _snapshot_tables(con, data_dir, state)
+    lo, hi = _local_range(state)
+
+    def local(col: str) -> str:
+        return local_ts_sql(col, timezone, lo, hi)
+
     con.execute(f"CREATE OR REPLACE VIEW segments_raw AS {_segments_raw_sql(data_dir)}")
     schema_cols = ", ".join(f.name for f in EVENT_SCHEMA if f.name not in ("store_id", "camera_id", "ts"))
+    # Lost pieces are a snapshot: with none, no row can be outranked, so the per-row join is left out.
+    lost_join = (
+        f"""LEFT JOIN {INTERNAL_SCHEMA}.lost l
+              ON l.camera_id = r.camera_id AND l.node = r.node AND l.token = r.token
+             AND r.ts >= l.p_start AND r.ts < l.p_end"""
+        if n_lost
+        else ""
+    )
     con.execute(f"""
         CREATE OR REPLACE VIEW events_audit AS
         SELECT store_id, camera_id, ts, ts_local,
                CAST(ts_local AS DATE) AS local_date, CAST(hour(ts_local) AS INTEGER) AS local_hour, {schema_cols},
                credited, filename
         FROM (
-            SELECT r.*, r.ts AT TIME ZONE {tz} AS ts_local, l.camera_id IS NULL AS credited
+            SELECT r.*, {local("r.ts")} AS ts_local, {"l.camera_id IS NULL" if n_lost else "true"} AS credited
             FROM segments_raw r
             LEFT JOIN {INTERNAL_SCHEMA}.files f ON f.filename = r.filename
-            LEFT JOIN {INTERNAL_SCHEMA}.lost l
-              ON l.camera_id = r.camera_id AND l.node = r.node AND l.token = r.token
-             AND r.ts >= l.p_start AND r.ts < l.p_end
+            {lost_join}
             WHERE coalesce(f.live, NOT contains(r.filename, '{COMPACT_MARK}'))
         )
     """)
@@ -227,8 +263,8 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) 
     con.execute(f"""
         CREATE OR REPLACE VIEW visits AS
         SELECT store_id, camera_id, zone_id, track_id, enter_ts, exit_ts, dwell_s,
-               enter_ts AT TIME ZONE {tz} AS enter_local, exit_ts AT TIME ZONE {tz} AS exit_local,
-               CAST(enter_ts AT TIME ZONE {tz} AS DATE) AS local_date, segment_id
+               {local("enter_ts")} AS enter_local, {local("exit_ts")} AS exit_local,
+               CAST({local("enter_ts")} AS DATE) AS local_date, segment_id
         FROM (
             SELECT *, ts AS exit_ts,
                    ts - to_microseconds(CAST(round(dwell_s * 1000000) AS BIGINT)) AS enter_ts
@@ -257,19 +293,16 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) 
         SELECT camera_id, window_start, window_end, node, token, frames, credited, credited_s, segment_id
         FROM {INTERNAL_SCHEMA}.claims
     """)
+    credited = f"{INTERNAL_SCHEMA}.credited"
     con.execute(f"""
         CREATE OR REPLACE VIEW coverage AS
-        WITH p AS (
-            SELECT camera_id, node, p_start AT TIME ZONE {tz} AS a, p_end AT TIME ZONE {tz} AS b
-            FROM {INTERNAL_SCHEMA}.credited
-        ), h AS (
-            SELECT camera_id, node, a, b, unnest(range(date_trunc('hour', a), b, INTERVAL 1 HOUR)) AS h FROM p
-        )
-        SELECT camera_id, CAST(h AS DATE) AS local_date, CAST(hour(h) AS INTEGER) AS local_hour,
-               sum(epoch(least(b, h + INTERVAL 1 HOUR)) - epoch(greatest(a, h))) AS seconds_covered,
-               least(1.0, sum(epoch(least(b, h + INTERVAL 1 HOUR)) - epoch(greatest(a, h))) / 3600.0) AS share,
-               string_agg(DISTINCT node, ',' ORDER BY node) AS nodes
-        FROM h GROUP BY ALL
+        WITH t AS ({slots_sql(f"SELECT {tz} AS timezone, min(p_start) AS lo, max(p_end) AS hi FROM {credited}", ())}),
+        c AS ({cov_slots_sql(f"SELECT camera_id, node, p_start, p_end FROM {credited}", ("camera_id", "node"))})
+        SELECT c.camera_id, t.local_date, t.local_hour, t.utc_offset_s, t.hour_start,
+               sum(c.s) AS seconds_covered, t.hour_s, least(1.0, sum(c.s) / t.hour_s) AS share,
+               string_agg(DISTINCT c.node, ',' ORDER BY c.node) AS nodes
+        FROM c JOIN t USING (slot)
+        GROUP BY c.camera_id, t.local_date, t.local_hour, t.utc_offset_s, t.hour_start, t.hour_s
     """)
     log.debug("created views %s over %s (time zone %s)", ", ".join(VIEW_NAMES), data_dir, timezone)
 

@@ -90,3 +90,36 @@ def test_retention_deletes_old_files_and_refuses_them(tmp_path: Path) -> None:
     assert len(enforce_retention(tmp_path, days=2, timezone=TZ, node="ws-a", now=NOW)) == 3
     assert expired(DEFAULT_BASE + 3, 2, TZ, NOW) and not expired(DEFAULT_BASE + 3, 7, TZ, NOW)
     assert count(tmp_path) == 0
+
+
+def test_closed_months_roll_up_into_one_file_per_camera(tmp_path: Path) -> None:
+    a = SegmentWriter(tmp_path, "s1", TZ, "ws-a")
+    aug_1 = DEFAULT_BASE + 31 * 86400  # 2024-08-01T10:00Z
+    for cam in ("cam-1", "cam-2"):
+        write(a, cam, range(0, 5))  # 2024-07-01
+        write(a, cam, range(3 * 86400, 3 * 86400 + 5))  # 2024-07-04
+        write(a, cam, range(31 * 86400, 31 * 86400 + 5))  # 2024-08-01
+    now = aug_1 + 9 * 86400  # July is closed, August is not
+    ages = {"min_age_s": 0, "day_min_age_s": 0, "month_min_age_s": 0, "grace_s": 0}
+    report = compact(tmp_path, node="ws-a", now=now, **ages)
+    # one hour file per camera and hour; a day of one hour file stays as it is; July's files become one month file
+    assert sorted(level_of(c) for c in report.written) == ["hour"] * 6 + ["month"] * 2
+    assert count(tmp_path) == 30 * K
+    compact(tmp_path, node="ws-a", now=now, **ages)  # deletes every superseded source
+    files = sorted((p.parent.name, level_of(p.stem)) for p in (tmp_path / "events").rglob("*.parquet"))
+    assert files == [
+        ("camera=cam-1", "hour"),
+        ("camera=cam-1", "month"),
+        ("camera=cam-2", "hour"),
+        ("camera=cam-2", "month"),
+    ]
+    assert count(tmp_path) == 30 * K
+    write(a, "cam-1", range(86400, 86402))  # late for the compacted July (2024-07-02)
+    assert count(tmp_path) == 32 * K
+    compact(tmp_path, node="ws-a", now=now, **ages)
+    compact(tmp_path, node="ws-a", now=now, **ages)
+    assert len(list((tmp_path / "events").rglob("*.parquet"))) == 4
+    assert count(tmp_path) == 32 * K
+    con = open_dataset(tmp_path, TZ)
+    assert con.execute("SELECT sum(seconds_covered) FROM coverage").fetchall() == [(32.0,)]
+    assert con.execute("SELECT count(*) FROM events_audit WHERE NOT credited").fetchall() == [(0,)]

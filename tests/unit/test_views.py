@@ -216,3 +216,78 @@ def test_format_table() -> None:
     )
     assert format_table(table, max_rows=1).endswith("cam1         3   1.5\n(2 rows, first 1 shown)")
     assert format_table(pa.table({"s": ["x" * 50]}), max_width=5).splitlines()[2] == "xxxx…"
+
+
+def write_day(w: SegmentWriter, start: datetime, end: datetime, step_s: int, gap: tuple[datetime, datetime]) -> None:
+    """Empty 1-camera segments of ``step_s`` seconds from ``start`` to ``end``, except in ``gap``."""
+    t = start.timestamp()
+    while t < end.timestamp():
+        if not gap[0].timestamp() <= t < gap[1].timestamp():
+            w.write("cam1", t, t + step_s, [], frames=10, token=1, **VERSIONS)
+        t += step_s
+
+
+@pytest.mark.parametrize(
+    ("local_date", "start", "end", "gap", "expected"),
+    [
+        # Spring: local midnight is 00:00 UTC (GMT), the next one 23:00 UTC (BST); 01:00 local never happens.
+        (
+            date(2026, 3, 29),
+            datetime(2026, 3, 29, 0, 0, tzinfo=UTC),
+            datetime(2026, 3, 29, 23, 0, tzinfo=UTC),
+            (datetime(2026, 3, 29, 1, 10, tzinfo=UTC), datetime(2026, 3, 29, 1, 20, tzinfo=UTC)),  # 02:10 BST
+            [(0, 0, 3600.0, 3600), (2, 3600, 3000.0, 3600)] + [(h, 3600, 3600.0, 3600) for h in range(3, 24)],
+        ),
+        # Autumn: 23:00 UTC the day before (BST) to 00:00 UTC the day after (GMT); 01:00 local happens twice.
+        (
+            date(2026, 10, 25),
+            datetime(2026, 10, 24, 23, 0, tzinfo=UTC),
+            datetime(2026, 10, 26, 0, 0, tzinfo=UTC),
+            (datetime(2026, 10, 25, 1, 10, tzinfo=UTC), datetime(2026, 10, 25, 1, 20, tzinfo=UTC)),  # 01:10 GMT
+            [(0, 3600, 3600.0, 3600), (1, 3600, 3600.0, 3600), (1, 0, 3000.0, 3600)]
+            + [(h, 0, 3600.0, 3600) for h in range(2, 24)],
+        ),
+    ],
+)
+def test_coverage_is_exact_on_dst_days(
+    tmp_path: Path,
+    local_date: date,
+    start: datetime,
+    end: datetime,
+    gap: tuple[datetime, datetime],
+    expected: list[tuple[int, int, float, int]],
+) -> None:
+    write_day(SegmentWriter(tmp_path, "s1", TZ, "ws-1"), start, end, 600, gap)
+    con = open_dataset(tmp_path, TZ)
+    rows = con.execute(
+        "SELECT local_hour, utc_offset_s, seconds_covered, hour_s FROM coverage"
+        " WHERE local_date = ? ORDER BY hour_start",
+        [local_date],
+    ).fetchall()
+    assert rows == expected
+    day_s = round(end.timestamp() - start.timestamp())
+    assert con.execute(
+        "SELECT count(*), sum(seconds_covered), sum(hour_s), string_agg(DISTINCT nodes) FROM coverage"
+    ).fetchall() == [(len(expected), day_s - 600.0, day_s, "ws-1")]
+
+
+def test_local_time_of_events_across_dst_changes(tmp_path: Path) -> None:
+    w = SegmentWriter(tmp_path, "s1", TZ, "ws-1")
+    instants = [
+        datetime(2026, 3, 29, 0, 59, 59, 500000, tzinfo=UTC),  # 00:59:59.5 GMT
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # 02:00 BST
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),  # 01:30 BST
+        datetime(2026, 10, 25, 1, 30, tzinfo=UTC),  # 01:30 GMT
+    ]
+    for i, t in enumerate(instants):
+        w.write("cam1", t.timestamp(), t.timestamp() + 1, [line("cam1", t.timestamp(), i, "L1", "in")], frames=1,
+                token=1, **VERSIONS)  # fmt: skip
+    con = open_dataset(tmp_path, TZ)
+    assert con.execute("SELECT ts_local, local_date, local_hour FROM events ORDER BY ts").fetchall() == [
+        (datetime(2026, 3, 29, 0, 59, 59, 500000), date(2026, 3, 29), 0),
+        (datetime(2026, 3, 29, 2, 0), date(2026, 3, 29), 2),
+        (datetime(2026, 10, 25, 1, 30), date(2026, 10, 25), 1),
+        (datetime(2026, 10, 25, 1, 30), date(2026, 10, 25), 1),
+    ]
+    rows = con.execute("SELECT local_date, local_hour, ins FROM traffic_hourly ORDER BY ALL").fetchall()
+    assert rows == [(date(2026, 3, 29), 0, 1), (date(2026, 3, 29), 2, 1), (date(2026, 10, 25), 1, 2)]
