@@ -26,6 +26,8 @@ def main() -> int:
     p.add_argument("--config", default="cluster/examples/pair.yaml")
     p.add_argument("--scenarios", default="kill-node,kill-leader")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline replay (faster)")
+    p.add_argument("--pre-s", type=float, default=10.0, help="seconds watched before each fault")
+    p.add_argument("--settle-s", type=float, default=10.0, help="seconds the pair runs whole again before measuring")
     p.add_argument("--json", default=None, help="write every report here")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -40,7 +42,14 @@ def main() -> int:
         pair_up(config, run_dir, wait_s=180)
         try:
             for scenario in args.scenarios.split(","):
-                rep = run_drill(run_dir, scenario, repeat=args.repeat, baseline=not args.no_baseline)
+                rep = run_drill(
+                    run_dir,
+                    scenario,
+                    repeat=args.repeat,
+                    baseline=not args.no_baseline,
+                    pre_s=args.pre_s,
+                    settle_s=args.settle_s,
+                )
                 out[scenario] = rep
                 print(format_report(rep))
                 s = rep["summary"]

@@ -225,8 +225,10 @@ def run_once(
         victim, restore = _inject(run_dir, state, scenario, hold_s, leader, place)
         log.info("drill %s: fault injected on %s at %.3f", scenario, victim, t0)
         moved = [c for c, n in place.items() if n == leader] if scenario in NODE_FAULTS else []
+        if scenario == "kill-actor":
+            moved = [sorted(place)[0]]  # the camera whose actor was killed must come back in a new process
         try:
-            _wait(lambda: _taken_over(watch, cams, t0, leader, moved), 60, "every camera processing frames again")
+            _wait(lambda: _taken_over(watch, cams, t0, moved), 60, "every camera processing frames again")
             recovered = True
         except EdgepairError as exc:
             log.error("%s", exc)
@@ -267,10 +269,18 @@ def _summary(h: dict[str, Any]) -> tuple[Any, ...]:
     return (h.get("role"), h.get("leader"), h.get("mode"), tuple(h.get("cameras") or ()))
 
 
-def _taken_over(watch: Watcher, cams: list[str], t0: float, victim: str, moved: list[str]) -> bool:
-    """Every camera running on a node that answers, the victim's cameras elsewhere, 1.5 s after the fault at least."""
-    place = _placement(watch.latest())
-    return time.time() > t0 + 1.5 and set(cams) <= set(place) and all(place[c] != victim for c in moved)
+def _taken_over(watch: Watcher, cams: list[str], t0: float, moved: list[str]) -> bool:
+    """Every camera running on a node that answers, each of ``moved`` in an actor whose first frame came after the
+    fault, 1.5 s after the fault at least."""
+    latest = watch.latest()
+    place = _placement(latest)
+    fresh = {
+        c
+        for h in latest.values()
+        for c, st in (h.get("camera_status") or {}).items()
+        if float(st.get("first_frame_at") or 0) > t0
+    }
+    return time.time() > t0 + 1.5 and set(cams) <= set(place) and set(moved) <= fresh
 
 
 def _detection(samples: list[tuple[float, str, dict[str, Any]]], before: dict[str, Any], t0: float) -> float | None:
