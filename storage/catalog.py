@@ -122,14 +122,34 @@ def entry_from_file(path: Path, data_dir: Path, sha256: str | None = None) -> Ca
         kv = pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"cannot read segment footer of {path}: {exc}") from exc
-    meta = SegmentMeta.from_kv(kv, source=str(path))
+    return _entry(
+        kv,
+        name=path.stem,
+        source=str(path),
+        sha256=sha256 or sha256_file(path),
+        size=path.stat().st_size,
+        relpath=str(path.relative_to(data_dir)),
+    )
+
+
+def entry_from_bytes(data: bytes, segment_id: str, sha256: str, relpath: str = "") -> CatalogEntry:
+    """The :class:`CatalogEntry` of a segment file held in memory (a received one, before it is written)."""
+    try:
+        kv = pq.read_metadata(pa.BufferReader(data)).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read the segment footer of {segment_id}: {exc}") from exc
+    return _entry(kv, name=segment_id, source=segment_id, sha256=sha256, size=len(data), relpath=relpath)
+
+
+def _entry(kv: dict[bytes, bytes], *, name: str, source: str, sha256: str, size: int, relpath: str) -> CatalogEntry:
+    meta = SegmentMeta.from_kv(kv, source=source)
     try:
         runs = tuple(Run(*r) for r in json.loads(kv.get(f"{META_PREFIX}runs".encode(), b"[]")))
         absorbed = tuple(json.loads(kv.get(f"{META_PREFIX}absorbed".encode(), b"[]")))
     except (ValueError, TypeError) as exc:
-        raise StorageError(f"{path} has invalid compaction metadata: {exc}") from exc
-    if path.stem != meta.segment_id:
-        raise StorageError(f"{path} is named {path.stem} but its metadata says {meta.segment_id}")
+        raise StorageError(f"{source} has invalid compaction metadata: {exc}") from exc
+    if name != meta.segment_id:
+        raise StorageError(f"{source} is named {name} but its metadata says {meta.segment_id}")
     return CatalogEntry(
         segment_id=meta.segment_id,
         store_id=meta.store_id,
@@ -140,9 +160,9 @@ def entry_from_file(path: Path, data_dir: Path, sha256: str | None = None) -> Ca
         token=meta.token,
         rows=meta.rows,
         frames=meta.frames,
-        sha256=sha256 or sha256_file(path),
-        size=path.stat().st_size,
-        relpath=str(path.relative_to(data_dir)),
+        sha256=sha256,
+        size=size,
+        relpath=relpath,
         timezone=meta.timezone,
         runs=runs,
         absorbed=absorbed,

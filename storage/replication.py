@@ -3,16 +3,18 @@
 Each node serves its files and pulls/pushes with its one peer. Rules:
 
 - Wire: ``do_action("catalog")`` returns the live catalog as JSON ``{id: sha256}``; ``do_get(Ticket(id))`` streams
-  the file's bytes as a one-column (``chunk: binary``) table; ``do_put`` with descriptor path ``[id, sha256]`` sends
-  one file. Replication is idempotent by id and checksum: receiving a file already held with the same sha256 is a
-  no-op.
+  the file's bytes as a one-column (``chunk: binary``) table; ``do_get(Ticket("batch:" + JSON list of ids))`` streams
+  ``(segment_id, data)`` rows for the first of them up to 32 MiB (null data: no longer served); ``do_put`` with
+  descriptor path ``[id, sha256]`` sends one file. Replication is idempotent by id and checksum: receiving a file
+  already held with the same sha256 is a no-op.
 - Push: every file written locally (:meth:`Replicator.notify`) is pushed at once. A push that fails is not retried
   by the pusher: the peer pulls what it lacks (anti-entropy), so nothing is lost and queues stay bounded.
 - Anti-entropy (pull): at start, after every reconnection and every ``anti_entropy_s``, a node compares the catalogs
-  and fetches each file it lacks, one by one (resumable: each file lands whole or not at all).
+  and fetches the files it lacks in batches (one by one from a peer without batch tickets, as during a rolling
+  upgrade); resumable: each file lands whole or not at all.
 - Receiving: the bytes must match the announced sha256, be readable Parquet with edgepair metadata whose id and
-  store match; the file is then written with temp + fsync + rename. A corrupt or truncated transfer is refused,
-  logged, counted and fetched again at the next anti-entropy.
+  store match (checked in memory); the file is then written once, with temp + fsync + rename + folder fsync. A
+  corrupt or truncated transfer is refused, logged, counted and fetched again at the next anti-entropy.
 - Refusal (logged, counted, bytes kept in ``data_dir/refused/`` for audit, never silently dropped): a file past
   retention; a segment superseded by a local compacted file; a *stale* segment: token T for window start w of camera
   c is stale when the receiver holds a segment of c with token T' > T whose window starts at or before w (a newer
@@ -22,12 +24,10 @@ Each node serves its files and pulls/pushes with its one peer. Rules:
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
-import os
-import secrets
 import threading
 import time
 from collections import deque
@@ -41,9 +41,17 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 from cluster.errors import StorageError
-from storage.catalog import CATALOG_DIR, Catalog, CatalogEntry, CatalogState, RefusalIndex, entry_from_file
+from storage.catalog import (
+    CATALOG_DIR,
+    Catalog,
+    CatalogEntry,
+    CatalogState,
+    RefusalIndex,
+    entry_from_bytes,
+    entry_from_file,
+)
 from storage.retention import expired
-from storage.segments import EVENTS_DIR, _fsync_dir, load_timezone, local_date, write_atomic
+from storage.segments import EVENTS_DIR, load_timezone, local_date, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,12 @@ CHUNK = 1 << 20
 STATUS_NAME = "replication.json"
 REFUSED_DIR = "refused"
 _CHUNK_SCHEMA = pa.schema([pa.field("chunk", pa.binary())])
+# Anti-entropy fetches missing files in batches (one round trip for many small segments); a peer of an older version
+# that does not know batch tickets is served one file at a time.
+BATCH_PREFIX = b"batch:"
+BATCH_FILES = 128
+BATCH_BYTES = 32 << 20
+_BATCH_SCHEMA = pa.schema([pa.field("segment_id", pa.string()), pa.field("data", pa.large_binary())])
 
 
 class Refused(StorageError):
@@ -85,6 +99,21 @@ class _Server(flight.FlightServerBase):  # type: ignore[misc]
         yield flight.Result(json.dumps(self.repl.live_catalog()).encode())
 
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
+        if ticket.ticket.startswith(BATCH_PREFIX):
+            ids = json.loads(ticket.ticket[len(BATCH_PREFIX) :])
+            rows: dict[str, list[Any]] = {"segment_id": [], "data": []}
+            size = 0
+            for sid in ids:  # the first files up to BATCH_BYTES (at least one): the client asks again for the rest
+                if rows["data"] and size >= BATCH_BYTES:
+                    break
+                try:
+                    data: bytes | None = self.repl.read_file(sid)
+                except flight.FlightServerError:  # gone (compacted, expired) or failing its checksum: a null
+                    data = None
+                rows["segment_id"].append(sid)
+                rows["data"].append(data)
+                size += len(data or b"")
+            return flight.RecordBatchStream(pa.table(rows, schema=_BATCH_SCHEMA))
         sid = ticket.ticket.decode()
         data = self.repl.read_file(sid)
         chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
@@ -127,6 +156,7 @@ class Replicator:
         self.anti_entropy_s = anti_entropy_s
         self.clock = clock
         self._opts = flight.FlightCallOptions(timeout=call_timeout_s)
+        self._batches = True  # until the peer shows it is of a version without batch tickets
         self._catalog = Catalog(self.data_dir, node=node)
         self._lock = threading.RLock()
         self._state = CatalogState()
@@ -212,53 +242,37 @@ class Replicator:
         if hashlib.sha256(data).hexdigest() != sha256:
             self.peer.corrupt += 1
             raise StorageError(f"segment {segment_id} from {source}: sha256 mismatch ({len(data)} bytes)")
-        incoming = self.data_dir / CATALOG_DIR / "incoming" / secrets.token_hex(8) / f"{segment_id}.parquet"
-        write_atomic(incoming, data)
+        # Verified in memory, then written once (temp + fsync + rename + folder fsync) where it belongs.
         try:
-            try:
-                pq.read_table(incoming)
-                tmp_entry = entry_from_file(incoming, self.data_dir, sha256)
-            except (pa.ArrowException, OSError, StorageError) as exc:
-                self.peer.corrupt += 1
-                raise StorageError(f"segment {segment_id} from {source} is not a readable segment: {exc}") from exc
-            if tmp_entry.store_id != self.store_id:
-                self.peer.corrupt += 1
-                raise StorageError(f"segment {segment_id} belongs to store {tmp_entry.store_id}, not {self.store_id}")
-            if held is not None:
-                raise StorageError(
-                    f"segment {segment_id} held with another sha256 {held.sha256[:12]}; verify both copies"
-                )
-            reason = self._refusal(tmp_entry)
-            if reason:
-                self.peer.refused += 1
-                (self.data_dir / REFUSED_DIR).mkdir(parents=True, exist_ok=True)
-                os.replace(incoming, self.data_dir / REFUSED_DIR / f"{segment_id}.parquet")
-                log.warning(
-                    "node %s: camera %s: refused %s from %s: %s",
-                    self.node,
-                    tmp_entry.camera_id,
-                    segment_id,
-                    source,
-                    reason,
-                )
-                raise Refused(f"segment {segment_id}: {reason}")
-            tz = load_timezone(tmp_entry.timezone)
-            final = (
-                self.data_dir
-                / EVENTS_DIR
-                / f"store={self.store_id}"
-                / f"date={local_date(tmp_entry.window_start, tz)}"
-                / f"camera={tmp_entry.camera_id}"
-                / f"{segment_id}.parquet"
+            pq.read_table(pa.BufferReader(data))
+            entry = entry_from_bytes(data, segment_id, sha256)
+        except (pa.ArrowException, OSError, StorageError) as exc:
+            self.peer.corrupt += 1
+            raise StorageError(f"segment {segment_id} from {source} is not a readable segment: {exc}") from exc
+        if entry.store_id != self.store_id:
+            self.peer.corrupt += 1
+            raise StorageError(f"segment {segment_id} belongs to store {entry.store_id}, not {self.store_id}")
+        if held is not None:
+            raise StorageError(f"segment {segment_id} held with another sha256 {held.sha256[:12]}; verify both copies")
+        reason = self._refusal(entry)
+        if reason:
+            self.peer.refused += 1
+            write_atomic(self.data_dir / REFUSED_DIR / f"{segment_id}.parquet", data)
+            log.warning(
+                "node %s: camera %s: refused %s from %s: %s", self.node, entry.camera_id, segment_id, source, reason
             )
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(incoming, final)
-            _fsync_dir(final.parent)
-        finally:
-            incoming.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                incoming.parent.rmdir()
-        entry = entry_from_file(final, self.data_dir, sha256)
+            raise Refused(f"segment {segment_id}: {reason}")
+        tz = load_timezone(entry.timezone)
+        final = (
+            self.data_dir
+            / EVENTS_DIR
+            / f"store={self.store_id}"
+            / f"date={local_date(entry.window_start, tz)}"
+            / f"camera={entry.camera_id}"
+            / f"{segment_id}.parquet"
+        )
+        write_atomic(final, data)
+        entry = dataclasses.replace(entry, relpath=str(final.relative_to(self.data_dir)))
         with self._lock:
             self._hold(entry)
         log.debug("node %s: camera %s: stored %s from %s", self.node, entry.camera_id, segment_id, source)
@@ -342,10 +356,8 @@ class Replicator:
         local = {e.segment_id: e for e in state.live()}
         with self._lock:
             self._peer_missing = {sid: e.window_end for sid, e in local.items() if sid not in remote}
-        pulled = 0
+        wanted = []
         for sid in sorted(remote):
-            if self._stop.is_set():
-                return
             held = state.entries.get(sid)
             if held is not None and held.sha256 == remote[sid]:
                 continue
@@ -354,8 +366,9 @@ class Replicator:
                 state = self.rescan(verify=True)
                 if sid in state.entries:
                     continue
-            reader = client.do_get(flight.Ticket(sid.encode()), options=self._opts)
-            data = b"".join(c.as_py() for c in reader.read_all().column("chunk"))
+            wanted.append(sid)
+        pulled = 0
+        for sid, data in self._fetch(client, wanted):
             try:
                 if self.receive(sid, remote[sid], data, source="pull"):
                     pulled += 1
@@ -368,6 +381,31 @@ class Replicator:
         self.peer.last_sync = self.clock()
         if pulled:
             log.info("node %s: anti-entropy pulled %d files from %s", self.node, pulled, self.peer_url)
+
+    def _fetch(self, client: flight.FlightClient, wanted: list[str]) -> Iterator[tuple[str, bytes]]:
+        """The bytes of each wanted file, in order: in batches, or one by one from a peer that has no batches."""
+        pending = list(wanted)
+        while pending and not self._stop.is_set():
+            if self._batches:
+                ticket = flight.Ticket(BATCH_PREFIX + json.dumps(pending[:BATCH_FILES]).encode())
+                try:
+                    table = client.do_get(ticket, options=self._opts).read_all()
+                except flight.FlightServerError as exc:
+                    log.info("node %s: peer serves no batches (%s): fetching one file at a time", self.node, exc)
+                    self._batches = False
+                    continue
+                got = table.column("segment_id").to_pylist()
+                if not got:
+                    raise flight.FlightServerError("empty batch from the peer")
+                for sid, data in zip(got, table.column("data").to_pylist(), strict=True):
+                    if data is not None:  # null: the peer no longer serves it; the next anti-entropy decides
+                        yield sid, data
+                done = set(got)
+                pending = [sid for sid in pending if sid not in done]
+            else:
+                sid = pending.pop(0)
+                reader = client.do_get(flight.Ticket(sid.encode()), options=self._opts)
+                yield sid, b"".join(c.as_py() for c in reader.read_all().column("chunk"))
 
     # ---- status ----------------------------------------------------------------------------------------------
 
