@@ -44,6 +44,17 @@ def _version() -> str:
 VERSION = _version()
 
 
+def record_store_setup(cfg: Config) -> None:
+    """The dataset's store.json and KPI definitions history, from this config, recorded when it first runs here
+    (replication merges the peer's history, so both workstations date a definition change alike)."""
+    from storage.analytics import ensure_store_file, record_definition
+    from storage.kpis import StoreSetup
+
+    setup = StoreSetup.from_config(cfg)
+    ensure_store_file(cfg.storage.data_dir, setup)
+    record_definition(cfg.storage.data_dir, setup.definition())
+
+
 class RayCameraRunner:
     """The HA loop's runner (a ``Fenced`` runner): camera actors in this node's Ray, each with its own fence."""
 
@@ -238,6 +249,7 @@ class Node:
         info = load_detector_info(cfg, model_path)
         check_data_dir(cfg.storage.data_dir)
         sweep_temp_files(cfg.storage.data_dir)
+        record_store_setup(cfg)
         server = self._serve_http()
         # etcd's gRPC channel first, then Ray: Ray starts its processes with fork+exec, which gRPC survives.
         dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s)

@@ -142,6 +142,32 @@ def record_definition(
     return [*history, rec]
 
 
+def merge_definitions(data_dir: Path, records: list[DefinitionRecord]) -> bool:
+    """Merge a peer's definitions history into ``data_dir``'s; True if the local file changed.
+
+    The two workstations record a new definition when each of them first runs the new config, seconds apart. The
+    merge is the union ordered by effective instant, where a record repeating the version just before it is dropped
+    (the later of two recordings of one change): both sides converge to the same history, which takes the change
+    from the first workstation that ran it. A definition reverted later (A, B, A) stays three records.
+    """
+    local = load_definitions(data_dir)
+    seen = {(r.version, r.effective_from) for r in local}
+    union = sorted(
+        [*local, *(r for r in records if (r.version, r.effective_from) not in seen)],
+        key=lambda r: (r.effective_from, r.version),
+    )
+    merged: list[DefinitionRecord] = []
+    for r in union:
+        if not merged or merged[-1].version != r.version:
+            merged.append(r)
+    if merged == local:
+        return False
+    lines = [json.dumps(r.to_json(), sort_keys=True) for r in merged]
+    write_atomic(Path(data_dir) / DEFINITIONS_FILE, ("\n".join(lines) + "\n").encode())
+    log.info("merged the peer's KPI definitions into %s: %d records", Path(data_dir) / DEFINITIONS_FILE, len(merged))
+    return True
+
+
 # --- base relations ------------------------------------------------------------------------------------------------
 
 

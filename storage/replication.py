@@ -94,9 +94,12 @@ class _Server(flight.FlightServerBase):  # type: ignore[misc]
         self.repl = repl
 
     def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
-        if action.type != "catalog":
+        if action.type == "catalog":
+            yield flight.Result(json.dumps(self.repl.live_catalog()).encode())
+        elif action.type == "meta":
+            yield flight.Result(json.dumps(self.repl.dataset_meta()).encode())
+        else:
             raise flight.FlightServerError(f"unknown action {action.type!r}")
-        yield flight.Result(json.dumps(self.repl.live_catalog()).encode())
 
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         if ticket.ticket.startswith(BATCH_PREFIX):
@@ -221,6 +224,42 @@ class Replicator:
     def live_catalog(self) -> dict[str, str]:
         with self._lock:
             return {e.segment_id: e.sha256 for e in self._state.live()}
+
+    def dataset_meta(self) -> dict[str, Any]:
+        """The dataset's own files besides segments: ``store.json`` and the KPI definitions history."""
+        from storage.analytics import DEFINITIONS_FILE, STORE_FILE, load_definitions
+
+        store = self.data_dir / STORE_FILE
+        return {
+            "store": json.loads(store.read_text(encoding="utf-8")) if store.exists() else None,
+            "definitions": [r.to_json() for r in load_definitions(self.data_dir)]
+            if (self.data_dir / DEFINITIONS_FILE).exists()
+            else [],
+        }
+
+    def _sync_meta(self, client: flight.FlightClient) -> None:
+        """Take the peer's store.json if this side has none, and merge its KPI definitions history (converges)."""
+        from storage.analytics import STORE_FILE, merge_definitions
+        from storage.kpis import DefinitionRecord
+
+        try:
+            results = list(client.do_action(flight.Action("meta", b""), options=self._opts))
+        except flight.FlightServerError as exc:  # a peer of an older version: segments only
+            log.debug("node %s: peer serves no dataset meta: %s", self.node, exc)
+            return
+        try:
+            meta = json.loads(results[0].body.to_pybytes())
+            store = meta.get("store")
+            if store and not (self.data_dir / STORE_FILE).exists():
+                if store.get("store_id") != self.store_id:
+                    raise StorageError(f"the peer's store.json is of store {store.get('store_id')!r}")
+                write_atomic(self.data_dir / STORE_FILE, (json.dumps(store, indent=1) + "\n").encode())
+            records = [DefinitionRecord.from_json(d) for d in meta.get("definitions") or []]
+            if records:
+                merge_definitions(self.data_dir, records)
+        except (StorageError, ValueError, KeyError, TypeError, AttributeError) as exc:  # segments still replicate
+            self.peer.last_error = f"dataset meta from the peer not taken: {exc}"
+            log.error("node %s: %s", self.node, self.peer.last_error)
 
     def read_file(self, segment_id: str) -> bytes:
         with self._lock:
@@ -352,6 +391,7 @@ class Replicator:
     def _anti_entropy(self, client: flight.FlightClient) -> None:
         results = list(client.do_action(flight.Action("catalog", b""), options=self._opts))
         remote: dict[str, str] = json.loads(results[0].body.to_pybytes())
+        self._sync_meta(client)
         state = self.rescan()
         local = {e.segment_id: e for e in state.live()}
         with self._lock:
