@@ -51,7 +51,9 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
     _RayConfig.initialize("")
     cpus = num_cpus or config.runtime.num_cpus or os.cpu_count() or 2
     # Ray's temp dir holds a unix socket path: keep it short.
-    temp_dir = Path("/tmp") / f"ep-{config.store.id[:16]}-{config.node}-{os.getpid()}"
+    prefix = f"ep-{config.store.id[:16]}-{config.node}-"
+    temp_dir = Path("/tmp") / f"{prefix}{os.getpid()}"
+    _sweep_dead_temp_dirs(Path("/tmp"), prefix)
     # Two local Rays starting at the same moment on one machine can race for the ports they pick: try again once.
     for attempt in (1, 2):
         try:
@@ -71,6 +73,30 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
                 raise
             log.warning("node %s: local Ray did not start (%s); trying once more", config.node, exc)
     log.info("node %s: local Ray started with %d CPUs in %s", config.node, max(cpus, 2), temp_dir)
+
+
+def _sweep_dead_temp_dirs(root: Path, prefix: str) -> None:
+    """Remove the Ray temp dirs an earlier agent of this node left when it was killed (its pid is gone, and no
+    process still names the dir, as orphaned Ray processes of a killed agent do until they are stopped)."""
+    import shutil
+
+    dead = []
+    for d in root.glob(f"{prefix}*"):
+        pid = d.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            dead.append(d)
+    if not dead:
+        return
+    cmdlines = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdlines.append((proc / "cmdline").read_bytes())
+        except OSError:
+            continue
+    for d in dead:
+        if not any(str(d).encode() in c for c in cmdlines):
+            shutil.rmtree(d, ignore_errors=True)
+            log.info("removed %s, the Ray temp dir of an agent no longer running", d)
 
 
 def start_inference(config: Config, model_path: str) -> Any:
