@@ -333,3 +333,25 @@ def test_report_numbers_match_csv_and_page_is_self_contained(dataset: Path, tmp_
     for forbidden in ("<script", "<link", "src=", "url(", "@import", "@font-face"):
         assert forbidden not in text
     assert text.count('class="chart"') == 4
+
+
+def test_merging_definition_histories_converges_and_keeps_a_revert(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from storage.analytics import load_definitions, merge_definitions, record_definition
+    from storage.kpis import KpiDefinition
+
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    a = KpiDefinition(bounce_s=10, visit_merge_s=5, opening_hours=("00:00", "24:00"))
+    b = KpiDefinition(bounce_s=20, visit_merge_s=5, opening_hours=("00:00", "24:00"))
+    x, y = tmp_path / "x", tmp_path / "y"
+    x.mkdir()
+    y.mkdir()
+    for d, lag in ((x, 0), (y, 30)):  # y ran each config 30 s after x: A, then B, then A again (a revert)
+        for i, k in enumerate((a, b, a)):
+            record_definition(d, k, effective_from=t0 + timedelta(days=i, seconds=lag))
+    assert merge_definitions(y, load_definitions(x)) is True
+    assert merge_definitions(x, load_definitions(y)) is False
+    got = [(r.version, r.effective_from) for r in load_definitions(y)]
+    assert got == [(a.version(), t0), (b.version(), t0 + timedelta(days=1)), (a.version(), t0 + timedelta(days=2))]
+    assert (x / "kpi_definitions.jsonl").read_bytes() == (y / "kpi_definitions.jsonl").read_bytes()
