@@ -261,6 +261,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         report=Path(args.report) if args.report else None,
         settle_s=args.settle_s,
         hold_s=args.hold_s,
+        pre_s=args.pre_s,
         baseline=not args.no_baseline,
     )
     print(format_report(rep))
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", required=True, help="the pair's run dir (pair.json)")
     s.add_argument("--repeat", type=int, default=1, help="run N times; the report gives median and max")
     s.add_argument("--report", default=None, help="write the JSON report here")
+    s.add_argument("--pre-s", type=float, default=15.0, help="seconds watched before the fault")
     s.add_argument("--settle-s", type=float, default=20.0, help="seconds to run after recovery before measuring")
     s.add_argument("--hold-s", type=float, default=5.0, help="how long a freeze, cut or lost quorum lasts")
     s.add_argument("--no-baseline", action="store_true", help="skip the in-process baseline replay")
