@@ -37,7 +37,14 @@ import pyarrow.parquet as pq
 from cluster.errors import StorageError
 from storage.catalog import COMPACT_MARK, Catalog, CatalogEntry, CatalogState, Run, runs_to_kv
 from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
-from storage.segments import EVENTS_DIR, PARQUET_COMPRESSION, load_timezone, local_date, write_atomic
+from storage.segments import (
+    EVENTS_DIR,
+    PARQUET_COMPRESSION,
+    load_timezone,
+    local_date,
+    prune_empty_dirs,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +208,8 @@ def compact(
             continue
         report.deleted.append(old)
     if report.deleted:
-        log.info("node %s: deleted %d superseded files", node, len(report.deleted))
+        pruned = prune_empty_dirs(data_dir, [state.entries[old].relpath for old in report.deleted])
+        log.info("node %s: deleted %d superseded files (%d empty folders)", node, len(report.deleted), pruned)
     if not compactor:
         return report
     for level, age in (("hour", min_age_s), ("day", day_min_age_s), ("month", month_min_age_s)):

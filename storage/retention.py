@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from storage.catalog import Catalog
-from storage.segments import load_timezone
+from storage.segments import load_timezone, prune_empty_dirs
 
 log = logging.getLogger(__name__)
 
@@ -54,5 +54,6 @@ def enforce_retention(data_dir: Path, *, days: int, timezone: str, node: str, no
             continue
         removed.append(sid)
     if removed:
+        prune_empty_dirs(data_dir, [state.entries[sid].relpath for sid in removed])
         log.info("node %s: retention (%d days) deleted %d files older than %s", node, days, len(removed), cutoff)
     return removed

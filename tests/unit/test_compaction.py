@@ -88,6 +88,7 @@ def test_retention_deletes_old_files_and_refuses_them(tmp_path: Path) -> None:
     write(SegmentWriter(tmp_path, "s1", TZ, "ws-a"), "cam-1", range(0, 3))
     assert enforce_retention(tmp_path, days=7, timezone=TZ, node="ws-a", now=NOW) == []
     assert len(enforce_retention(tmp_path, days=2, timezone=TZ, node="ws-a", now=NOW)) == 3
+    assert list((tmp_path / "events").glob("*/*")) == []  # no empty day folder left behind
     assert expired(DEFAULT_BASE + 3, 2, TZ, NOW) and not expired(DEFAULT_BASE + 3, 7, TZ, NOW)
     assert count(tmp_path) == 0
 
@@ -112,6 +113,14 @@ def test_closed_months_roll_up_into_one_file_per_camera(tmp_path: Path) -> None:
         ("camera=cam-1", "month"),
         ("camera=cam-2", "hour"),
         ("camera=cam-2", "month"),
+    ]
+    # the emptied day folders are gone: a query's glob walks the folders that hold files only
+    dirs = sorted(str(d.relative_to(tmp_path / "events")) for d in (tmp_path / "events").glob("*/*/*"))
+    assert dirs == [
+        "store=s1/date=2024-07-01/camera=cam-1",
+        "store=s1/date=2024-07-01/camera=cam-2",
+        "store=s1/date=2024-08-01/camera=cam-1",
+        "store=s1/date=2024-08-01/camera=cam-2",
     ]
     assert count(tmp_path) == 30 * K
     write(a, "cam-1", range(86400, 86402))  # late for the compacted July (2024-07-02)
