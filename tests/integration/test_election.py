@@ -247,23 +247,35 @@ def heal_and_wait_follower(pair: Pair, part: Partition, node: str, leader: str) 
     return healed_at
 
 
+def cut_for_two_ttls(pair: Pair, part: Partition, victim: str, other: str) -> tuple[float, float, list[dict[str, Any]]]:
+    """Cut ``victim`` off until ``other`` runs every camera and two TTLs have passed (as a frozen node would stay
+    away), heal, wait until it follows again and a TTL more; returns (cut at, healed at, the events)."""
+    part.cut()
+    cut_at = time.monotonic()
+    pair.wait_all_on(other)
+    time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))
+    healed_at = heal_and_wait_follower(pair, part, victim, other)
+    time.sleep(TTL)  # let the rejoined node tick a few times under the leader
+    return cut_at, healed_at, pair.events()
+
+
+def assert_stopped_before_started(
+    events: list[dict[str, Any]], cams: set[str], old: str, new: str, since: float
+) -> None:
+    for cam in cams:
+        stopped = first_after(events, old, "stop", cam, since)
+        started = first_after(events, new, "start", cam, since)
+        assert stopped < started, f"{cam}: {old} stopped it {started - stopped:.2f}s after {new} started it"
+
+
 def test_partitioned_leader_fences_before_takeover_and_rejoins_as_follower(
     cut_pair: tuple[Pair, dict[str, Partition]],
 ) -> None:
     pair, parts = cut_pair
     old, survivor, token = leader_of(pair)
     before = pair.running()[old]
-    parts[old].cut()
-    cut_at = time.monotonic()
-    pair.wait_all_on(survivor)
-    time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))  # stay cut for two TTLs, as a frozen node would
-    healed_at = heal_and_wait_follower(pair, parts[old], old, survivor)
-    time.sleep(TTL)  # let the rejoined node tick a few times under the new leader
-    events = pair.events()
-    for cam in before:
-        stopped = first_after(events, old, "stop", cam, cut_at)
-        started = first_after(events, survivor, "start", cam, cut_at)
-        assert stopped < started, f"{cam}: {old} stopped it {started - stopped:.2f}s after {survivor} started it"
+    cut_at, healed_at, events = cut_for_two_ttls(pair, parts[old], old, survivor)
+    assert_stopped_before_started(events, before, old, survivor, cut_at)
     fences = [e for e in events if e["node"] == old and e["event"] == "fence" and e["mono"] > cut_at]
     assert len(fences) == 1 and fences[0]["mono"] < healed_at and set(fences[0]["cameras"]) == before
     writes = [e for e in events if e["node"] == old and e["event"] == "assignment" and e["mono"] > cut_at and e["ok"]]
@@ -285,17 +297,8 @@ def test_partitioned_follower_fences_and_leader_takes_its_cameras(
     pair, parts = cut_pair
     leader, follower, token = leader_of(pair)
     theirs = pair.running()[follower]
-    parts[follower].cut()
-    cut_at = time.monotonic()
-    pair.wait_all_on(leader)
-    time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))
-    heal_and_wait_follower(pair, parts[follower], follower, leader)
-    time.sleep(TTL)
-    events = pair.events()
-    for cam in theirs:
-        stopped = first_after(events, follower, "stop", cam, cut_at)
-        started = first_after(events, leader, "start", cam, cut_at)
-        assert stopped < started, f"{cam}: {follower} stopped it {started - stopped:.2f}s after {leader} started it"
+    cut_at, _healed_at, events = cut_for_two_ttls(pair, parts[follower], follower, leader)
+    assert_stopped_before_started(events, theirs, follower, leader, cut_at)
     assert [e for e in events if e["node"] == leader and e["event"] == "stop" and e["mono"] > cut_at] == []
     assert pair.leaders()[-1] == (leader, token)
     assert pair.running() == {follower: set(), leader: set(CAMS)}
