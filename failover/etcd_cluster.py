@@ -86,14 +86,38 @@ class EtcdCluster:
         self.etcd_bin = etcd_bin
         self.token = f"edgepair-{os.getpid()}-{free_port()}"
         self.members: dict[str, EtcdMember] = {}
+        # A cluster started here before keeps its ports: its members' data (and so the fencing tokens, which only
+        # grow) are kept, and etcd's stored membership names those peer URLs.
+        known = self._known_ports(names)
         for name in names:
+            client, peer = known.get(name) or (free_port(), free_port())
             self.members[name] = EtcdMember(
                 name=name,
-                client_port=free_port(),
-                peer_port=free_port(),
+                client_port=client,
+                peer_port=peer,
                 data_dir=self.base_dir / f"{name}.etcd",
                 log_path=self.base_dir / f"{name}.etcd.log",
             )
+
+    PORTS_FILE = "members.json"
+
+    def _known_ports(self, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+        import json
+
+        path = self.base_dir / self.PORTS_FILE
+        try:
+            known = {n: (int(c), int(p)) for n, (c, p) in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, TypeError):
+            return {}
+        if set(known) != set(names) or not all((self.base_dir / f"{n}.etcd").exists() for n in names):
+            return {}
+        return known
+
+    def _save_ports(self) -> None:
+        import json
+
+        ports = {n: [m.client_port, m.peer_port] for n, m in self.members.items()}
+        (self.base_dir / self.PORTS_FILE).write_text(json.dumps(ports))
 
     # -- addresses -------------------------------------------------------------------------------------------------
 
@@ -117,6 +141,7 @@ class EtcdCluster:
     def start(self, timeout: float = 20.0) -> EtcdCluster:
         """Start every member and wait until each answers and a raft leader exists."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._save_ports()
         try:
             for name in self.members:
                 self._spawn(name)
