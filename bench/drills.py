@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from cluster.drill import format_report, run_drill
+from cluster.drill import run_drill
+from cluster.drill_report import format_report
 from cluster.pair import pair_down, pair_up
 
 

@@ -159,7 +159,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
 
 def cmd_replication(args: argparse.Namespace) -> int:
-    from storage.replication import format_replication_status, replication_status
+    from storage.replstatus import format_replication_status, replication_status
 
     dirs: list[Path] = []
     if args.run_dir:
@@ -252,7 +252,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from cluster.drill import format_report, run_drill
+    from cluster.drill import run_drill
+    from cluster.drill_report import format_report
 
     rep = run_drill(
         Path(args.run_dir),

@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import math
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import Any
 
 from cluster import drill_faults as faults
 from cluster.drill_baseline import compare_with_baseline
+from cluster.drill_report import summarize
 from cluster.errors import EdgepairError
 from cluster.pair import health, load_state
 from failover.drill import wait_for
@@ -469,76 +469,3 @@ def run_drill(
     if report is not None:
         Path(report).write_text(json.dumps(out, indent=2, default=str))
     return out
-
-
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median and max of detection, takeover (per camera and overall) and gap; the invariants over all runs."""
-
-    def stats(xs: list[float]) -> dict[str, float | None]:
-        return (
-            {"median": round(statistics.median(xs), 2), "max": round(max(xs), 2)}
-            if xs
-            else {"median": None, "max": None}
-        )
-
-    take = [v for r in runs for v in r["takeover_s"].values() if v is not None]
-    return {
-        "detection_s": stats([r["detection_s"] for r in runs if r["detection_s"] is not None]),
-        "takeover_s": stats(take),
-        "gap_s": stats([c["gap_s"] for r in runs for c in r["cameras"].values()]),
-        "events_credited_twice": sum(r["events_credited_twice"] for r in runs),
-        "tokens_monotonic": all(r["tokens_monotonic"] for r in runs),
-        "baseline_match": all(b["match"] for r in runs for b in (r.get("baseline") or {}).values()),
-        "ok": all(r["ok"] for r in runs),
-    }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The terminal table: one row per run and camera, then the summary."""
-    rows = [("run", "camera", "detect s", "takeover s", "gap s", "frames miss", "events", "baseline", "tokens")]
-    for i, r in enumerate(report["runs"], 1):
-        for cam, c in r["cameras"].items():
-            b = (r.get("baseline") or {}).get(cam)
-            bl = (
-                "-"
-                if b is None
-                else f"{'ok' if b['match'] else 'DIFF'} {b['drill_events_compared']}/{b['baseline_events_compared']}"
-            )
-            take = r["takeover_s"].get(cam)
-            rows.append(
-                (
-                    str(i),
-                    cam,
-                    "-" if r["detection_s"] is None else f"{r['detection_s']:.2f}",
-                    "-" if take is None else f"{take:.2f}",
-                    f"{c['gap_s']:.1f}",
-                    str(c["frames_missing"]),
-                    str(c["events"]),
-                    bl,
-                    ",".join(map(str, c["tokens"])) + ("" if c["tokens_monotonic"] else " !"),
-                )
-            )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        f"drill {report['scenario']} x{report['repeat']}: victim {report['runs'][0]['victim']}"
-        if report["runs"]
-        else ""
-    ]
-    for j, row in enumerate(rows):
-        lines.append(
-            "  ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
-        )
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    s = report["summary"]
-    lines.append(
-        f"takeover median {s['takeover_s']['median']} s, max {s['takeover_s']['max']} s; "
-        f"detection median {s['detection_s']['median']} s; "
-        f"gap median {s['gap_s']['median']} s, max {s['gap_s']['max']} s"
-    )
-    lines.append(
-        f"events credited twice: {s['events_credited_twice']}; tokens monotonic: {s['tokens_monotonic']}; "
-        f"events outside gaps and horizons match the baseline: {s['baseline_match']}; "
-        f"{'PASS' if s['ok'] else 'FAIL'}"
-    )
-    return "\n".join(lines)

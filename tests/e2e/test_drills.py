@@ -76,7 +76,7 @@ def rtsp_pair(tmp_path: Path) -> Iterator[Path]:
 
 
 def _check(report: dict, *, takeover: bool) -> None:
-    from cluster.drill import format_report
+    from cluster.drill_report import format_report
 
     print(format_report(report))
     (run,) = report["runs"]
