@@ -4,6 +4,12 @@ A reader thread pulls frames into a small ring buffer. When inference cannot kee
 and counted, never queued without bound (``fast`` file playback blocks instead: every frame is processed).
 A watchdog thread reopens a source whose read has hung (OpenCV's read can block far past its own timeout on a hung
 RTSP server); reconnects back off exponentially through tenacity; the camera reports its state while others run.
+
+Credentials: ``source`` never holds a password after construction (user info written in it is split off at once).
+The camera's user and password are resolved from its :class:`~cluster.credentials.CredentialSource` (environment,
+credentials file, the URL's user info) each time the stream is opened, injected into the URL handed to OpenCV and
+nowhere else; every message, log line and ``stats.last_error`` goes through :func:`cluster.redact.redact`. A Capture
+installs the log redaction of its process (Ray's camera worker processes log through handlers of their own).
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
-from cluster.errors import SourceError
+from cluster.credentials import CredentialSource, inject
+from cluster.errors import ConfigError, SourceError
+from cluster.redact import install_log_redaction, redact, register_secret, split_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +58,26 @@ class CaptureStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _open(source: str, is_stream: bool, timeout_ms: int) -> cv2.VideoCapture:
+def _open(
+    source: str, is_stream: bool, timeout_ms: int, credentials: CredentialSource | None = None
+) -> cv2.VideoCapture:
+    """Open ``source``; a stream with its credentials injected here, at the last moment. Errors are redacted."""
     if not is_stream:
         if not os.path.exists(source):
-            raise SourceError(f"video file {source} not found: check cameras[].source in the store config")
+            raise SourceError(f"video file {redact(source)} not found: check cameras[].source in the store config")
         cap = cv2.VideoCapture(source)
     else:
+        try:
+            creds = credentials.resolve() if credentials is not None else None
+        except ConfigError as exc:  # a credentials file not private or malformed: retried, shown as the error
+            raise SourceError(redact(f"camera {credentials.camera_id if credentials else '?'}: {exc}")) from None
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+        cap = cv2.VideoCapture(inject(source, creds), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         what = "stream" if is_stream else "video file"
         hint = "check the URL, the camera and the network" if is_stream else "is it a video OpenCV can decode?"
-        raise SourceError(f"cannot open {what} {source}: {hint}")
+        raise SourceError(f"cannot open {what} {redact(source)}: {hint}")
     return cap
 
 
@@ -83,9 +98,19 @@ class Capture:
         max_backoff_s: float = 30.0,
         unreachable_after: int = 5,
         start_ts: float | None = None,
+        credentials: CredentialSource | None = None,
     ) -> None:
+        install_log_redaction()  # idempotent; this may be a fresh Ray worker process
         self.camera_id = camera_id
-        self.source = source
+        bare, userinfo = split_userinfo(source) if is_stream else (source, None)
+        if userinfo is not None:  # a URL with user info given directly: keep it apart, like the config loader does
+            register_secret(userinfo.partition(":")[2])
+            if credentials is None:
+                credentials = CredentialSource(camera_id, url_userinfo=userinfo)
+            elif credentials.url_userinfo is None:
+                credentials = replace(credentials, url_userinfo=userinfo)
+        self.source = bare  # never holds a password
+        self.credentials = credentials if credentials is not None else CredentialSource(camera_id)
         self.is_stream = is_stream
         self.target_fps = fps
         self.playback = "realtime" if is_stream else playback
@@ -169,11 +194,11 @@ class Capture:
             if self._stop.is_set() or generation != self._generation:
                 raise _Abandon()
             try:
-                return _open(self.source, self.is_stream, int(self.watchdog_s * 500))
+                return _open(self.source, self.is_stream, int(self.watchdog_s * 500), self.credentials)
             except SourceError as exc:
                 if self._stop.is_set():
                     raise _Abandon() from exc
-                self.stats.last_error = str(exc)
+                self.stats.last_error = redact(exc)
                 self.stats.state = "unreachable" if attempts >= self.unreachable_after else "reconnecting"
                 log.warning("camera %s: %s (attempt %d, retrying with backoff)", self.camera_id, exc, attempts)
                 raise
@@ -188,7 +213,7 @@ class Capture:
         try:
             return retrying(attempt)
         except RetryError as exc:  # pragma: no cover - reraise=True makes this rare
-            raise SourceError(str(exc)) from exc
+            raise SourceError(redact(exc)) from exc
 
     def _backoff_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)

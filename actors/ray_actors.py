@@ -12,6 +12,8 @@ import ray
 
 from actors.worker import CameraWorker, InferenceServer
 from cluster.config import Config
+from cluster.errors import StorageError
+from storage.signing import SignerRef
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,41 @@ def camera_options(camera_id: str, cpu: float, token: int = 0) -> dict[str, Any]
     return {"name": name, "num_cpus": cpu, "max_concurrency": 4, "max_restarts": -1}
 
 
+def ray_root(run_dir: Path) -> Path:
+    """The private folder (mode 0700, ours) that holds this node's Ray temp dirs, one per agent pid.
+
+    ``<run_dir>/ray`` when its path is short enough for the unix socket paths Ray makes inside it (108 bytes in
+    all), else a folder under /tmp named from the run dir. Never a world-writable folder: Ray's sockets, logs and
+    spilled objects are readable by this node's user only.
+    """
+    import hashlib
+
+    root = Path(run_dir).resolve() / "ray"
+    if len(str(root)) > 40:
+        root = Path("/tmp") / f"ep-{os.getuid()}-{hashlib.sha256(str(root).encode()).hexdigest()[:10]}"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.getuid():
+        raise StorageError(f"Ray folder {root} belongs to uid {st.st_uid}, not to this node's user: remove it")
+    if st.st_mode & 0o077:
+        root.chmod(0o700)
+    return root
+
+
 def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> None:
-    """A private local Ray for this node: its own temp dir, no dashboard, token auth with a token of its own."""
+    """A private local Ray for this node: its own temp dir (mode 0700), no dashboard, its own auth token.
+
+    Ray is told to use 127.0.0.1 as the node's address, so its clients talk over loopback. Ray 2.60's core servers
+    (gcs_server, raylet, workers) still listen on every interface whatever the node address (measured; Ray has no
+    setting for it), so two guards remain: token authentication with a token of this node's own (mode 0600), and
+    the store firewall (deploy/ansible store_base) that drops every inbound connection to a port it does not name.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     token_file = run_dir / "ray_auth_token"
     if not token_file.exists():
-        token_file.write_text(secrets.token_hex(32))
-        token_file.chmod(0o600)
+        from cluster.pki import write_private
+
+        write_private(token_file, secrets.token_hex(32).encode())
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -50,10 +80,9 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
 
     _RayConfig.initialize("")
     cpus = num_cpus or config.runtime.num_cpus or os.cpu_count() or 2
-    # Ray's temp dir holds a unix socket path: keep it short.
-    prefix = f"ep-{config.store.id[:16]}-{config.node}-"
-    temp_dir = Path("/tmp") / f"{prefix}{os.getpid()}"
-    _sweep_dead_temp_dirs(Path("/tmp"), prefix)
+    root = ray_root(run_dir)
+    temp_dir = root / str(os.getpid())
+    _sweep_dead_temp_dirs(root, "")
     # Two local Rays starting at the same moment on one machine can race for the ports they pick: try again once.
     for attempt in (1, 2):
         try:
@@ -61,6 +90,7 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
                 num_cpus=max(cpus, 2),
                 include_dashboard=False,
                 _temp_dir=str(temp_dir) + ("" if attempt == 1 else "-2"),
+                _node_ip_address="127.0.0.1",
                 object_store_memory=256 * 1024 * 1024,
                 log_to_driver=True,
                 logging_level=logging.WARNING,
@@ -127,7 +157,10 @@ def start_camera(
     fps: float | None = None,
     fence_deadline: float | None = None,
     autostart: bool = True,
+    signing: SignerRef | None = None,
 ) -> Any:
+    """A camera actor. ``signing`` (plain data: the certificate folder and node name, see
+    :meth:`storage.signing.SignerRef.from_config`) lets the actor load this node's key and sign its segments."""
     n = max(1, len(config.cameras))
     total = max(config.runtime.num_cpus or os.cpu_count() or 2, 2)
     cpu = max(0.01, min(0.25, (total - 1) / n))
@@ -143,4 +176,5 @@ def start_camera(
         fps=fps,
         fence_deadline=fence_deadline,
         autostart=autostart,
+        signing=signing,
     )

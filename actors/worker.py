@@ -29,7 +29,9 @@ from actors.tracking import ByteTracker, TrackerConfig
 from actors.zones import PolygonZone
 from cluster.config import CameraConfig, Config
 from cluster.errors import EdgepairError, StorageError
+from cluster.redact import redact
 from storage.segments import SegmentWriter
+from storage.signing import SignerRef
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,10 @@ class CameraWorker:
         fps: float | None = None,
         fence_deadline: float | None = None,
         autostart: bool = True,
+        signing: SignerRef | None = None,
     ) -> None:
+        """``signing``: where this node's key is (:meth:`SignerRef.from_config`); the worker loads its signer itself
+        and signs every segment. None writes unsigned segments (the plain-text opt-out, logged once)."""
         self.config = config
         self.cam = next(c for c in config.cameras if c.id == camera_id)
         self.submit = submit
@@ -172,9 +177,16 @@ class CameraWorker:
             queue_size=rt.frame_queue,
             watchdog_s=rt.watchdog_s,
             start_ts=start_ts,
+            credentials=config.credential_source(self.cam.id),
         )
         self.analytics = build_analytics(self.cam, config)
-        self.writer = SegmentWriter(config.storage.data_dir, config.store.id, config.store.timezone, config.node)
+        self.writer = SegmentWriter(
+            config.storage.data_dir,
+            config.store.id,
+            config.store.timezone,
+            config.node,
+            signer=signing.load() if signing is not None else None,
+        )
         self.interval = config.storage.flush_interval_s
         self._window: _Window | None = None
         self._unwritten: list[_Window] = []
@@ -293,7 +305,7 @@ class CameraWorker:
             "segments": self.segments,
             "dropped": s.frames_dropped,
             "reconnects": s.reconnects,
-            "error": self.error or s.last_error,
+            "error": redact(self.error or s.last_error),
             "fps": round(self.frames / max(1e-6, time.time() - self.started_at), 2),
             "first_frame_at": self.first_frame_at,
             "last_frame_at": self.last_frame_at,
@@ -306,10 +318,10 @@ class CameraWorker:
             self.capture.start()
             self._loop()
         except EdgepairError as exc:
-            self.error = str(exc)
+            self.error = redact(exc)
             log.error("camera %s: %s", self.cam.id, exc)
         except Exception as exc:  # keep the node alive; report and stop this camera
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = redact(f"{type(exc).__name__}: {exc}")
             log.exception("camera %s: pipeline failed", self.cam.id)
         finally:
             self.capture.stop()
@@ -399,7 +411,7 @@ class CameraWorker:
                     model_version=self.model_version,
                 )
             except StorageError as exc:
-                self.error = str(exc)
+                self.error = redact(exc)
                 log.error("camera %s: %s; keeping %d windows in memory", self.cam.id, exc, len(self._unwritten))
                 if final:
                     raise

@@ -1,9 +1,13 @@
 """Failover drill benchmark: kill-node and kill-leader N times each (default 10) on a local pair.
 
 Prints median and max takeover time against the targets (median <= 3 s, max <= 6 s), events credited twice (must be
-0) and whether the events outside the reported gaps match the undisturbed baseline (0 lost). Usage:
+0) and whether the events outside the reported gaps match the undisturbed baseline (0 lost). With ``--security both``
+(the default) the same drills run on a pair with mutual TLS, etcd auth and signed segments (the default of every
+pair) and on one in plain text (``security.tls: false``), one after the other in the same run, and the difference of
+the takeover medians is printed against the bound of issue 12 (TLS may add at most 0.2 s). Usage:
 
     PYTHONPATH=. python bench/drills.py [--repeat 10] [--config cluster/examples/pair.yaml] [--no-baseline]
+                                         [--security both|tls|plain]
 """
 
 from __future__ import annotations
@@ -30,13 +34,39 @@ def main() -> int:
     p.add_argument("--pre-s", type=float, default=10.0, help="seconds watched before each fault")
     p.add_argument("--settle-s", type=float, default=10.0, help="seconds the pair runs whole again before measuring")
     p.add_argument("--json", default=None, help="write every report here")
+    p.add_argument("--security", choices=["both", "tls", "plain"], default="both")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     failed = False
-    out = {}
+    out: dict[str, dict[str, dict]] = {}
+    modes = ["tls", "plain"] if args.security == "both" else [args.security]
+    for mode in modes:
+        print(f"=== pair with security.tls: {mode == 'tls'} ===")
+        out[mode] = {}
+        failed = _run_mode(args, mode, out[mode]) or failed
+    if len(modes) == 2:
+        print("takeover median, TLS vs plain text (issue 12 bound: TLS adds at most 0.2 s):")
+        for scenario in args.scenarios.split(","):
+            t, pl = (out[m][scenario]["summary"]["takeover_s"]["median"] for m in modes)
+            if t is None or pl is None:
+                print(f"  {scenario}: no takeover measured (tls {t}, plain {pl})")
+                failed = True
+                continue
+            ok = t - pl <= 0.2
+            print(f"  {scenario}: tls {t:.2f} s, plain {pl:.2f} s, difference {t - pl:+.2f} s {'OK' if ok else 'OVER'}")
+            failed = failed or not ok
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    return 1 if failed else 0
+
+
+def _run_mode(args: argparse.Namespace, mode: str, out: dict[str, dict]) -> bool:
+    """Run every scenario on a fresh pair with ``security.tls`` on (``tls``) or off (``plain``); True if any failed."""
+    failed = False
     with tempfile.TemporaryDirectory(prefix="edgepair-bench-drills-") as tmp:
         cfg = yaml.safe_load(Path(args.config).read_text())
         cfg["storage"]["data_dir"] = str(Path(tmp) / "data")
+        cfg.setdefault("security", {})["tls"] = mode == "tls"
         config = Path(tmp) / "pair.yaml"
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         run_dir = Path(tmp) / "run"
@@ -57,16 +87,15 @@ def main() -> int:
                 take = s["takeover_s"]
                 on_target = take["median"] is not None and take["median"] <= 3.0 and take["max"] <= 6.0
                 print(
-                    f"{scenario}: takeover median {take['median']} s (target <= 3), max {take['max']} s (target <= 6)"
-                    f" {'ON TARGET' if on_target else 'OFF TARGET'}; credited twice {s['events_credited_twice']};"
-                    f" lost outside gaps: {'0' if s['baseline_match'] else 'SOME (see the JSON)'}\n"
+                    f"{scenario} ({mode}): takeover median {take['median']} s (target <= 3), max {take['max']} s"
+                    f" (target <= 6) {'ON TARGET' if on_target else 'OFF TARGET'}; credited twice"
+                    f" {s['events_credited_twice']}; lost outside gaps:"
+                    f" {'0' if s['baseline_match'] else 'SOME (see the JSON)'}\n"
                 )
                 failed = failed or not (on_target and s["ok"])
         finally:
             pair_down(run_dir)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

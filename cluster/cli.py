@@ -8,9 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.config import load_config
 from cluster.errors import ConfigError, EdgepairError
+
+if TYPE_CHECKING:
+    from cluster.pki import Identity
 
 log = logging.getLogger("edgepair")
 
@@ -94,23 +98,30 @@ def cmd_node(args: argparse.Namespace) -> int:
     return Node(cfg, args.name).run()
 
 
-def _etcd_target(args: argparse.Namespace) -> tuple[list[str], str]:
+def _etcd_target(args: argparse.Namespace) -> tuple[list[str], str, Identity | None]:
+    """The store's etcd endpoints, its id, and the identity to present: a local pair's admin certificate, or on a
+    workstation the admin ``root`` certificate when its cert dir holds one, else the config's node certificate."""
     if args.run_dir or not args.config:
-        from cluster.pair import load_state
+        from cluster.pair import admin_identity, load_state
 
         state = load_state(Path(args.run_dir or "data/demo/pair"))
-        return list(state["endpoints"]), str(state["store"])
+        return list(state["endpoints"]), str(state["store"]), admin_identity(state)
     cfg = load_config(args.config)
     if not cfg.cluster.etcd_endpoints:
         raise ConfigError(f"{args.config}: cluster.etcd_endpoints is empty: name the store's 3 etcd members")
-    return cfg.cluster.etcd_endpoints, cfg.store.id
+    name = getattr(args, "as_name", None)
+    if name is None and cfg.security.tls:
+        from cluster.pki import ADMIN_NAME
+
+        name = ADMIN_NAME if (cfg.security.cert_dir / f"{ADMIN_NAME}.crt").exists() else cfg.node
+    return cfg.cluster.etcd_endpoints, cfg.store.id, cfg.identity(name)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from failover import admin
 
-    endpoints, store = _etcd_target(args)
-    st = admin.status(endpoints, store)
+    endpoints, store, identity = _etcd_target(args)
+    st = admin.status(endpoints, store, identity=identity)
     print(json.dumps(st, indent=2, default=str) if args.json else admin.format_status(st))
     return 0
 
@@ -118,15 +129,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_admin(args: argparse.Namespace) -> int:
     from failover import admin
 
-    endpoints, store = _etcd_target(args)
+    endpoints, store, identity = _etcd_target(args)
     if args.command == "switchover":
-        admin.switchover(endpoints, store, to=args.to)
+        admin.switchover(endpoints, store, to=args.to, identity=identity)
         print(f"switchover requested{' to ' + args.to if args.to else ''}")
     elif args.command == "pause":
-        admin.pause(endpoints, store)
+        admin.pause(endpoints, store, identity=identity)
         print("reassignment paused: cameras stay where they are until `edgepair resume`")
     else:
-        admin.resume(endpoints, store)
+        admin.resume(endpoints, store, identity=identity)
         print("reassignment resumed")
     return 0
 
@@ -152,8 +163,8 @@ def cmd_pair(args: argparse.Namespace) -> int:
         print(f"pair down: every process of {run_dir} stopped")
         return 0
     state = pair.load_state(run_dir)
-    for name, v in state["nodes"].items():
-        h = pair.health(v["health"]) or {"healthy": False, "role": "unreachable"}
+    for name in state["nodes"]:
+        h = pair.node_health(state, name) or {"healthy": False, "role": "unreachable"}
         print(f"{name}: {h.get('role')} healthy={h.get('healthy')} cameras={h.get('cameras')} token={h.get('token')}")
     return 0
 
@@ -269,6 +280,87 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if rep["summary"]["ok"] else 1
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from cluster.pki import ROLES, CertDir
+
+    if not args.dir:
+        raise ConfigError("certs needs --dir: the store's certificate folder (e.g. /etc/edgepair/pki)")
+    certs = CertDir(args.dir)
+    if args.action == "init":
+        if not args.store:
+            raise ConfigError("certs init needs --store: the store id the CA is for")
+        info = certs.init(args.store, days=args.days or 3650)
+        print(f"{certs.path}: CA of store {info.store} made, valid until {info.not_after:%Y-%m-%d}")
+        print(f"  keep {certs.path / 'ca.key'} on this machine only; hosts get ca.crt and their own certificate")
+        return 0
+    if args.action in ("issue", "rotate"):
+        if not args.name:
+            raise ConfigError(f"certs {args.action} needs the host's name (e.g. ws-a, witness, root)")
+        if args.action == "issue":
+            role = args.role or ("admin" if args.name == "root" else None)
+            if role is None:
+                raise ConfigError(f"certs issue needs --role, one of {', '.join(ROLES)}")
+            info = certs.issue(args.name, role, args.host, days=args.days or 825)
+        else:
+            info = certs.rotate(args.name, days=args.days or 825)
+        print(
+            f"{certs.cert_path(info.name)}: {info.role} {info.name} of store {info.store},"
+            f" hosts {', '.join(info.hosts) or '-'}, valid until {info.not_after:%Y-%m-%d}"
+        )
+        return 0
+    if args.action == "rotate-ca":
+        if args.finish:
+            info = certs.finish_ca_rotation()
+            print(f"{certs.path}: CA rotation finished; trusted CA now {info.fingerprint[:16]} only")
+        else:
+            infos = certs.rotate_ca(days=args.days or 3650)
+            print(
+                f"{certs.path}: a new CA joined the bundle; re-issued {', '.join(i.name for i in infos) or 'nothing'}"
+            )
+            print("  install ca.crt and the new host certificates on every host, restart them one at a time,")
+            print("  then run `edgepair certs rotate-ca --finish` and install ca.crt once more")
+        return 0
+    infos = certs.show()
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=2))
+        return 0
+    for i in infos:
+        d = i.to_json()
+        what = "CA" if i.is_ca else f"{i.role} {i.name}"
+        print(
+            f"{what:20} store {i.store}  until {i.not_after:%Y-%m-%d} ({d['days_left']} days)"
+            f"  {', '.join(i.hosts) or ''}  sha256 {i.fingerprint[:16]}"
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """An auditor's check: every file's checksum and its signature by a workstation of the store (read only)."""
+    from cluster.pki import Verifier
+    from storage.verify import verify_data_dir
+
+    verifier = None
+    if args.config:
+        cfg = load_config(args.config)
+        data_dir = Path(args.data_dir) if args.data_dir else cfg.storage.data_dir
+        ca = Path(args.ca) if args.ca else cfg.security.cert_dir / "ca.crt"
+        store = cfg.store.id
+    elif args.data_dir and args.ca and args.store:
+        data_dir, ca, store = Path(args.data_dir), Path(args.ca), args.store
+    else:
+        raise ConfigError("verify needs --config (a store YAML), or --data-dir with --ca and --store")
+    if not data_dir.is_dir():
+        raise ConfigError(f"data dir {data_dir} not found: pass --data-dir with a store's data folder")
+    retired = ca.parent / "ca-retired.crt"
+    verifier = Verifier(store, [ca] + ([retired] if retired.is_file() else []))
+    report = verify_data_dir(data_dir, verifier)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print(report.summary())
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgepair", description="On-premise store analytics on a workstation pair.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -314,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("--config", default=None, help="store YAML naming cluster.etcd_endpoints")
         s.add_argument("--run-dir", default=None, help="a local pair's run dir instead of --config")
+        s.add_argument(
+            "--as", dest="as_name", default=None, help="certificate to present (default: root if held, else the node)"
+        )
         if name == "status":
             s.add_argument("--json", action="store_true")
             s.set_defaults(func=cmd_status)
@@ -365,6 +460,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-baseline", action="store_true", help="skip the in-process baseline replay")
     s.set_defaults(func=cmd_drill)
 
+    s = sub.add_parser("certs", help="the store's CA and host certificates: init, issue, rotate, rotate-ca, show")
+    s.add_argument("action", choices=["init", "issue", "rotate", "rotate-ca", "show"])
+    s.add_argument("name", nargs="?", default=None, help="issue/rotate: the host's name (ws-a, ws-b, witness, root)")
+    s.add_argument("--dir", required=True, help="the certificate folder (holds ca.crt; ca.key where certs are made)")
+    s.add_argument("--store", default=None, help="init: the store id")
+    s.add_argument("--role", default=None, help="issue: node (a workstation), witness, or admin (name root)")
+    s.add_argument("--host", action="append", default=[], help="issue: an IP or DNS name the host is reached at")
+    s.add_argument("--days", type=int, default=None, help="validity (default: CA 3650, host 825)")
+    s.add_argument("--finish", action="store_true", help="rotate-ca: drop the old CA once every host has new files")
+    s.add_argument("--json", action="store_true", help="show: as JSON")
+    s.set_defaults(func=cmd_certs)
+
+    s = sub.add_parser("verify", help="check every data file's checksum and signature (an auditor's proof; read only)")
+    s.add_argument("--config", default=None, help="the store YAML (its data dir, store id and CA)")
+    s.add_argument("--data-dir", default=None, help="the data folder (default: the config's)")
+    s.add_argument("--ca", default=None, help="the store CA bundle, ca.crt (default: the config's cert dir)")
+    s.add_argument("--store", default=None, help="the store id, with --data-dir and --ca")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)
+
     s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
     s.add_argument("sql")
     s.add_argument("--config", required=True)
@@ -381,10 +496,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.config:
             parser.error("validate-config needs the path of a store config")
     setup_logging(-1 if args.quiet else args.verbose)
+    from cluster.redact import install_log_redaction, redact
+
+    install_log_redaction()
     try:
         return int(args.func(args))
     except EdgepairError as exc:
-        print(f"edgepair: error: {exc}", file=sys.stderr)
+        print(f"edgepair: error: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("edgepair: interrupted", file=sys.stderr)

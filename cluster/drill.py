@@ -37,7 +37,7 @@ from cluster import drill_faults as faults
 from cluster.drill_baseline import compare_with_baseline
 from cluster.drill_report import summarize
 from cluster.errors import EdgepairError
-from cluster.pair import health, load_state
+from cluster.pair import load_state, node_health
 from failover.drill import wait_for
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Watcher:
 
     def _poll(self, node: str) -> None:
         while not self._stop.wait(self.period):
-            h = health(self.state["nodes"][node]["health"], timeout=0.5)
+            h = node_health(self.state, node, timeout=0.5)
             if h is not None:
                 with self.lock:
                     self.samples.append((time.time(), node, h))
@@ -107,15 +107,15 @@ def _placement(hs: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 
 def _all_running(state: dict[str, Any], cams: list[str]) -> dict[str, str] | None:
-    hs = {n: health(v["health"]) or {} for n, v in state["nodes"].items()}
+    hs = {n: node_health(state, n) or {} for n in state["nodes"]}
     place = _placement(hs)
     return place if set(cams) <= set(place) and all(h.get("healthy") for h in hs.values()) else None
 
 
 def _leader(state: dict[str, Any]) -> str:
     def find() -> str | None:
-        for n, v in state["nodes"].items():
-            h = health(v["health"]) or {}
+        for n in state["nodes"]:
+            h = node_health(state, n) or {}
             if h.get("role") == "leader":
                 return n
         return None
@@ -170,9 +170,10 @@ def _inject(
         faults.kill_all([pid])
         return f"{node}/{cam} (pid {pid})", lambda: None
     if scenario == "switchover":
+        from cluster.pair import admin_identity
         from failover import admin
 
-        admin.switchover(state["endpoints"], state["store"], to=other)
+        admin.switchover(state["endpoints"], state["store"], to=other, identity=admin_identity(state))
         return leader, lambda: None
     raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
 
@@ -189,7 +190,7 @@ def _seq(*steps: Callable[[], object]) -> Callable[[], None]:
 
 def _actor_pid(state: dict[str, Any], node: str, cam: str) -> int:
     """The camera actor's pid: from /health (``pid`` in the status) or the node's one ``ray::CameraWorker``."""
-    h = health(state["nodes"][node]["health"]) or {}
+    h = node_health(state, node) or {}
     pid = ((h.get("camera_status") or {}).get(cam) or {}).get("pid")
     if pid:
         return int(pid)
@@ -321,7 +322,7 @@ def _boundaries(samples: list[tuple[float, str, dict[str, Any]]], cam: str, t0: 
 
 def _settle_replication(state: dict[str, Any], bound_s: float = 30.0) -> None:
     def settled() -> bool:
-        hs = [health(v["health"]) or {} for v in state["nodes"].values()]
+        hs = [node_health(state, n) or {} for n in state["nodes"]]
         return all(h.get("replication_lag_s", 1) == 0 for h in hs)
 
     try:

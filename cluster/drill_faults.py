@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import EdgepairError
-from cluster.pair import STATE, _alive, descendants, stop_pid
+from cluster.pair import STATE, _alive, admin_identity, descendants, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,12 @@ def kill_all(pids: list[int], bound_s: float = 10.0) -> None:
 
 
 def ray_temp_dir(state: dict[str, Any], node: str, pid: int) -> Path:
-    """The node's Ray temp dir as ``actors.ray_actors.start_ray`` names it."""
-    return Path("/tmp") / f"ep-{state['store'][:16]}-{node}-{pid}"
+    """The node's Ray temp dir as ``actors.ray_actors.start_ray`` names it (the node's run dir: its data dir's
+    parent, ``.run-<node>``, as ``cluster.node.Node`` sets it)."""
+    from actors.ray_actors import ray_root
+
+    run_dir = Path(state["nodes"][node]["data_dir"]).parent / f".run-{node}"
+    return ray_root(run_dir) / str(pid)
 
 
 def kill_etcd_member(state: dict[str, Any], member: str) -> None:
@@ -126,7 +130,7 @@ def restart_etcd_member(run_dir: Path, state: dict[str, Any], member: str, wait_
     log.info("drill: etcd member %s restarted: pid %d", member, proc.pid)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if member_status(v["endpoint"]) is not None:
+        if member_status(v["endpoint"], identity=admin_identity(state)) is not None:
             return proc.pid
         if proc.poll() is not None:
             raise EdgepairError(f"etcd member {member} exited at restart (code {proc.returncode}); see {log_path}")
@@ -134,29 +138,24 @@ def restart_etcd_member(run_dir: Path, state: dict[str, Any], member: str, wait_
     raise EdgepairError(f"etcd member {member} did not answer within {wait_s:.0f} s of its restart; see {log_path}")
 
 
-def member_status(endpoint: str, timeout: float = 0.5) -> tuple[int, int] | None:
-    """(member id, leader id) from the member's Status, or None if it does not answer."""
-    import grpc
-    from pyetcd import etcdrpc
+def member_status(endpoint: str, timeout: float = 0.5, identity: Any = None) -> tuple[int, int] | None:
+    """(member id, leader id) from the member's Status, or None if it does not answer. ``identity``: the pair's
+    admin certificate when its etcd runs TLS (``pair.json`` names the folder), None for a plain-text pair."""
+    from failover.raft import member_status as status
 
-    channel = grpc.insecure_channel(endpoint)
-    try:
-        st = etcdrpc.MaintenanceStub(channel).Status(etcdrpc.StatusRequest(), timeout)
-        return int(st.header.member_id), int(st.leader)
-    except grpc.RpcError:
-        return None
-    finally:
-        channel.close()
+    st = status(endpoint, timeout, identity=identity)
+    return None if st is None else (st.member_id, st.leader_id)
 
 
 def etcd_leader(state: dict[str, Any], timeout: float = 5.0) -> str | None:
     """The name of the raft leader among the running members, or None within ``timeout``."""
     deadline = time.monotonic() + timeout
+    identity = admin_identity(state)
     while True:
         ids, leader = {}, 0
         for name, v in state["etcd"].items():
             if v.get("pid") and _alive(v["pid"]):
-                st = member_status(v["endpoint"])
+                st = member_status(v["endpoint"], identity=identity)
                 if st is not None:
                     ids[st[0]] = name
                     leader = leader or st[1]

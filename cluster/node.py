@@ -26,7 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cluster.config import Config
 from cluster.errors import ConfigError
-from cluster.runner import check_data_dir, load_detector_info, resolve_model
+from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
 from failover.fence import FENCE_FRACTION
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class RayCameraRunner:
 
     def _new_actor(self, camera_id: str, fps: float | None, token: int, *, standby: bool) -> Any:
         from actors.ray_actors import start_camera
+        from storage.signing import SignerRef
 
         cam = next(c for c in self.config.cameras if c.id == camera_id)
         return start_camera(
@@ -88,6 +89,7 @@ class RayCameraRunner:
             fps=min(fps, cam.fps) if cam.fps and fps else (fps or None),
             fence_deadline=None if standby else self.deadline,
             autostart=not standby,
+            signing=SignerRef.from_config(self.config),
         )
 
     def prepare_standby(self) -> None:
@@ -216,6 +218,12 @@ class NodeMetrics:
         self.token = Gauge("edgepair_fencing_token", "Fencing token of the assignment this node runs", registry=r)
         self.lag = Gauge("edgepair_replication_lag_seconds", "Replication lag to the peer", registry=r)
         self.cameras = Gauge("edgepair_cameras_running", "Cameras running on this node", registry=r)
+        self.refused = Gauge(
+            "edgepair_replication_refused", "Files or calls refused by replication, by reason", ["reason"], registry=r
+        )
+        self.cert_expiry = Gauge(
+            "edgepair_certificate_expiry_timestamp_seconds", "When this node's TLS certificate expires", registry=r
+        )
 
 
 class Node:
@@ -234,6 +242,13 @@ class Node:
         self.inference: Any = None
         self.replicator: Any = None
         self.health: dict[str, Any] = {"node": name, "healthy": False, "role": "starting", "version": VERSION}
+        self.identity = self.config.identity(name)  # None when security.tls is off; PKIError when files are wrong
+        if self.identity is None:
+            log.warning(
+                "node %s: security.tls is false: etcd, replication and /health run in PLAIN TEXT without"
+                " authentication and segments are not signed; never run a store network like this",
+                name,
+            )
 
     # --- life cycle ---------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -250,9 +265,13 @@ class Node:
         check_data_dir(cfg.storage.data_dir)
         sweep_temp_files(cfg.storage.data_dir)
         record_store_setup(cfg)
+        if self.identity is not None:
+            from cluster.pki import cert_info, load_certs
+
+            self.metrics.cert_expiry.set(cert_info(load_certs(self.identity.cert)[0]).not_after.timestamp())
         server = self._serve_http()
         # etcd's gRPC channel first, then Ray: Ray starts its processes with fork+exec, which gRPC survives.
-        dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s)
+        dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s, identity=self.identity)
         start_ray(cfg, self.run_dir)
         # After ray.init, which installs its own fatal-signal handlers: SIGTERM must drain, not crash.
         for s in (signal.SIGTERM, signal.SIGINT):
@@ -319,14 +338,18 @@ class Node:
 
         cfg = self.config
         compactor = sorted(n.name for n in cfg.cluster.nodes)[0] == self.me.name if cfg.cluster.nodes else True
+        ident = self.identity
+        signer = ident.signer() if ident is not None else None
+        verifier = ident.verifier() if ident is not None else None
         while not self.stop_event.wait(60.0):
             try:
-                compact(cfg.storage.data_dir, node=self.me.name, compactor=compactor)
+                compact(cfg.storage.data_dir, node=self.me.name, compactor=compactor, signer=signer, verifier=verifier)
                 enforce_retention(
                     cfg.storage.data_dir,
                     days=cfg.storage.retention_days,
                     timezone=cfg.store.timezone,
                     node=self.me.name,
+                    verifier=verifier,
                 )
             except Exception as exc:
                 log.warning("node %s: housekeeping failed: %s", self.me.name, exc)
@@ -342,7 +365,7 @@ class Node:
             if self.loop is None or self.loop.leader is None:
                 continue
             try:
-                what = keep_raft_leader_on(cfg.etcd_endpoints, cfg.raft_leader)
+                what = keep_raft_leader_on(cfg.etcd_endpoints, cfg.raft_leader, identity=self.identity)
             except Exception as exc:  # never let this housekeeping take the agent down
                 what = f"raft leader: check failed: {exc}"
             if what != said:
@@ -365,11 +388,27 @@ class Node:
                 port=self.me.flight_port,
                 host=self.me.host,
                 retention_days=self.config.storage.retention_days,
+                identity=self.identity,
+                max_token=self._max_token,
             )
             self.replicator.start()
         except Exception as exc:  # the node still runs its cameras; replication reports its own state
             log.error("node %s: replication to %s not started: %s", self.me.name, peer.name, exc)
             self.replicator = None
+
+    TOKEN_MARGIN = 10_000
+    """How far above the newest fencing token this node has read from etcd a received file's token may be: a new
+    leader elected since our last read has a greater token (each etcd write adds one revision; renewals and member
+    writes add a few a second), while a token from the future (a forged 10^15) is refused. Such a refusal is retried
+    at the next anti-entropy, so a legitimate file is never lost to a stale view."""
+
+    def _max_token(self) -> int | None:
+        """The greatest fencing token a received file may carry (None while this node has read no leader)."""
+        cluster = getattr(self.loop, "last_cluster", None)
+        if cluster is None or cluster.leader is None:
+            return None
+        tokens = [cluster.leader.token] + ([cluster.assignment.token] if cluster.assignment is not None else [])
+        return max(tokens) + self.TOKEN_MARGIN
 
     # --- health and metrics -------------------------------------------------------------------------------------
     def _refresh_health(self) -> None:
@@ -394,6 +433,9 @@ class Node:
             except Exception:
                 lag = -1.0
         m.lag.set(lag)
+        if self.replicator is not None:
+            for reason, n in self.replicator.refusal_counts().items():
+                m.refused.labels(reason).set(n)
         try:
             import ray
 
@@ -407,7 +449,7 @@ class Node:
             "leader": st.get("leader"),
             "token": max(tokens) if tokens else st.get("token"),
             "cameras": sorted(cams),
-            "camera_status": cams,
+            "camera_status": {c: redact_status(v) for c, v in cams.items()},
             "replication_lag_s": lag,
             "reason": st.get("reason"),
             "version": VERSION,
@@ -429,7 +471,11 @@ class Node:
         }
 
     def _serve_http(self) -> ThreadingHTTPServer:
+        """``/health`` and ``/metrics``: mutual TLS on the node's host (``security.metrics: tls``, the default), or
+        plain HTTP on 127.0.0.1 only (``loopback``, for a local agent that scrapes); plain on the node's host only
+        when ``security.tls`` is off (the logged opt-out)."""
         node = self
+        sec = self.config.security
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -451,7 +497,65 @@ class Node:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        server = ThreadingHTTPServer((self.me.host, self.me.metrics_port), Handler)
+        tls = self.identity is not None and sec.metrics == "tls"
+        host = "127.0.0.1" if sec.metrics == "loopback" else self.me.host
+        server = _HTTPServer((host, self.me.metrics_port), Handler)
+        if tls:
+            assert self.identity is not None
+            server.ssl_context = self.identity.server_ssl_context()
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-        log.info("node %s: health on http://%s:%d/health", self.me.name, self.me.host, self.me.metrics_port)
+        scheme = "https" if tls else "http"
+        log.info(
+            "node %s: health on %s://%s:%d/health%s",
+            self.me.name,
+            scheme,
+            host,
+            self.me.metrics_port,
+            " (client certificate of the store CA required)" if tls else "",
+        )
         return server
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that, given an ``ssl_context``, speaks TLS on each accepted connection.
+
+    The handshake runs in the request's own thread (not in the accept loop), and every connection is bounded: at
+    most :attr:`max_connections` at once (more are closed at accept), and :attr:`timeout_s` for the handshake and for
+    each read, so a client that connects and sends nothing, or dribbles, cannot hold the node's threads. A failed
+    handshake (no or untrusted client certificate) closes that connection only.
+    """
+
+    daemon_threads = True
+    ssl_context: Any = None
+    timeout_s = 5.0
+    max_connections = 32
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # every slot busy: refuse at once rather than queue without bound
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(self.timeout_s)
+            if self.ssl_context is not None:
+                import ssl
+
+                try:
+                    request = self.ssl_context.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    log.debug("health: TLS handshake from %s refused: %s", client_address[0], exc)
+                    self.shutdown_request(request)
+                    return
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()

@@ -17,12 +17,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cluster.config import Config, load_config
 from cluster.errors import EdgepairError
+
+if TYPE_CHECKING:
+    from cluster.pki import Identity
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,12 @@ def node_config(
     ports: dict[str, dict[str, int]],
     base: Path,
     witness: str | None = None,
+    pki: Path | None = None,
 ) -> dict:
+    scheme = "https" if pki is not None else "http"
+
     def url(e: str) -> str:
-        return f"http://{e}" if "://" not in e else e
+        return f"{scheme}://{e}" if "://" not in e else e
 
     data = json.loads(config.model_dump_json())
     data["node"] = name
@@ -63,9 +69,43 @@ def node_config(
             for n, p in ports.items()
         ],
     }
+    data["security"] = {"tls": pki is not None, "cert_dir": str(pki or base / "pki"), "metrics": "tls"}
+    # The dump holds no secret (the loader keeps user info and passwords out of the model): the cameras' credentials
+    # from the store's credentials file or URLs go to a file of the node's own, mode 0600 from its creation. Those
+    # from the environment stay there (the node process inherits it).
+    creds = {c.id: r for c in config.cameras if (r := config.credential_source(c.id).resolve(environ={})) is not None}
+    data.pop("credentials_file", None)
+    if creds:
+        from cluster.credentials import write_credentials_file
+
+        path = base / f"{name}.cameras.yaml"
+        write_credentials_file(path, creds)
+        data["credentials_file"] = str(path)
     if data["model"]["path"] is None:
         del data["model"]["path"]
     return data
+
+
+def make_pki(run_dir: Path, store_id: str) -> Path:
+    """The local pair's store CA and certificates, made on the fly in ``<run_dir>/pki`` (kept across restarts).
+
+    One certificate per etcd member and node (ws-a, ws-b, witness), all for 127.0.0.1 (everything listens on
+    loopback), and the admin ``root`` certificate that ``pair`` uses for etcd's auth set-up, health polling and the
+    operator commands. A CA of another store in the folder is refused.
+    """
+    from cluster.pki import CA_CERT, CertDir
+
+    pki = CertDir(run_dir / "pki")
+    if not (pki.path / CA_CERT).exists():
+        pki.init(store_id)
+    elif pki.store_id() != store_id:
+        raise EdgepairError(
+            f"{pki.path} holds the CA of store {pki.store_id()}, not of {store_id}: use another --run-dir"
+        )
+    for name, role in ((*NODES[:1], "node"), (NODES[1], "node"), ("witness", "witness"), ("root", "admin")):
+        if not pki.cert_path(name).exists():
+            pki.issue(name, role, ["127.0.0.1", "localhost"])
+    return pki.path
 
 
 def pair_up(config_path: Path, run_dir: Path | None = None, wait_s: float = 60.0) -> dict[str, Any]:
@@ -77,7 +117,19 @@ def pair_up(config_path: Path, run_dir: Path | None = None, wait_s: float = 60.0
     if state_file.exists() and any(_alive(p) for p in _pids(json.loads(state_file.read_text()))):
         raise EdgepairError(f"a pair is already running from {run_dir}: run `edgepair pair down` first")
     run_dir.mkdir(parents=True, exist_ok=True)
-    etcd = EtcdCluster(run_dir / "etcd", names=(*NODES, "witness"))
+    run_dir.chmod(0o700)
+    pki: Path | None = None
+    if config.security.tls:
+        pki = make_pki(run_dir, config.store.id)
+    else:
+        log.warning(
+            "security.tls is false in %s: this pair runs etcd, replication and /health in PLAIN TEXT without"
+            " authentication, and its segments are not signed (an opt-out for a lab; never on a store network)",
+            config_path,
+        )
+    etcd = EtcdCluster(
+        run_dir / "etcd", names=(*NODES, "witness"), cert_dir=pki, store_id=config.store.id, node_users=NODES
+    )
     etcd.start()
     ports = {n: {"flight": _free_port(), "metrics": _free_port()} for n in NODES}
     state: dict[str, Any] = {
@@ -88,6 +140,7 @@ def pair_up(config_path: Path, run_dir: Path | None = None, wait_s: float = 60.0
         "etcd": {n: {"pid": etcd.pid(n), "endpoint": etcd.endpoint(n)} for n in etcd.members},
         "nodes": {},
         "endpoints": etcd.endpoints,
+        "pki": str(pki) if pki else None,
     }
     _write_state(state_file, state)  # from here on `pair down` can stop whatever was started
     try:
@@ -105,11 +158,14 @@ def _start_nodes(
     for i, name in enumerate(NODES):
         if i:  # one node at a time: the first one's Ray is up before the second one's starts
             _wait_healthy({**state, "nodes": dict(list(state["nodes"].items())[:i])}, wait_s)
+        pki = Path(state["pki"]) if state.get("pki") else None
         cfg = node_config(
-            config, name, state["endpoints"], ports, run_dir, witness=state["etcd"]["witness"]["endpoint"]
+            config, name, state["endpoints"], ports, run_dir, witness=state["etcd"]["witness"]["endpoint"], pki=pki
         )
         cfg_path = run_dir / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        from cluster.pki import write_private
+
+        write_private(cfg_path, yaml.safe_dump(cfg, sort_keys=False).encode())
         log_path = run_dir / f"{name}.log"
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
@@ -125,8 +181,8 @@ def _start_nodes(
             "config": str(cfg_path),
             "log": str(log_path),
             "data_dir": cfg["storage"]["data_dir"],
-            "health": f"http://127.0.0.1:{ports[name]['metrics']}/health",
-            "flight": f"grpc://127.0.0.1:{ports[name]['flight']}",
+            "health": f"{'https' if pki else 'http'}://127.0.0.1:{ports[name]['metrics']}/health",
+            "flight": f"{'grpc+tls' if pki else 'grpc'}://127.0.0.1:{ports[name]['flight']}",
         }
         _write_state(state_file, state)
     _wait_healthy(state, wait_s)
@@ -134,7 +190,7 @@ def _start_nodes(
     # ask the leader to spread them now that both are up.
     from failover.admin import rebalance
 
-    rebalance(state["endpoints"], state["store"])
+    rebalance(state["endpoints"], state["store"], identity=admin_identity(state))
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
@@ -153,9 +209,34 @@ def load_state(run_dir: Path) -> dict[str, Any]:
         ) from None
 
 
-def health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+def admin_identity(state: dict[str, Any]) -> Identity | None:
+    """The admin (``root``) identity of a local pair, from its run dir's certificates; None for a plain-text pair."""
+    if not state.get("pki"):
+        return None
+    from cluster.pki import Identity
+
+    return Identity.load(state["pki"], "root")
+
+
+_contexts: dict[str, Any] = {}
+
+
+def node_health(state: dict[str, Any], node: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """A node's /health document (None when it does not answer), over mutual TLS with the pair's admin identity."""
+    url = state["nodes"][node]["health"]
+    ctx = None
+    if state.get("pki"):
+        ctx = _contexts.get(state["pki"])
+        if ctx is None:
+            identity = admin_identity(state)
+            assert identity is not None
+            ctx = _contexts.setdefault(state["pki"], identity.client_ssl_context())
+    return health(url, timeout, ssl_context=ctx)
+
+
+def health(url: str, timeout: float = 1.0, ssl_context: Any = None) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=ssl_context) as resp:
             return dict(json.loads(resp.read()))
     except urllib.error.HTTPError as exc:
         try:
@@ -169,7 +250,7 @@ def health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
 def _wait_healthy(state: dict[str, Any], wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        hs = {n: health(v["health"]) for n, v in state["nodes"].items()}
+        hs = {n: node_health(state, n) for n in state["nodes"]}
         if all(h and h.get("healthy") for h in hs.values()):
             return
         for n, v in state["nodes"].items():
@@ -279,6 +360,11 @@ def converge_copies(state: dict[str, Any], bound_s: float = 60.0) -> int:
     if len(nodes) != 2:
         return 0
     ports = [_free_port(), _free_port()]
+    identities: list[Identity | None] = [None, None]
+    if state.get("pki"):
+        from cluster.pki import Identity
+
+        identities = [Identity.load(state["pki"], name) for name, _v in nodes]
     reps = [
         Replicator(
             Path(v["data_dir"]),
@@ -287,6 +373,7 @@ def converge_copies(state: dict[str, Any], bound_s: float = 60.0) -> int:
             f"grpc://127.0.0.1:{ports[1 - i]}",
             port=ports[i],
             anti_entropy_s=0.5,
+            identity=identities[i],
         )
         for i, (name, v) in enumerate(nodes)
     ]
@@ -324,8 +411,8 @@ def demo(config_path: Path, seconds: float, out: Any = None) -> int:
         while time.monotonic() < deadline:
             time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
             line = []
-            for name, v in state["nodes"].items():
-                h = health(v["health"]) or {}
+            for name in state["nodes"]:
+                h = node_health(state, name) or {}
                 line.append(f"{name} {h.get('role', '?')} {','.join(h.get('cameras') or []) or '-'}")
             print(f"  {int(seconds - (deadline - time.monotonic()))} s: " + "; ".join(line), file=out)
     finally:

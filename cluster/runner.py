@@ -16,6 +16,7 @@ from typing import Any
 from cluster.config import Config
 from cluster.errors import ModelError, StorageError
 from cluster.models import default_model_path, verify_installed
+from cluster.redact import install_log_redaction, redact
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,33 @@ def load_detector_info(config: Config, model_path: Path) -> dict[str, Any]:
     return {"family": det.family, "provider": det.provider, "model_sha256": det.model_sha256}
 
 
+def _standalone_signing(config: Config) -> Any:
+    """A standalone workstation signs its segments when its certificate is in ``security.cert_dir`` (checked now, so
+    a wrong file is one clear error); without one (a laptop, a test) it writes them unsigned and says so."""
+    from storage.signing import SignerRef
+
+    ref = SignerRef.from_config(config)
+    if ref is None:
+        return None
+    if not (config.security.cert_dir / f"{config.node}.crt").exists():
+        log.warning(
+            "node %s: no certificate %s.crt in %s: segments are written unsigned (`edgepair verify` will list them)",
+            config.node,
+            config.node,
+            config.security.cert_dir,
+        )
+        return None
+    ref.load()
+    return ref
+
+
 def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = True) -> RunResult:
     import ray
 
     from actors.ray_actors import start_camera, start_inference, start_ray
     from storage.segments import sweep_temp_files
 
+    install_log_redaction()  # this process's own log lines; each camera actor installs it in its worker process
     model_path = resolve_model(config)
     info = load_detector_info(config, model_path)
     check_data_dir(config.storage.data_dir)
@@ -89,6 +111,7 @@ def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = T
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
+    signing = _standalone_signing(config)
     start_ray(config, run_dir)
     for s in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs handlers of its own
         signal.signal(s, lambda *_: stop.set())
@@ -98,7 +121,9 @@ def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = T
         result.inference = ray.get(inference.info.remote())
         log.info("node %s: inference on %s (%s)", config.node, result.inference["provider"], info["family"])
         workers = {
-            cam.id: start_camera(config, cam.id, inference, token=0, model_version=info["model_sha256"][:12])
+            cam.id: start_camera(
+                config, cam.id, inference, token=0, model_version=info["model_sha256"][:12], signing=signing
+            )
             for cam in config.cameras
         }
         last_print = 0.0
@@ -116,9 +141,9 @@ def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = T
         refs = {c: w.stop.remote() for c, w in workers.items()}
         for cam_id, ref in refs.items():
             try:
-                result.cameras[cam_id] = ray.get(ref, timeout=60)
+                result.cameras[cam_id] = redact_status(ray.get(ref, timeout=60))
             except Exception as exc:  # a dead actor: report, keep the others
-                result.cameras.setdefault(cam_id, {})["error"] = f"stop failed: {exc}"
+                result.cameras.setdefault(cam_id, {})["error"] = redact(f"stop failed: {exc}")
         result.inference = ray.get(inference.info.remote())
     finally:
         ray.shutdown()
@@ -128,6 +153,17 @@ def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = T
     return result
 
 
+def redact_status(status: dict[str, Any]) -> dict[str, Any]:
+    """A camera status with its error texts redacted (they can quote the camera's URL or an echo of its password)."""
+    out = dict(status)
+    if out.get("error"):
+        out["error"] = redact(out["error"])
+    capture = out.get("capture")
+    if isinstance(capture, dict) and capture.get("last_error"):
+        out["capture"] = {**capture, "last_error": redact(capture["last_error"])}
+    return out
+
+
 def _poll(workers: dict[str, Any]) -> dict[str, dict[str, Any]]:
     import ray
 
@@ -135,7 +171,8 @@ def _poll(workers: dict[str, Any]) -> dict[str, dict[str, Any]]:
     refs = {c: w.status.remote() for c, w in workers.items()}
     for cam_id, ref in refs.items():
         try:
-            out[cam_id] = ray.get(ref, timeout=10)
+            out[cam_id] = redact_status(ray.get(ref, timeout=10))
         except Exception as exc:  # restarting actor: Ray brings it back, its loop resumes in __init__
-            out[cam_id] = {"state": "restarting", "done": False, "error": str(exc).splitlines()[0]}
+            first = (str(exc) or repr(exc)).splitlines()[0]
+            out[cam_id] = {"state": "restarting", "done": False, "error": redact(first)}
     return out

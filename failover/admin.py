@@ -1,6 +1,9 @@
 """Operator functions behind the CLI: status, switchover, pause, resume, rebalance, and a text formatter.
 
 Each opens a short-lived ``EtcdDCS`` (no lease: an operator is not a member) and raises ``DCSError`` on failure.
+With TLS on, each takes the ``identity`` to present (``cluster.pki.Identity``): the admin ``root`` certificate, or a
+workstation's own, which etcd auth lets read and write the store's prefix (``failover.etcd_auth``); the witness's
+certificate is refused.
 ``status`` never raises for an unreachable etcd: it reports ``mode: no-quorum`` (a majority of members confirmed
 out of any quorum: nodes keep their cameras, nothing is reassigned) or ``mode: unreachable`` instead.
 """
@@ -8,19 +11,22 @@ out of any quorum: nodes keep their cameras, nothing is reassigned) or ``mode: u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.errors import DCSError
 from failover.etcd_dcs import EtcdDCS
 
+if TYPE_CHECKING:
+    from cluster.pki import Identity
 
-def _dcs(endpoints: Sequence[str], store_id: str) -> EtcdDCS:
-    return EtcdDCS(list(endpoints), store_id, ttl=2.0, timeout=1.0)
+
+def _dcs(endpoints: Sequence[str], store_id: str, identity: Identity | None) -> EtcdDCS:
+    return EtcdDCS(list(endpoints), store_id, ttl=2.0, timeout=1.0, identity=identity)
 
 
-def status(endpoints: Sequence[str], store_id: str) -> dict[str, Any]:
+def status(endpoints: Sequence[str], store_id: str, *, identity: Identity | None = None) -> dict[str, Any]:
     """Leader, token, members, assignment, switchover/pause flags and the cluster mode, as plain data."""
-    dcs = _dcs(endpoints, store_id)
+    dcs = _dcs(endpoints, store_id, identity)
     try:
         try:
             cluster = dcs.get_cluster()
@@ -64,9 +70,11 @@ def status(endpoints: Sequence[str], store_id: str) -> dict[str, Any]:
         dcs.close()
 
 
-def switchover(endpoints: Sequence[str], store_id: str, to: str | None = None) -> None:
+def switchover(
+    endpoints: Sequence[str], store_id: str, to: str | None = None, *, identity: Identity | None = None
+) -> None:
     """Ask the leader to hand over (to ``to``, or any healthy member); it deletes its key at its next tick."""
-    dcs = _dcs(endpoints, store_id)
+    dcs = _dcs(endpoints, store_id, identity)
     try:
         cluster = dcs.get_cluster()
         if cluster.leader is None:
@@ -80,22 +88,22 @@ def switchover(endpoints: Sequence[str], store_id: str, to: str | None = None) -
         dcs.close()
 
 
-def pause(endpoints: Sequence[str], store_id: str) -> None:
+def pause(endpoints: Sequence[str], store_id: str, *, identity: Identity | None = None) -> None:
     """Freeze reassignment: no camera moves until ``resume``."""
-    _flag(endpoints, store_id, "pause", True)
+    _flag(endpoints, store_id, "pause", True, identity)
 
 
-def resume(endpoints: Sequence[str], store_id: str) -> None:
-    _flag(endpoints, store_id, "pause", False)
+def resume(endpoints: Sequence[str], store_id: str, *, identity: Identity | None = None) -> None:
+    _flag(endpoints, store_id, "pause", False, identity)
 
 
-def rebalance(endpoints: Sequence[str], store_id: str) -> None:
+def rebalance(endpoints: Sequence[str], store_id: str, *, identity: Identity | None = None) -> None:
     """Ask the leader for an even re-spread of the cameras over the live members (moves are two-step)."""
-    _flag(endpoints, store_id, "rebalance", True)
+    _flag(endpoints, store_id, "rebalance", True, identity)
 
 
-def _flag(endpoints: Sequence[str], store_id: str, name: str, on: bool) -> None:
-    dcs = _dcs(endpoints, store_id)
+def _flag(endpoints: Sequence[str], store_id: str, name: str, on: bool, identity: Identity | None) -> None:
+    dcs = _dcs(endpoints, store_id, identity)
     try:
         if name == "pause":
             dcs.set_paused(on)

@@ -1,5 +1,8 @@
 """Drill helpers shared by the integration tests and ``bench/takeover.py``: two ``failover.testnode`` processes
-over one JSONL event log, bounded waits, and the "no camera ran twice at once" check."""
+over one JSONL event log, bounded waits, and the "no camera ran twice at once" check.
+
+When the cluster runs TLS (``EtcdCluster(cert_dir=...)``) each node process presents its own workstation
+certificate from that folder, and the harness's own calls (the spread request) present the admin certificate."""
 
 from __future__ import annotations
 
@@ -17,6 +20,20 @@ from failover.etcd_cluster import EtcdCluster
 
 REPO = Path(__file__).resolve().parents[1]
 CAMS = ("cam-1", "cam-2", "cam-3")
+
+
+def store_pki(path: Path, store_id: str) -> Path:
+    """A store CA with the certificates of a local pair, all naming 127.0.0.1: workstations ``ws-a`` and ``ws-b``
+    (role node), the ``witness`` and the admin ``root``. Kept if the folder already holds them."""
+    from cluster.pki import ADMIN_NAME, CA_CERT, CertDir
+
+    pki = CertDir(path)
+    if not (pki.path / CA_CERT).exists():
+        pki.init(store_id)
+    for name, role in (("ws-a", "node"), ("ws-b", "node"), ("witness", "witness"), (ADMIN_NAME, "admin")):
+        if not pki.cert_path(name).exists():
+            pki.issue(name, role, ["127.0.0.1", "localhost"])
+    return pki.path
 
 
 def wait_for(
@@ -61,6 +78,8 @@ class Pair:
         endpoints = self.endpoints.get(name) or [own] + [e for e in self.cluster.endpoints if e != own]
         cmd = [sys.executable, "-m", "failover.testnode", "--name", name, "--endpoints", ",".join(endpoints)]
         cmd += ["--store", self.store, "--cameras", ",".join(CAMS), "--ttl", str(self.ttl), "--log", str(self.log)]
+        if self.cluster.cert_dir is not None:
+            cmd += ["--cert-dir", str(self.cluster.cert_dir)]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         out = open(self.log.with_name(f"{name}.out"), "ab")
         self.procs[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -113,7 +132,9 @@ class Pair:
         late gets nothing by itself), wait for it, and withdraw the request so that no later event re-spreads."""
         from failover.etcd_dcs import EtcdDCS
 
-        dcs = EtcdDCS(self.cluster.endpoints, self.store, ttl=self.ttl, timeout=1.0)
+        dcs = EtcdDCS(
+            self.cluster.endpoints, self.store, ttl=self.ttl, timeout=1.0, identity=self.cluster.client_identity()
+        )
         try:
             wait_for(lambda: set(dcs.get_cluster().members) == {"ws-a", "ws-b"}, timeout, "both nodes to join")
             dcs.set_rebalance(True)

@@ -10,6 +10,10 @@
   keeps one single-endpoint client per member and moves to the next endpoint at once when a call fails, trying each
   endpoint at most once per call. A retried write may have been applied by the first attempt: the acquisition
   checks "the key holds our name under our lease" on failure, the other writes are idempotent.
+- TLS: with an ``identity`` (a workstation's certificate of the store CA) every call is mutual TLS to
+  ``https://`` (or bare ``host:port``) endpoints, and etcd auth names the user by the certificate's CN; see
+  ``failover.etcd_tls`` for the endpoint rules and ``failover.etcd_auth`` for what that user may do. A TLS or auth
+  refusal becomes a ``DCSError`` that names the endpoint and what to fix (``failover.etcd_tls.explain``).
 - ``watch_leader``: a watch on the leader key at the current endpoint wakes a follower's loop as soon as the key is
   deleted (the leader's lease expired or was revoked) instead of at its next tick. When the watch stream ends (the
   member died, the client closed) it is re-armed at a later tick; while it is dead or silent the loop just polls.
@@ -21,15 +25,18 @@ import logging
 import math
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-from pyetcd import etcdrpc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client, Transactions
 from pyetcd.exceptions import Etcd3Exception
 
 from cluster.errors import DCSError
 from failover.dcs import AbstractDCS, Assignment, Cluster, Leader, Member, QuorumProbe, Switchover
+from failover.etcd_tls import credentials, describe, explain, member_status, parse_endpoint
+
+if TYPE_CHECKING:
+    from cluster.pki import Identity
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +44,22 @@ T = TypeVar("T")
 Client: Any = MultiEndpointEtcd3Client  # untyped library class
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` or ``http://host:port`` → (host, port); raises DCSError on anything else."""
-    text = endpoint.split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise DCSError(f"etcd endpoint must be host:port, got {endpoint!r}")
-    return host, int(port)
-
-
 class EndpointRotator:
     """Calls go to the current endpoint; on failure the next one is tried at once (each at most once per call)."""
 
-    def __init__(self, endpoints: Sequence[str], timeout: float) -> None:
+    def __init__(self, endpoints: Sequence[str], timeout: float, identity: Identity | None = None) -> None:
         if not endpoints:
             raise DCSError("no etcd endpoint given")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.identity = identity
+        targets = [parse_endpoint(ep, identity) for ep in self.endpoints]  # every endpoint checked before any dial
+        creds = credentials(identity) if identity is not None else None
         self.clients: list[Client] = []
-        for ep in self.endpoints:
-            host, port = parse_endpoint(ep)
+        for t in targets:
             # time_retry=0: pyetcd never refuses a failed endpoint; the rotation below decides where calls go.
-            self.clients.append(Client(endpoints=[Endpoint(host, port, secure=False, time_retry=0)], timeout=timeout))
+            ep = Endpoint(t.host, t.port, secure=t.secure, creds=creds, time_retry=0)
+            self.clients.append(Client(endpoints=[ep], timeout=timeout))
         self.index = 0
 
     def call(self, what: str, fn: Callable[[Client], T]) -> T:
@@ -68,7 +69,8 @@ class EndpointRotator:
             try:
                 return fn(client)
             except (Etcd3Exception, grpc.RpcError, ValueError) as exc:
-                errors.append(f"{self.endpoints[self.index]}: {_describe(exc)}")
+                ep = self.endpoints[self.index]
+                errors.append(explain(exc, ep, self.identity) or f"{ep}: {describe(exc)}")
                 self.index = (self.index + 1) % len(self.clients)
                 last = exc
         raise DCSError(f"etcd {what} failed on every endpoint ({'; '.join(errors)})") from last
@@ -81,21 +83,22 @@ class EndpointRotator:
                 log.debug("closing etcd client: %s", exc)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.RpcError):
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else ""
-        return f"{getattr(code, 'name', code)} {details}".strip()
-    return str(exc) or type(exc).__name__
-
-
 class EtcdDCS(AbstractDCS):
-    """One node's view of the store in etcd. ``timeout`` is per request (default min(1 s, ttl / 6))."""
+    """One node's view of the store in etcd. ``timeout`` is per request (default min(1 s, ttl / 6)); with
+    ``identity`` every call is mutual TLS as that host (see the module rules)."""
 
-    def __init__(self, endpoints: Sequence[str], store_id: str, ttl: float, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        store_id: str,
+        ttl: float,
+        timeout: float | None = None,
+        identity: Identity | None = None,
+    ) -> None:
         super().__init__(store_id, ttl)
         self.timeout = timeout if timeout is not None else max(0.1, min(1.0, ttl / 6))
-        self.etcd = EndpointRotator(endpoints, self.timeout)
+        self.identity = identity
+        self.etcd = EndpointRotator(endpoints, self.timeout, identity)
         self.lease_ttl = max(1, math.ceil(ttl))
         self.lease_id: int | None = None
         self._member_lease: int | None = None
@@ -260,7 +263,7 @@ class EtcdDCS(AbstractDCS):
     def probe_quorum(self) -> QuorumProbe:
         groups: dict[str, list[str]] = {"no_leader": [], "down": [], "with_leader": [], "unknown": []}
         for ep in self.etcd.endpoints:
-            groups[probe_member(ep, self.timeout)].append(ep)
+            groups[probe_member(ep, self.timeout, self.identity)].append(ep)
         return QuorumProbe(total=len(self.etcd.endpoints), **{k: tuple(v) for k, v in groups.items()})
 
     # -- leader watch ----------------------------------------------------------------------------------------------
@@ -280,7 +283,7 @@ class EtcdDCS(AbstractDCS):
         try:
             watch_id = client.add_watch_callback(self.key("leader"), callback)
         except Exception as exc:  # an optional speed-up: no failure of it may reach the loop
-            log.debug("watching the leader key of store %s failed: %s", self.store_id, _describe(exc))
+            log.debug("watching the leader key of store %s failed: %s", self.store_id, describe(exc))
             return False
         self._watch = (client, int(watch_id))
         return True
@@ -298,21 +301,20 @@ class EtcdDCS(AbstractDCS):
         self.etcd.close()
 
 
-def probe_member(endpoint: str, timeout: float) -> str:
-    """``down`` (connection refused), ``unknown`` (no answer), ``no_leader`` or ``with_leader`` (its Status)."""
-    host, port = parse_endpoint(endpoint)
+def probe_member(endpoint: str, timeout: float, identity: Identity | None = None) -> str:
+    """``down`` (connection refused), ``unknown`` (no answer), ``no_leader`` or ``with_leader`` (its Status).
+
+    A member that refuses our TLS handshake is ``unknown``: it is running, and says nothing about its quorum."""
+    target = parse_endpoint(endpoint, identity)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((target.host, target.port), timeout=timeout):
             pass
     except ConnectionRefusedError:
         return "down"
     except OSError:
         return "unknown"
-    channel = grpc.insecure_channel(f"{host}:{port}")
     try:
-        status: Any = etcdrpc.MaintenanceStub(channel).Status(etcdrpc.StatusRequest(), timeout)
+        status: Any = member_status(endpoint, identity, timeout)
     except grpc.RpcError:
         return "unknown"
-    finally:
-        channel.close()
     return "with_leader" if status.leader else "no_leader"

@@ -1,7 +1,10 @@
 """A node process for drills and integration tests: the real HA loop over etcd, with cameras that only log.
 
-    python -m failover.testnode --name ws-a --endpoints 127.0.0.1:2379,... --store s1 \\
-        --cameras cam-1,cam-2,cam-3 --capacity 3 --ttl 2 --log events.jsonl
+    python -m failover.testnode --name ws-a --endpoints https://127.0.0.1:2379,... --store s1 \\
+        --cameras cam-1,cam-2,cam-3 --capacity 3 --ttl 2 --log events.jsonl --cert-dir pki
+
+With ``--cert-dir`` (a ``cluster.pki`` folder holding ``ca.crt``, ``<name>.crt`` and ``<name>.key``) it talks to
+etcd over mutual TLS as that workstation's user, as the node agent does; without it, plain text.
 
 Two processes, like a real node (agent + camera workers): this one runs the HA loop; a forked camera process runs
 a ``FencedRunner`` over a runner that appends ``start``/``stop`` events (wall and monotonic stamps, token) to the
@@ -125,7 +128,8 @@ class PipeRunner:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
-    parser.add_argument("--endpoints", required=True, help="comma-separated host:port list")
+    parser.add_argument("--endpoints", required=True, help="comma-separated host:port (or https://host:port) list")
+    parser.add_argument("--cert-dir", default=None, help="certificate folder: TLS to etcd as --name (default: plain)")
     parser.add_argument("--store", default="drill")
     parser.add_argument("--cameras", default="cam-1,cam-2,cam-3")
     parser.add_argument("--capacity", type=int, default=3)
@@ -143,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     cam_proc.start()
     theirs.close()
 
+    from cluster.pki import Identity
     from failover.etcd_dcs import EtcdDCS
     from failover.loop import HALoop
+
+    identity = Identity.load(args.cert_dir, args.name) if args.cert_dir else None
 
     events = EventLog(args.log, args.name)
 
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             events.write("assignment", token=assignment.token, ok=ok, cameras=assignment.cameras)
             return ok
 
-    dcs = RecordingDCS(args.endpoints.split(","), args.store, args.ttl)
+    dcs = RecordingDCS(args.endpoints.split(","), args.store, args.ttl, identity=identity)
     loop = HALoop(
         dcs,
         args.name,

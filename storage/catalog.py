@@ -15,6 +15,13 @@ Rules:
   contains the segment's window start (segment ids are deterministic per camera, window and producer, so that run was
   built from this very segment). A compacted file is superseded by a compacted file that lists it in ``absorbed``.
   Superseded files are invisible to the views and deleted after a grace period.
+- A file must be possible (:mod:`storage.bounds`: id, schema, window, counts) or it is quarantined at scan with a
+  log line saying why: a segment with an absurd window would otherwise break every query of the views.
+- Signatures: ``<id>.sig`` beside a file is its signature (:mod:`storage.signing`). A scan lists which files have
+  one (:attr:`CatalogState.signed`); a catalog given a ``verifier`` checks each new or changed signature once
+  (cached with the file's entry) and quarantines a file whose signature fails, with its signature, never deletes it.
+  A signature document that is empty, torn or not well formed (a crash before its bytes were written back), or whose
+  signer's certificate cannot be checked here, leaves the file *unsigned*, not quarantined (:mod:`storage.signing`).
 - Crediting (exactly once): for each camera and instant, among the live claims covering it, the producer with the
   highest fencing token is credited; on a tie the greater node name wins. The others are kept for audit (``lost``).
 """
@@ -31,13 +38,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.errors import StorageError
+from storage.bounds import check_entry, check_schema
+from storage.layout import PARQUET_SUFFIX, SIG_SUFFIX, sig_path
 from storage.schema import META_PREFIX, SegmentMeta
 from storage.segments import EVENTS_DIR, is_temp_file, sha256_file, write_atomic
+
+if TYPE_CHECKING:
+    from cluster.pki import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +129,18 @@ def runs_to_kv(runs: Iterable[Run], absorbed: Iterable[str]) -> dict[bytes, byte
     }
 
 
-def entry_from_file(path: Path, data_dir: Path, sha256: str | None = None) -> CatalogEntry:
-    """Read the footer of ``path`` into a :class:`CatalogEntry` (hashing the file unless ``sha256`` is given)."""
+def entry_from_file(path: Path, data_dir: Path, sha256: str | None = None, *, strict: bool = False) -> CatalogEntry:
+    """Read the footer of ``path`` into a :class:`CatalogEntry` (hashing the file unless ``sha256`` is given).
+
+    ``strict``: also check the schema and that the file is possible (:mod:`storage.bounds`), else raise
+    :class:`storage.bounds.Refused` (a StorageError) with the reason.
+    """
     try:
-        kv = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowException) as exc:
+        md = pq.read_metadata(path)
+        kv = md.metadata or {}
+        if strict:
+            check_schema(kv, md.schema.to_arrow_schema(), str(path))
+    except (OSError, pa.ArrowException, ValueError) as exc:
         raise StorageError(f"cannot read segment footer of {path}: {exc}") from exc
     return _entry(
         kv,
@@ -176,6 +196,12 @@ class CatalogState:
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
     superseded: dict[str, str] = field(default_factory=dict)
     """superseded id -> id of the compacted file that supersedes it."""
+    signed: set[str] = field(default_factory=set)
+    """ids with a signature beside them (verified good when the catalog has a verifier)."""
+
+    def unsigned(self) -> list[str]:
+        """The ids without a (good) signature, sorted."""
+        return sorted(set(self.entries) - self.signed)
 
     def live_ids(self) -> list[str]:
         """The ids of the live entries, sorted."""
@@ -307,11 +333,14 @@ def _append(pieces: list[Piece], p: Piece) -> None:
 class Catalog:
     """The catalog of one node's data folder. One verb: :meth:`scan`; :meth:`remember` for a file just written."""
 
-    def __init__(self, data_dir: Path, *, node: str = "-") -> None:
+    def __init__(self, data_dir: Path, *, node: str = "-", verifier: Verifier | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.node = node
+        self.verifier = verifier
         self._index_path = self.data_dir / CATALOG_DIR / INDEX_NAME
         self._cache: dict[str, tuple[int, int, CatalogEntry]] = {}
+        self._sig_ok: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime_ns) of its verified signature
+        self._checked: set[str] = set()  # relpaths whose entry passed storage.bounds in this process
         self._loaded = False
         self._dirty = False
         self.corrupt_found = 0
@@ -320,8 +349,10 @@ class Catalog:
         self._loaded = True
         try:
             raw = json.loads(self._index_path.read_text())
-            for rel, (size, mtime_ns, entry) in raw.items():
+            for rel, (size, mtime_ns, entry, *sig) in raw.items():
                 self._cache[rel] = (size, mtime_ns, CatalogEntry.from_json(entry))
+                if sig and sig[0]:
+                    self._sig_ok[rel] = (int(sig[0][0]), int(sig[0][1]))
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -330,8 +361,9 @@ class Catalog:
             )
             self._cache.clear()
 
-    def remember(self, entry: CatalogEntry) -> None:
-        """Cache ``entry`` of a file just written or received, so that the next scan does not hash it again."""
+    def remember(self, entry: CatalogEntry, *, sig_verified: bool = False) -> None:
+        """Cache ``entry`` of a file just written or received (checked), so that the next scan does not hash it
+        again; ``sig_verified``: its signature was just verified too."""
         if not self._loaded:
             self._load()
         try:
@@ -339,10 +371,20 @@ class Catalog:
         except OSError:
             return
         self._cache[entry.relpath] = (st.st_size, st.st_mtime_ns, entry)
+        self._checked.add(entry.relpath)
+        if sig_verified:
+            try:
+                sst = sig_path(self.data_dir / entry.relpath).stat()
+                self._sig_ok[entry.relpath] = (sst.st_size, sst.st_mtime_ns)
+            except OSError:
+                pass
         self._dirty = True
 
     def _save(self) -> None:
-        data = {rel: [size, mt, e.to_json()] for rel, (size, mt, e) in sorted(self._cache.items())}
+        data = {
+            rel: [size, mt, e.to_json(), list(self._sig_ok[rel]) if rel in self._sig_ok else None]
+            for rel, (size, mt, e) in sorted(self._cache.items())
+        }
         try:
             write_atomic(self._index_path, json.dumps(data, separators=(",", ":")).encode())
         except StorageError as exc:
@@ -356,9 +398,11 @@ class Catalog:
         seen: set[str] = set()
         changed = False
         entries: dict[str, CatalogEntry] = {}
-        paths = sorted(root.glob("store=*/date=*/camera=*/*.parquet")) if root.is_dir() else []
-        for path in paths:
-            if is_temp_file(path):
+        signed: set[str] = set()
+        names = sorted(root.glob("store=*/date=*/camera=*/*")) if root.is_dir() else []
+        sigs = {p.with_suffix(PARQUET_SUFFIX) for p in names if p.suffix == SIG_SUFFIX}
+        for path in names:
+            if path.suffix != PARQUET_SUFFIX or is_temp_file(path):
                 continue
             rel = str(path.relative_to(self.data_dir))
             try:
@@ -368,38 +412,96 @@ class Catalog:
             cached = self._cache.get(rel)
             if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns and not verify:
                 entry = cached[2]
+                if rel not in self._checked:  # catalogued by an earlier process: check it is possible once
+                    try:
+                        check_entry(entry)
+                    except StorageError as exc:
+                        self._drop(path, rel, f"impossible file: {exc}")
+                        changed = True
+                        continue
+                    self._checked.add(rel)
             else:
                 try:
-                    entry = entry_from_file(path, self.data_dir)
+                    entry = entry_from_file(path, self.data_dir, strict=True)
                     if cached and entry.sha256 != cached[2].sha256 and entry.segment_id == cached[2].segment_id:
                         raise StorageError(f"sha256 changed from {cached[2].sha256[:12]} to {entry.sha256[:12]}")
+                    check_entry(entry)
                     if verify:
                         pq.read_table(path)
                 except (StorageError, OSError, pa.ArrowException) as exc:
-                    if path.exists():
-                        self.quarantine(path, str(exc))
-                    self._cache.pop(rel, None)
+                    self._drop(path, rel, str(exc))
                     changed = True
                     continue
                 self._cache[rel] = (st.st_size, st.st_mtime_ns, entry)
+                self._checked.add(rel)
+                self._sig_ok.pop(rel, None)
                 changed = True
+            if path in sigs:
+                good = self._signature_ok(path, rel, entry)
+                if good is None:
+                    changed = True
+                    continue
+                changed = changed or good[1]
+                if good[0]:
+                    signed.add(entry.segment_id)
             seen.add(rel)
             entries[entry.segment_id] = entry
         for rel in set(self._cache) - seen:
             del self._cache[rel]
+            self._sig_ok.pop(rel, None)
             changed = True
         if changed or self._dirty:
             self._dirty = False
             self._save()
-        return CatalogState(entries, compute_superseded(entries))
+        return CatalogState(entries, compute_superseded(entries), signed)
+
+    def _signature_ok(self, path: Path, rel: str, entry: CatalogEntry) -> tuple[bool, bool] | None:
+        """(signed, cache changed) for a file with a signature beside it; None if it failed and was quarantined."""
+        if self.verifier is None:
+            return True, False
+        from storage.signing import MissingSignature, UnverifiableSignature, check_signature, read_sig
+
+        try:
+            sst = sig_path(path).stat()
+        except FileNotFoundError:
+            return False, False
+        stamp = (sst.st_size, sst.st_mtime_ns)
+        if self._sig_ok.get(rel) == stamp:
+            return True, False
+        try:
+            check_signature(self.verifier, read_sig(path), entry.segment_id, entry.sha256, entry.node)
+        except (MissingSignature, UnverifiableSignature) as exc:  # torn by a crash, or a CA not known yet: unsigned
+            log.warning("node %s: %s: counted as unsigned", self.node, exc)
+            return False, False
+        except StorageError as exc:
+            self._drop(path, rel, str(exc))
+            return None
+        self._sig_ok[rel] = stamp
+        return True, True
+
+    def _drop(self, path: Path, rel: str, reason: str) -> None:
+        if path.exists():
+            self.quarantine(path, reason)
+        self._cache.pop(rel, None)
+        self._sig_ok.pop(rel, None)
+        self._checked.discard(rel)
 
     def quarantine(self, path: Path, reason: str) -> Path:
-        """Move a corrupt file out of the events folder (kept for inspection) and count it."""
-        target = self.data_dir / QUARANTINE_DIR / f"{path.name}.{time.time_ns()}"
+        """Move a corrupt, impossible or badly signed file and its signature out of the events folder (kept for
+        inspection, never deleted) and count it."""
+        stamp = time.time_ns()
+        target = self.data_dir / QUARANTINE_DIR / f"{path.name}.{stamp}"
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
+        sig = sig_path(path)
+        if sig.exists():
+            os.replace(sig, self.data_dir / QUARANTINE_DIR / f"{sig.name}.{stamp}")
         self.corrupt_found += 1
         log.error(
-            "node %s: corrupt segment %s (%s) moved to %s; it will be fetched again", self.node, path, reason, target
+            "node %s: segment %s quarantined to %s: %s; a good copy is fetched again from the peer",
+            self.node,
+            path,
+            target,
+            reason,
         )
         return target

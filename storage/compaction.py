@@ -18,6 +18,9 @@ Rules (readers never see an event twice or not at all):
    file that absorbs the old one. Hour files of a closed day become one day file, and day files of a closed month
    one month file, so files per camera stay about one a month plus the open month's days and the open day's hours
    (bounded further by retention): 16 cameras keep about 16 x (12 + 31 + 24) files for a year, not 16 x 365.
+6. Signatures: a compacted file is signed by the compactor (``signer``; its signature written first). Given a
+   ``verifier``, compaction reads, compacts and deletes only files whose signatures verify: a file whose signature
+   fails is quarantined by the scan (never deleted), an unsigned one is left where it is and counted in the report.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,15 +40,13 @@ import pyarrow.parquet as pq
 
 from cluster.errors import StorageError
 from storage.catalog import COMPACT_MARK, Catalog, CatalogEntry, CatalogState, Run, runs_to_kv
+from storage.layout import segment_path
 from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
-from storage.segments import (
-    EVENTS_DIR,
-    PARQUET_COMPRESSION,
-    load_timezone,
-    local_date,
-    prune_empty_dirs,
-    write_atomic,
-)
+from storage.segments import PARQUET_COMPRESSION, load_timezone, prune_empty_dirs, warn_unsigned_once
+from storage.signing import remove_with_sig, write_signed
+
+if TYPE_CHECKING:
+    from cluster.pki import Signer, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class CompactionReport:
     written: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    unsigned: list[str] = field(default_factory=list)
+    """Files left alone because they have no good signature (only with a verifier)."""
 
 
 def level_of(segment_id: str) -> str:
@@ -141,25 +145,17 @@ def build_compacted(
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **runs_to_kv(runs, absorbed)})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
-    tz = load_timezone(first.timezone)
-    path = (
-        Path(data_dir)
-        / EVENTS_DIR
-        / f"store={first.store_id}"
-        / f"date={local_date(start, tz)}"
-        / f"camera={first.camera_id}"
-        / f"{cid}.parquet"
-    )
+    path = segment_path(Path(data_dir), first.store_id, first.camera_id, start, load_timezone(first.timezone), cid)
     return cid, path, sink.getvalue().to_pybytes()
 
 
 def _groups(
-    state: CatalogState, level: str, now: float, min_age_s: float
+    state: CatalogState, level: str, now: float, min_age_s: float, trusted: set[str] | None = None
 ) -> dict[tuple[str, float], list[CatalogEntry]]:
     allowed = _ALLOWED[level]
     groups: dict[tuple[str, float], list[CatalogEntry]] = defaultdict(list)
     for e in state.live():
-        if level_of(e.segment_id) not in allowed:
+        if level_of(e.segment_id) not in allowed or (trusted is not None and e.segment_id not in trusted):
             continue
         start = period_start(e.window_start, e.timezone, level)
         end = period_end(start, e.timezone, level)
@@ -169,7 +165,7 @@ def _groups(
     if level == "hour":
         # an hour file already there for the period joins its late segments
         for e in state.live():
-            if level_of(e.segment_id) == "hour":
+            if level_of(e.segment_id) == "hour" and (trusted is None or e.segment_id in trusted):
                 key = (e.camera_id, period_start(e.window_start, e.timezone, "hour"))
                 if key in groups:
                     groups[key].append(e)
@@ -187,22 +183,38 @@ def compact(
     month_min_age_s: float = 86400.0,
     grace_s: float = 600.0,
     max_groups: int = 10_000,
+    signer: Signer | None = None,
+    verifier: Verifier | None = None,
 ) -> CompactionReport:
     """Delete sources superseded for longer than ``grace_s``; if ``compactor``, compact closed hours, days, months.
 
     Idempotent and safe to run periodically on both nodes (see the module rules). Errors on one group are logged
-    and reported; the others go on.
+    and reported; the others go on. ``signer`` signs the files written; with ``verifier``, only files whose
+    signatures verify are compacted or deleted (rule 6).
     """
     now = time.time() if now is None else now
     report = CompactionReport()
-    catalog = Catalog(data_dir, node=node)
+    catalog = Catalog(data_dir, node=node, verifier=verifier)
     state = catalog.scan()
+    trusted = state.signed if verifier is not None else None
+    if trusted is not None:
+        report.unsigned = state.unsigned()
+        if report.unsigned:
+            log.warning(
+                "node %s: %d files have no good signature and are neither compacted nor deleted (see edgepair verify)",
+                node,
+                len(report.unsigned),
+            )
+    if signer is None and compactor:
+        warn_unsigned_once(node, "compacted files")
     for old, new in sorted(state.superseded.items()):
+        if trusted is not None and (old not in trusted or new not in trusted):
+            continue
         new_path = Path(data_dir) / state.entries[new].relpath
         try:
             if time.time() - new_path.stat().st_mtime < grace_s:  # file times are wall-clock
                 continue
-            (Path(data_dir) / state.entries[old].relpath).unlink(missing_ok=True)
+            remove_with_sig(Path(data_dir) / state.entries[old].relpath)
         except OSError as exc:
             report.errors.append(f"{old}: {exc}")
             continue
@@ -214,15 +226,16 @@ def compact(
         return report
     for level, age in (("hour", min_age_s), ("day", day_min_age_s), ("month", month_min_age_s)):
         state = catalog.scan()
+        trusted = state.signed if verifier is not None else None
         done = 0
-        for (camera, start), sources in sorted(_groups(state, level, now, age).items()):
+        for (camera, start), sources in sorted(_groups(state, level, now, age, trusted).items()):
             if (len(sources) == 1 and sources[0].compacted) or done >= max_groups:
                 continue
             done += 1
             try:
                 cid, path, data = build_compacted(data_dir, sources, level=level, start=start, node=node)
                 if not path.exists():
-                    write_atomic(path, data)
+                    write_signed(path, data, hashlib.sha256(data).hexdigest(), cid, signer=signer)
             except (StorageError, OSError, pa.ArrowException) as exc:
                 log.error("node %s: camera %s: cannot compact %s at %s: %s", node, camera, level, start, exc)
                 report.errors.append(f"{camera}@{start}: {exc}")

@@ -1,12 +1,14 @@
 """A small standalone replicating node for tests and benches: serves Flight, replicates, optionally writes.
 
-``python -m storage.replnode --data-dir D --node ws-a --store s --port P --peer grpc://127.0.0.1:Q
+``python -m storage.replnode --data-dir D --node ws-a --store s --port P --peer grpc://127.0.0.1:Q [--cert-dir C]
 [--write-cameras cam-1,cam-2 --rate N --events-per-segment K --seed S --windows W --token T --first-window F]``
 
 The written data is deterministic: for camera c and window i (1 s from ``--base`` + i), K ``line_cross`` events at
 ``base + i + (j + 1) / (K + 1)``, track ``seed * 1_000_000 + i * K + j``, direction ``in`` for even j. Windows
 ``F .. F + W - 1`` are written at ``--rate`` windows per second per camera; a restart rewrites them idempotently
-(same bytes). When all are written, ``<data>/catalog/writer_done`` is created. SIGTERM/SIGINT stop it cleanly.
+(same bytes). With ``--cert-dir`` (a store CA folder holding ``<node>.crt``/``.key``) the node replicates over
+mutual TLS and signs what it writes; without, plain text and unsigned (the opt-out). When all are written,
+``<data>/catalog/writer_done`` is created. SIGTERM/SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from actors.events import Event
+from cluster.pki import Identity
 from storage.catalog import CATALOG_DIR
 from storage.replication import Replicator
 from storage.segments import SegmentWriter, sweep_temp_files
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", type=int, default=1)
     p.add_argument("--base", type=float, default=DEFAULT_BASE)
     p.add_argument("--anti-entropy-s", type=float, default=2.0)
+    p.add_argument("--cert-dir", type=Path, help="store CA folder: mutual TLS and signed files")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(name)s: %(message)s")
 
@@ -68,14 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     sweep_temp_files(args.data_dir)
+    identity = Identity.load(args.cert_dir, args.node) if args.cert_dir else None
     repl = Replicator(
-        args.data_dir, args.store, args.node, args.peer, port=args.port, anti_entropy_s=args.anti_entropy_s
+        args.data_dir,
+        args.store,
+        args.node,
+        args.peer,
+        port=args.port,
+        anti_entropy_s=args.anti_entropy_s,
+        identity=identity,
     )
     repl.start()
     try:
         cameras = [c for c in args.write_cameras.split(",") if c]
         if cameras:
-            writer = SegmentWriter(args.data_dir, args.store, TZ, args.node)
+            signer = identity.signer() if identity else None
+            writer = SegmentWriter(args.data_dir, args.store, TZ, args.node, signer=signer)
             for i in range(args.first_window, args.first_window + args.windows):
                 if stop.is_set():
                     break

@@ -7,6 +7,9 @@ Rules:
 - Each node enforces it on its own files (:func:`enforce_retention`, run periodically by the node agent).
 - Replication refuses a file whose window ends before the cutoff (:func:`expired`), so anti-entropy never copies a
   file that the other node already deleted back, and no tombstone is needed.
+- A file is deleted with its signature. Given a ``verifier``, only files whose signatures verify are deleted: one
+  whose signature fails is quarantined by the scan (never deleted); an unsigned one is kept and logged (``edgepair
+  verify`` lists it), so that a file nobody can vouch for is never the reason data disappeared.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ import logging
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from storage.catalog import Catalog
 from storage.segments import load_timezone, prune_empty_dirs
+from storage.signing import remove_with_sig
+
+if TYPE_CHECKING:
+    from cluster.pki import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +45,30 @@ def expired(window_end: float, days: int, timezone: str, now: float | None = Non
     return days > 0 and window_end < retention_cutoff(days, timezone, now)
 
 
-def enforce_retention(data_dir: Path, *, days: int, timezone: str, node: str, now: float | None = None) -> list[str]:
+def enforce_retention(
+    data_dir: Path,
+    *,
+    days: int,
+    timezone: str,
+    node: str,
+    now: float | None = None,
+    verifier: Verifier | None = None,
+) -> list[str]:
     """Delete this node's files past retention; return their ids. Files that cannot be removed are logged."""
     if days <= 0:
         return []
     cutoff = retention_cutoff(days, timezone, now)
     removed: list[str] = []
-    state = Catalog(data_dir, node=node).scan()
+    kept: list[str] = []
+    state = Catalog(data_dir, node=node, verifier=verifier).scan()
     for sid, entry in sorted(state.entries.items()):
         if entry.window_end >= cutoff:
             continue
+        if verifier is not None and sid not in state.signed:
+            kept.append(sid)
+            continue
         try:
-            (Path(data_dir) / entry.relpath).unlink(missing_ok=True)
+            remove_with_sig(Path(data_dir) / entry.relpath)
         except OSError as exc:
             log.warning("node %s: camera %s: cannot delete expired %s: %s", node, entry.camera_id, sid, exc)
             continue
@@ -56,4 +76,11 @@ def enforce_retention(data_dir: Path, *, days: int, timezone: str, node: str, no
     if removed:
         prune_empty_dirs(data_dir, [state.entries[sid].relpath for sid in removed])
         log.info("node %s: retention (%d days) deleted %d files older than %s", node, days, len(removed), cutoff)
+    if kept:
+        log.warning(
+            "node %s: retention kept %d expired files that have no good signature (first: %s); see edgepair verify",
+            node,
+            len(kept),
+            kept[0],
+        )
     return removed

@@ -18,8 +18,8 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
@@ -27,6 +27,9 @@ import pyarrow.parquet as pq
 
 from actors.events import Event
 from cluster.errors import ConfigError, StorageError
+from storage.layout import EVENTS_DIR as EVENTS_DIR
+from storage.layout import local_date as local_date
+from storage.layout import segment_path, sig_path
 from storage.schema import (
     SegmentMeta,
     check_camera_id,
@@ -35,9 +38,14 @@ from storage.schema import (
     with_segment_meta,
 )
 
+if TYPE_CHECKING:
+    from cluster.pki import Signer
+
 log = logging.getLogger(__name__)
 
-EVENTS_DIR = "events"
+FILE_MODE = 0o640
+"""Mode of every data file and signature (owner writes, the service group reads, others nothing)."""
+DIR_MODE = 0o750
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 PARQUET_COMPRESSION = "zstd"
@@ -68,11 +76,6 @@ def load_timezone(timezone: str) -> ZoneInfo:
             f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/London'"
             " (and install the system tzdata package or the Python 'tzdata' package)"
         ) from exc
-
-
-def local_date(epoch_s: float, tz: ZoneInfo) -> str:
-    """The local calendar date (YYYY-MM-DD) of a UTC epoch in ``tz``."""
-    return datetime.fromtimestamp(epoch_s, tz).date().isoformat()
 
 
 def _hint(exc: OSError, folder: Path) -> str:
@@ -159,13 +162,32 @@ def sweep_temp_files(data_dir: Path, *, min_age_s: float = 0.0) -> list[Path]:
     return removed
 
 
+_warned_unsigned: set[str] = set()
+
+
+def warn_unsigned_once(node: str, what: str = "segments") -> None:
+    """The plain-text opt-out (``security.tls: false``) writes unsigned files: say so once per node and process."""
+    if node not in _warned_unsigned:
+        _warned_unsigned.add(node)
+        log.warning(
+            "node %s: writes UNSIGNED %s (security.tls is false): nothing proves later that they were not altered;"
+            " a pair with TLS refuses them",
+            node,
+            what,
+        )
+
+
 class SegmentWriter:
     """Writes the segments of one store on one node. One verb: :meth:`write`.
 
     ``timezone`` is the store's IANA zone; it picks the ``date=`` partition (local date of the window start).
+    ``signer`` (this node's :class:`cluster.pki.Signer`) signs every file: its signature document is written first,
+    as ``<id>.sig`` beside the file, then the file; None writes unsigned files (the plain-text opt-out, logged once).
     """
 
-    def __init__(self, data_dir: Path, store_id: str, timezone: str, node: str) -> None:
+    def __init__(
+        self, data_dir: Path, store_id: str, timezone: str, node: str, *, signer: Signer | None = None
+    ) -> None:
         if not store_id or not isinstance(store_id, str):
             raise ValueError(f"store_id must be a non-empty string, got {store_id!r}")
         if "/" in store_id or store_id.startswith("."):
@@ -176,17 +198,15 @@ class SegmentWriter:
         self.store_id = store_id
         self.timezone = timezone
         self.node = node
+        self.signer = signer
         self._tz = load_timezone(timezone)
+        if signer is None:
+            warn_unsigned_once(node)
 
     def segment_path(self, camera_id: str, window_start: float, segment_id: str) -> Path:
-        """The final path of a segment (see the module docstring for the layout)."""
-        return (
-            self.data_dir
-            / EVENTS_DIR
-            / f"store={self.store_id}"
-            / f"date={local_date(window_start, self._tz)}"
-            / f"camera={check_camera_id(camera_id)}"
-            / f"{segment_id}.parquet"
+        """The final path of a segment (see :func:`storage.layout.segment_path`)."""
+        return segment_path(
+            self.data_dir, self.store_id, check_camera_id(camera_id), window_start, self._tz, segment_id
         )
 
     def write(
@@ -245,11 +265,17 @@ class SegmentWriter:
 
         existing = self._existing(path, sha256, segment_id)
         if existing:
+            from storage.signing import read_sig
+
+            if self.signer is not None and read_sig(path) is None:  # the unsigned release, or a torn signature
+                write_atomic(sig_path(path), self.signer.sign(segment_id, sha256))
             log.info(
                 "camera %s: segment %s already written with the same content, kept %s", camera_id, segment_id, path
             )
             return SegmentInfo(segment_id, path, len(rows), sha256, meta, existed=True)
 
+        if self.signer is not None:  # the signature first, made durable by the file's fsyncs (storage.signing)
+            write_atomic(sig_path(path), self.signer.sign(segment_id, sha256), sync_dir=False, sync_file=False)
         self._write_atomic(path, data)
         log.info(
             "camera %s: wrote segment %s (%d events, %d frames, token %d) to %s",
@@ -289,24 +315,50 @@ def sha256_file(path: Path) -> str:
     return _sha256_file(path)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    exclusive: bool = False,
+    mode: int = FILE_MODE,
+    sync_dir: bool = True,
+    sync_file: bool = True,
+) -> None:
     """Write ``data`` to a temp file next to ``path``, fsync it, rename it into place, fsync the folder(s).
 
-    Used by the writer, replication (received files) and compaction. Raises StorageError on any OS error, leaving
-    no temporary file behind.
+    Used by the writer, replication (received files) and compaction. The file is created with ``mode`` (never
+    chmod-ed after). ``exclusive``: never replace a file already named ``path`` (a hard link then the temp name is
+    removed; FileExistsError if the name is taken). ``sync_dir=False`` leaves the folder's fsync to a write into the
+    same folder that follows at once (a signature, then its file: one folder fsync makes both names durable);
+    ``sync_file=False`` does not fsync the file's bytes either (a signature document: after a crash it may be empty
+    or torn, and readers treat it as missing, :mod:`storage.signing`). Raises StorageError on any other OS error,
+    leaving no temporary file behind.
     """
     folder = path.parent
     tmp = folder / f"{TEMP_PREFIX}{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
         created = _make_dirs(folder)
-        with open(tmp, "xb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+            if sync_file:
+                os.fsync(f.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            finally:
+                _remove_quietly(tmp)
+        else:
+            os.rename(tmp, path)
         # The new name lives in ``folder``; each folder created here lives in its parent.
-        for synced in dict.fromkeys([folder, *(p.parent for p in created)]):
+        for synced in dict.fromkeys([*([folder] if sync_dir else []), *(p.parent for p in created)]):
             _fsync_dir(synced)
+    except FileExistsError:
+        if exclusive:
+            raise
+        _remove_quietly(tmp)
+        raise StorageError(f"cannot write segment {path}: a temporary name was taken; write again") from None
     except OSError as exc:
         # If only a folder fsync failed, the file is already whole under its name: a retry finds it identical.
         _remove_quietly(tmp)
@@ -320,7 +372,11 @@ def _make_dirs(folder: Path) -> list[Path]:
     while not probe.exists():
         missing.append(probe)
         probe = probe.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
     return missing
 
 

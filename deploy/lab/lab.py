@@ -4,7 +4,9 @@
 Hosts: ws-a, ws-b (the workstation pair) and witness1 (the third etcd member), each
 
 * a network namespace ``ep-<host>`` with a veth to a bridge in the controller's namespace ``ep-ctl``
-  (10.200.0.0/24: controller .1, ws-a .11, ws-b .12, witness1 .13; no address outside these namespaces);
+  (10.200.0.0/24: controller .1, ws-a .11, ws-b .12, witness1 .13; no address outside these namespaces). The bridge
+  also holds .99, ``INTRUDER_IP``: another machine on the store's LAN, which the store firewall must keep out (a
+  test binds a socket to it to play the attacker);
 * a copy-on-write overlay of this machine's root (upper layer on a tmpfs, so nothing is written to the real root),
   prepared with its own hostname, /etc/hosts, ``nameserver 127.0.0.1`` (fact gathering does not wait on the
   machine's unreachable resolver), the lab's SSH key, and every unit the machine's root enables masked except sshd;
@@ -32,6 +34,7 @@ LAB_DIR = Path(os.environ.get("EDGEPAIR_LAB_DIR", "/var/tmp/edgepair-lab"))
 CTL_NS = "ep-ctl"
 SUBNET = "10.200.0"
 CONTROLLER_IP = f"{SUBNET}.1"
+INTRUDER_IP = f"{SUBNET}.99"
 HOSTS = {"ws-a": f"{SUBNET}.11", "ws-b": f"{SUBNET}.12", "witness1": f"{SUBNET}.13"}
 KEEP_UNITS = {"ssh.service"}
 BOOT_TIMEOUT_S = 60.0
@@ -133,6 +136,7 @@ def _network_up() -> None:
     sh(ctl(["ip", "link", "set", "lo", "up"]))
     sh(ctl(["ip", "link", "add", "br0", "type", "bridge"]))
     sh(ctl(["ip", "addr", "add", f"{CONTROLLER_IP}/24", "dev", "br0"]))
+    sh(ctl(["ip", "addr", "add", f"{INTRUDER_IP}/24", "dev", "br0"]))
     sh(ctl(["ip", "link", "set", "br0", "up"]))
     for host, ip in HOSTS.items():
         ns = f"ep-{host}"

@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 CACHE = Path(os.environ.get("EDGEPAIR_LAB_CACHE", "/var/cache/edgepair-lab"))
 BUNDLES = CACHE / "bundles"
+# The lab store's CA and certificates, made by site.yml on the controller (store_pki role) here rather than under the
+# inventory, so that every lab run starts from no CA; the tests use its admin certificate root as their client.
+PKI = CACHE / "pki" / "lab-store"
 BIN = Path(sys.executable).parent
 
 
@@ -98,10 +101,17 @@ def lab(lab_needs: None) -> Iterator[ModuleType]:
         mod.down(quiet=True)
 
 
-def playbook(lab: ModuleType, name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    cmd = lab.ctl([tool("ansible-playbook"), "-i", "inventories/lab", name, *args])
-    env = lab.ansible_env(dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
-    r = subprocess.run(cmd, cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+def playbook(lab: ModuleType, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    cmd = lab.ctl([tool("ansible-playbook"), "-i", "inventories/lab", name, "-e", f"edgepair_pki_src={PKI}", *args])
+    env = lab.ansible_env(
+        dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
+    )
+    try:
+        r = subprocess.run(cmd, cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # keep what it printed: the task it hung in is the diagnosis
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        r = subprocess.CompletedProcess(cmd, 124, out + f"\nTIMED OUT after {timeout:.0f} s\n", err)
     log = CACHE / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:

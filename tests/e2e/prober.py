@@ -1,13 +1,17 @@
-"""Poll /health of every workstation every 0.1 s and write one JSON line a round: ``prober.py OUT URL...``.
+"""Poll /health of every workstation every 0.1 s and write one JSON line a round:
+``prober.py [--ca CA --cert CERT --key KEY] OUT URL...``.
 
-Runs on the controller (inside the lab's namespace); stops on SIGTERM. Each line: {"t": epoch, "nodes": {url:
+Runs on the controller (inside the lab's namespace); stops on SIGTERM. With ``--ca/--cert/--key`` it speaks mutual
+TLS (the node's /health requires a client certificate of the store CA). Each line: {"t": epoch, "nodes": {url:
 {"status", "role", "healthy", "cameras", "version", "token"} or {"status": null, "error"}}}.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
+import ssl
 import sys
 import time
 import urllib.error
@@ -22,9 +26,9 @@ def _stop(*_: Any) -> None:
     stop = True
 
 
-def probe(url: str) -> dict[str, Any]:
+def probe(url: str, ctx: ssl.SSLContext | None) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=0.5) as r:
+        with urllib.request.urlopen(url, timeout=0.5, context=ctx) as r:
             body, status = r.read(), r.status
     except urllib.error.HTTPError as exc:
         body, status = exc.read(), exc.code
@@ -38,13 +42,26 @@ def probe(url: str) -> dict[str, Any]:
     return {"status": status, **{k: h.get(k) for k in keep}}
 
 
+def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--ca")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("out")
+    p.add_argument("urls", nargs="+")
+    args = p.parse_args()
+    ctx = tls_context(args.ca, args.cert, args.key) if args.ca else None
     signal.signal(signal.SIGTERM, _stop)
-    out, urls = sys.argv[1], sys.argv[2:]
-    with open(out, "a", buffering=1) as f:
+    with open(args.out, "a", buffering=1) as f:
         while not stop:
             t = time.time()
-            f.write(json.dumps({"t": t, "nodes": {u: probe(u) for u in urls}}) + "\n")
+            f.write(json.dumps({"t": t, "nodes": {u: probe(u, ctx) for u in args.urls}}) + "\n")
             time.sleep(max(0.0, 0.1 - (time.time() - t)))
     return 0
 

@@ -1,11 +1,15 @@
 """deploy/ansible/ on real SSH hosts: lint and syntax (fast), then on the three-host lab (deploy/lab/lab.py) a store
-from nothing, idempotence, --check --diff, a rolling upgrade N -> N+1 under a 0.1 s /health prober, rollback, and a
-failed upgrade that must leave the leader alone. The lab scenarios run in file order and share one lab."""
+from nothing with mutual TLS and etcd auth on, what it must refuse (clients without a certificate, hosts outside the
+store, outbound traffic), idempotence, --check --diff, a rolling upgrade N -> N+1 under a 0.1 s /health prober,
+rollback, a certificate rotation under the prober, and a failed upgrade that must leave the leader alone. The lab
+scenarios run in file order and share one lab."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -16,9 +20,9 @@ from typing import Any
 import pytest
 
 from failover.drill import wait_for
-from tests.e2e.conftest import ANSIBLE_DIR, CACHE, base_version, build_bundle, playbook, recap, tool
+from tests.e2e.conftest import ANSIBLE_DIR, CACHE, PKI, base_version, build_bundle, playbook, recap, tool
 
-PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml"]
+PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml", "rotate-certs.yml"]
 WORKSTATIONS = ("ws-a", "ws-b")
 V_OLD = base_version()
 V_NEW = V_OLD + ".post1"  # PEP 440: newer than V_OLD whatever V_OLD is
@@ -59,16 +63,63 @@ def test_syntax_check(name: str) -> None:
 # --- on the lab -------------------------------------------------------------------------------------------------
 
 
+# The controller's client identity: the admin certificate root of the lab store's CA (site.yml made it).
+TLS_ARGS = ["--ca", str(PKI / "ca.crt"), "--cert", str(PKI / "root.crt"), "--key", str(PKI / "root.key")]
+
+# Runs on the controller (in the lab's namespace): GET a URL, with or without a client certificate, from an
+# optional source address; prints the JSON answer, or {"error": ...} naming what failed.
+FETCH = """
+import json, socket, ssl, sys, urllib.error, urllib.request, http.client
+url, ca, cert, key, src = sys.argv[1:6]
+ctx = None
+if url.startswith("https"):
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+try:
+    r = urllib.request.urlopen(url, timeout=3, context=ctx)
+    print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode())
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__ + ": " + str(e)}))
+"""
+
+
+def fetch(lab: ModuleType, url: str, *, cert: bool = True) -> dict[str, Any]:
+    args = [url, str(PKI / "ca.crt"), str(PKI / "root.crt") if cert else "", str(PKI / "root.key"), ""]
+    r = subprocess.run(lab.ctl([sys.executable, "-c", FETCH, *args]), capture_output=True, text=True, timeout=20)
+    try:
+        return json.loads(r.stdout or "{}")
+    except ValueError:
+        return {"error": f"not json: {r.stdout[:200]} {r.stderr[-300:]}"}
+
+
 def health(lab: ModuleType, host: str) -> dict[str, Any]:
+    return fetch(lab, f"https://{lab.HOSTS[host]}:9101/health")
+
+
+def connects(lab: ModuleType, ip: str, port: int, source: str = "") -> str:
+    """Open a TCP connection from the controller (from ``source`` if given): 'open', or why not."""
     code = (
-        "import json,sys,urllib.request,urllib.error\n"
-        "try:\n r=urllib.request.urlopen(sys.argv[1],timeout=2); print(r.read().decode())\n"
-        "except urllib.error.HTTPError as e: print(e.read().decode())\n"
-        "except Exception as e: print(json.dumps({'error': str(e)}))\n"
+        "import socket,sys\n"
+        "ip,port,src=sys.argv[1],int(sys.argv[2]),sys.argv[3]\n"
+        "try:\n socket.create_connection((ip,port),timeout=2,source_address=(src,0) if src else None).close();"
+        " print('open')\n"
+        "except Exception as e: print(type(e).__name__)\n"
     )
-    url = f"http://{lab.HOSTS[host]}:9101/health"
-    r = subprocess.run(lab.ctl([sys.executable, "-c", code, url]), capture_output=True, text=True, timeout=20)
-    return json.loads(r.stdout or "{}")
+    r = subprocess.run(lab.ctl([sys.executable, "-c", code, ip, str(port), source]), capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+def etcdctl(lab: ModuleType, endpoint: str, *args: str, cert: str | None = "root") -> subprocess.CompletedProcess[str]:
+    """etcdctl on the controller against a lab member; ``cert``: the client certificate's name in PKI, or None."""
+    tls = ["--cacert", str(PKI / "ca.crt")] if endpoint.startswith("https") else []
+    if cert and tls:
+        tls += ["--cert", str(PKI / f"{cert}.crt"), "--key", str(PKI / f"{cert}.key")]
+    cmd = ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s", *tls, *args]
+    env = dict(os.environ, ETCDCTL_API="3")
+    return subprocess.run(lab.ctl(cmd), capture_output=True, text=True, timeout=30, env=env)
 
 
 def main_pid(lab: ModuleType, host: str) -> int:
@@ -89,9 +140,9 @@ class Prober:
     def __init__(self, lab: ModuleType, out: Path) -> None:
         self.out = out
         out.unlink(missing_ok=True)
-        urls = [f"http://{lab.HOSTS[h]}:9101/health" for h in WORKSTATIONS]
+        urls = [f"https://{lab.HOSTS[h]}:9101/health" for h in WORKSTATIONS]
         script = str(Path(__file__).with_name("prober.py"))
-        self.proc = subprocess.Popen(lab.ctl([sys.executable, script, str(out), *urls]))
+        self.proc = subprocess.Popen(lab.ctl([sys.executable, script, *TLS_ARGS, str(out), *urls]))
 
     def stop(self) -> list[dict[str, Any]]:
         if self.proc.poll() is None:
@@ -138,6 +189,7 @@ def analyse(samples: list[dict[str, Any]], cameras: set[str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def store(lab: ModuleType) -> ModuleType:
+    shutil.rmtree(PKI, ignore_errors=True)  # a store from nothing: site.yml makes its CA
     build_bundle(V_OLD)
     return lab
 
@@ -145,7 +197,7 @@ def store(lab: ModuleType) -> ModuleType:
 @pytest.mark.slow
 def test_site_from_nothing(store: ModuleType) -> None:
     t0 = time.monotonic()
-    r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}")
+    r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}", timeout=900)
     assert r.returncode == 0, r.stdout[-6000:]
     for h in WORKSTATIONS:
         hh = health(store, h)
@@ -161,6 +213,134 @@ def test_site_second_run_changes_nothing(store: ModuleType) -> None:
     counts = recap(r.stdout)
     assert set(counts) == {"ws-a", "ws-b", "witness1"}, r.stdout[-3000:]
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+
+
+@pytest.mark.slow
+def test_certificates_and_keys_on_the_hosts(store: ModuleType) -> None:
+    """Each host holds only what it needs: keys 0600 owned by the user that reads them; no CA key on any host.
+    An etcd member's certificate and key are one file, <host>.pem (etcd re-reads them at every handshake)."""
+    want = {
+        "ws-a": {
+            "/etc/edgepair/pki/ws-a.key": "600 edgepair",
+            "/etc/edgepair/pki/root.key": "600 edgepair",
+            "/etc/edgepair-etcd/pki/ws-a.pem": "600 etcd",
+            "/etc/edgepair-etcd/pki/root.key": "600 root",  # ws-a bootstraps etcd auth
+        },
+        "ws-b": {
+            "/etc/edgepair/pki/ws-b.key": "600 edgepair",
+            "/etc/edgepair/pki/root.key": "600 edgepair",
+            "/etc/edgepair-etcd/pki/ws-b.pem": "600 etcd",
+        },
+        "witness1": {"/etc/edgepair-etcd/pki/witness1.pem": "600 etcd"},
+    }
+    for host, files in want.items():
+        out = store.ssh(host, "stat -c '%n %a %U' " + " ".join(files)).stdout.split("\n")
+        got = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out if line.strip()}
+        assert got == files, (host, got)
+        find = "find /etc/edgepair* -name '*.key' -o -name '*.pem' 2>/dev/null | sort"
+        keys = store.ssh(host, find, check=False).stdout.split()
+        assert sorted(keys) == sorted(files), (host, keys)  # no ca.key, no other host's key
+    assert not store.ssh("witness1", "ls /etc/edgepair 2>/dev/null", check=False).stdout.strip()
+
+
+@pytest.mark.slow
+def test_etcd_refuses_clients_without_a_certificate(store: ModuleType) -> None:
+    ip = store.HOSTS["ws-a"]
+    plain = etcdctl(store, f"http://{ip}:2379", "get", "--prefix", "/edgepair/")
+    assert plain.returncode != 0, plain.stdout
+    no_cert = etcdctl(store, f"https://{ip}:2379", "get", "--prefix", "/edgepair/", cert=None)
+    assert no_cert.returncode != 0, no_cert.stdout
+    # the admin certificate sees the users site.yml made; auth is on
+    users = etcdctl(store, f"https://{ip}:2379", "user", "list")
+    assert users.returncode == 0 and set(users.stdout.split()) == {"root", "ws-a", "ws-b"}, users.stdout + users.stderr
+    # a workstation's certificate reaches its store's prefix only; the witness's certificate reaches nothing
+    ok = etcdctl(store, f"https://{ip}:2379", "get", "--prefix", "/edgepair/lab-store/", "--keys-only", cert="ws-a")
+    assert ok.returncode == 0, ok.stderr
+    assert "/edgepair/lab-store/leader" in ok.stdout, ok.stdout
+    outside = etcdctl(store, f"https://{ip}:2379", "put", "/edgepair/other-store/x", "1", cert="ws-a")
+    assert outside.returncode != 0 and "permission denied" in outside.stderr, outside.stdout + outside.stderr
+    witness = etcdctl(store, f"https://{ip}:2379", "put", "/edgepair/lab-store/pause", "1", cert="witness1")
+    assert witness.returncode != 0, witness.stdout
+
+
+@pytest.mark.slow
+def test_health_refuses_clients_without_a_certificate(store: ModuleType) -> None:
+    url = f"https://{store.HOSTS['ws-a']}:9101/health"
+    assert fetch(store, url).get("healthy") is True
+    no_cert = fetch(store, url, cert=False)
+    assert "error" in no_cert and "healthy" not in no_cert, no_cert
+    plain = fetch(store, f"http://{store.HOSTS['ws-a']}:9101/health")
+    assert "error" in plain and "healthy" not in plain, plain
+    metrics = subprocess.run(
+        store.ctl(["curl", "-sS", "--max-time", "3", f"https://{store.HOSTS['ws-a']}:9101/metrics",
+                   "--cacert", str(PKI / "ca.crt")]),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert metrics.returncode != 0 and "edgepair" not in metrics.stdout, metrics.stdout[:300]
+
+
+@pytest.mark.slow
+def test_firewall_keeps_out_other_hosts_and_keeps_data_in(store: ModuleType) -> None:
+    ws_a, ws_b = store.HOSTS["ws-a"], store.HOSTS["ws-b"]
+    # inbound: the controller is an admin source (etcd client port, /health); another machine on the LAN is not;
+    # Arrow Flight answers the other workstation only
+    assert connects(store, ws_a, 2379) == "open"
+    assert connects(store, ws_a, 9101) == "open"
+    for port in (2379, 2380, 8815, 9101):
+        assert connects(store, ws_a, port, source=store.INTRUDER_IP) != "open", port
+    assert connects(store, ws_a, 8815) != "open"
+    assert connects(store, ws_a, 2380) != "open"
+    assert connects(store, ws_a, 22, source=store.INTRUDER_IP) == "open"  # SSH stays reachable
+    # 127.0.0.1 reaches no store port (nothing of the store listens there; local clients dial the host's address)
+    code = (
+        "import socket,sys\n"
+        "for ip,port in [a.split(':') for a in sys.argv[1:]]:\n"
+        " try: socket.create_connection((ip,int(port)),timeout=2).close(); print(ip,port,'open')\n"
+        " except Exception as e: print(ip,port,type(e).__name__)\n"
+    )
+    targets = [f"127.0.0.1:{p}" for p in (2379, 9101, 8815)] + [f"{ws_b}:8815", f"{ws_b}:9101"]
+    targets += [f"{store.CONTROLLER_IP}:18099", f"{store.INTRUDER_IP}:18099"]
+    listener = subprocess.Popen(
+        store.ctl([sys.executable, "-c", "import socket,time\ns=socket.create_server(('0.0.0.0',18099))\n"
+                   "while True: c,_=s.accept(); c.close()"]),
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        out = store.ssh("ws-a", f"python3 -c {shlex.quote(code)} {' '.join(targets)}").stdout
+    finally:
+        listener.terminate()
+        listener.wait(timeout=5)
+    got = {f"{ln.split()[0]}:{ln.split()[1]}": ln.split()[2] for ln in out.splitlines() if ln.strip()}
+    for p in (2379, 9101, 8815):
+        assert got[f"127.0.0.1:{p}"] != "open", got
+    assert got[f"{ws_b}:8815"] == "open" and got[f"{ws_b}:9101"] == "open", got  # the pair talks
+    # outbound: an allowed destination (store_base_egress_allowed) answers; any other address is refused
+    assert got[f"{store.CONTROLLER_IP}:18099"] == "open", got
+    assert got[f"{store.INTRUDER_IP}:18099"] != "open", got
+    refused = store.ssh("ws-a", "nft list chain inet edgepair output").stdout
+    assert "outbound refused" in refused, refused
+
+
+@pytest.mark.slow
+def test_units_are_sandboxed_and_ray_runs(store: ModuleType) -> None:
+    props = "-p ProtectSystem -p NoNewPrivileges -p PrivateTmp -p ProtectHome -p ReadWritePaths"
+    for host, unit in (("ws-a", "edgepair"), ("ws-a", "edgepair-etcd"), ("witness1", "edgepair-etcd")):
+        out = dict(
+            line.split("=", 1) for line in store.ssh(host, f"systemctl show {props} {unit}").stdout.splitlines() if line
+        )
+        assert out["ProtectSystem"] == "strict" and out["NoNewPrivileges"] == "yes", (host, unit, out)
+        assert out["PrivateTmp"] == "yes" and out["ProtectHome"] in ("yes", "true"), (host, unit, out)
+    # Ray under the sandbox: every camera runs on one of the pair (the actors live in Ray)
+    running = {c for h in WORKSTATIONS for c in (health(store, h).get("cameras") or [])}
+    assert running == {"cam-1", "cam-2"}, running
+
+
+@pytest.mark.slow
+def test_missing_nftables_fails_the_play(store: ModuleType) -> None:
+    r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}", "-e", "store_base_nft=/usr/sbin/nft-missing",
+                 "--limit", "witness1")  # fmt: skip
+    assert r.returncode != 0
+    assert "/usr/sbin/nft-missing not found: the store firewall needs nftables" in r.stdout, r.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -207,6 +387,38 @@ def test_rollback(store: ModuleType) -> None:
         assert health(store, h).get("version") == V_OLD
     assert len(leaders(store)) == 1
     print(f"rollback.yml: {time.monotonic() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_rotate_certs_under_probe(store: ModuleType) -> None:
+    def fingerprints() -> dict[str, str]:
+        return {
+            h: store.ssh(h, f"sha256sum /etc/edgepair-etcd/pki/{h}.pem").stdout.split()[0]
+            for h in (*WORKSTATIONS, "witness1")
+        }
+
+    before = fingerprints()
+    prober = Prober(store, CACHE / "logs" / "probe-rotate.jsonl")
+    t0 = time.monotonic()
+    try:
+        r = playbook(store, "rotate-certs.yml", timeout=600)
+        took = time.monotonic() - t0
+        time.sleep(3)
+    finally:
+        samples = prober.stop()
+    assert r.returncode == 0, r.stdout[-6000:]
+    stats = analyse(samples, {"cam-1", "cam-2"})
+    print(f"rotate-certs.yml in {took:.0f} s: {stats}")
+    after = fingerprints()
+    assert all(after[h] != before[h] for h in before), (before, after)
+    for h in WORKSTATIONS:
+        node_crt = store.ssh(h, f"cat /etc/edgepair/pki/{h}.crt").stdout.strip()
+        assert node_crt and node_crt in store.ssh(h, f"cat /etc/edgepair-etcd/pki/{h}.pem").stdout, h
+        assert health(store, h).get("healthy") is True
+    assert stats["two_leader_samples"] == 0, stats
+    assert stats["longest_leaderless_s"] < LEADERLESS_MAX_S, stats
+    assert all(g < CAMERA_GAP_MAX_S for g in stats["longest_camera_gap_s"].values()), stats
+    assert len(leaders(store)) == 1
 
 
 @pytest.mark.slow

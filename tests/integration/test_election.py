@@ -1,5 +1,9 @@
 """Fault drills on a real 3-member etcd with two node processes (``failover.testnode``), TTL 2 s.
 
+The cluster runs as a store runs it: mutual TLS on client and peer URLs and etcd auth (each node process is its
+workstation's etcd user, limited to the store's prefix). One test repeats the SIGKILL takeover in plain text, the
+explicit opt-out (``EtcdCluster`` without ``cert_dir``).
+
 Each test asserts order and exact facts from the nodes' JSONL events: who ran which camera under which token, that
 no camera ever ran on two nodes at once, that the old owner stopped before the new one started. Every wait is
 bounded; every process is stopped by its pid.
@@ -18,7 +22,7 @@ import pytest
 
 from failover import admin
 from failover.blackhole import Partition
-from failover.drill import CAMS, Pair, double_runs, wait_for
+from failover.drill import CAMS, Pair, double_runs, store_pki, wait_for
 from failover.etcd_cluster import EtcdCluster
 
 TTL = 2
@@ -36,9 +40,13 @@ def assert_tokens_grow(events: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
-    c = EtcdCluster(tmp_path / "etcd", heartbeat_ms=50, election_ms=500).start()
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EtcdCluster]:
+    """TLS and auth by default; ``indirect`` parametrization with "plain" gives the plain-text opt-out."""
+    plain = getattr(request, "param", "tls") == "plain"
+    cert_dir = None if plain else store_pki(tmp_path / "pki", "drill")
+    c = EtcdCluster(tmp_path / "etcd", heartbeat_ms=50, election_ms=500, cert_dir=cert_dir).start()
     try:
+        assert all(e.startswith("https://") for e in c.endpoints) != plain
         yield c
     finally:
         c.stop()
@@ -62,6 +70,7 @@ def leader_of(pair: Pair) -> tuple[str, str, int]:
     return name, ("ws-b" if name == "ws-a" else "ws-a"), token
 
 
+@pytest.mark.parametrize("cluster", ["tls", "plain"], indirect=True)
 def test_leader_sigkill_survivor_takes_every_camera(pair: Pair) -> None:
     old, survivor, token = leader_of(pair)
     pair.signal(old, signal.SIGKILL)
@@ -163,7 +172,7 @@ def test_switchover_hands_over_at_once_and_moves_no_camera(pair: Pair) -> None:
     old, other, token = leader_of(pair)
     before = pair.running()
     asked_at = time.monotonic()
-    admin.switchover(pair.cluster.endpoints, "drill", to=other)
+    admin.switchover(pair.cluster.endpoints, "drill", to=other, identity=pair.cluster.client_identity())
     wait_for(lambda: pair.leaders()[-1][0] == other, 15, f"{other} to lead after the switchover")
     time.sleep(TTL)  # both nodes tick a few times under the new leader
     events = pair.events()
@@ -172,7 +181,7 @@ def test_switchover_hands_over_at_once_and_moves_no_camera(pair: Pair) -> None:
     assert pair.leaders()[-1][1] > token
     assert [e for e in events if e["event"] in ("start", "stop") and e["mono"] > asked_at] == []
     assert pair.running() == before
-    assert admin.status(pair.cluster.endpoints, "drill")["switchover"] is None
+    assert admin.status(pair.cluster.endpoints, "drill", identity=pair.cluster.client_identity())["switchover"] is None
     assert_tokens_grow(events)
     assert_no_double_run(events)
 
@@ -180,7 +189,7 @@ def test_switchover_hands_over_at_once_and_moves_no_camera(pair: Pair) -> None:
 def test_pause_freezes_reassignment_until_resume(pair: Pair) -> None:
     leader, follower, token = leader_of(pair)
     theirs = pair.running()[follower]
-    admin.pause(pair.cluster.endpoints, "drill")
+    admin.pause(pair.cluster.endpoints, "drill", identity=pair.cluster.client_identity())
     pair.signal(follower, signal.SIGKILL)
     killed_at = time.monotonic()
     out = pair.log.with_name(f"{leader}.out")
@@ -188,7 +197,7 @@ def test_pause_freezes_reassignment_until_resume(pair: Pair) -> None:
     wait_for(lambda: f"{leader}: leader, paused: moving no camera, keeping {kept}" in out.read_text(), 15, "pause")
     time.sleep(max(0.0, killed_at + 2 * TTL - time.monotonic()))  # the follower's lease has long expired
     assert [e for e in pair.events() if e["node"] == leader and e["event"] == "start" and e["mono"] > killed_at] == []
-    admin.resume(pair.cluster.endpoints, "drill")
+    admin.resume(pair.cluster.endpoints, "drill", identity=pair.cluster.client_identity())
     resumed_at = time.monotonic()
     pair.wait_all_on(leader)
     starts = [e for e in pair.events() if e["node"] == leader and e["event"] == "start" and e["mono"] > killed_at]
@@ -284,7 +293,7 @@ def test_partitioned_leader_fences_before_takeover_and_rejoins_as_follower(
     new_leader, new_token = pair.leaders()[-1]
     assert new_leader == survivor and new_token > token
     assert pair.running() == {old: set(), survivor: set(CAMS)}
-    state = admin.status(pair.cluster.endpoints, "drill")
+    state = admin.status(pair.cluster.endpoints, "drill", identity=pair.cluster.client_identity())
     assert (state["leader"], state["token"]) == (survivor, new_token)
     assert sorted(state["members"]) == ["ws-a", "ws-b"]
     assert_tokens_grow(events)

@@ -2,6 +2,8 @@
 
 The Ray pipeline (capture actor work, shared inference actor, tracking, analytics, Parquet segments) must produce
 exactly the events of the same worker run in-process on the same frames, and DuckDB must read them back exactly.
+The Ray run signs its segments (a store CA made for the test, as a workstation with its certificate does): every
+segment has a signature that ``edgepair verify`` accepts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import yaml
 from cluster.config import load_config
 from cluster.evaluate import run_tracks
 from cluster.runner import run_store
+from storage.verify import verify_data_dir
 from storage.views import run_query
+from tests.pki_helpers import make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_300 = Counter(
@@ -32,7 +36,9 @@ EXPECTED_300 = Counter(
 )
 
 
-def write_config(tmp_path: Path, model: Path, video: Path, **camera: object) -> Path:
+def write_config(
+    tmp_path: Path, model: Path, video: Path, security: dict[str, object] | None = None, **camera: object
+) -> Path:
     cfg = {
         "store": {"id": "test-store", "timezone": "Europe/London"},
         "model": {"path": str(model)},
@@ -51,6 +57,7 @@ def write_config(tmp_path: Path, model: Path, video: Path, **camera: object) -> 
         ],
         "storage": {"data_dir": str(tmp_path / "data")},
         "runtime": {"inference_batch": 1, "num_cpus": 2},
+        **({"security": security} if security is not None else {}),
     }
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "store.yaml"
@@ -85,7 +92,10 @@ def test_ray_pipeline_matches_the_in_process_worker_exactly(tmp_path: Path, ssd_
     # Today's figures for this clip with the default tracker (deterministic: ORT on CPU, every frame processed).
     assert expected == EXPECTED_300
 
-    cfg2 = load_config(write_config(tmp_path / "ray", ssd_model, short_clip))
+    pki = make_pki(tmp_path / "pki", store="test-store")
+    security = {"tls": True, "cert_dir": str(pki.path)}
+    cfg2 = load_config(write_config(tmp_path / "ray", ssd_model, short_clip, security=security))
+    assert cfg2.node == "ws-a"
     result = run_store(cfg2, progress=False)
     cam = result.cameras["cam-1"]
     assert cam["frames"] == 300
@@ -105,6 +115,18 @@ def test_ray_pipeline_matches_the_in_process_worker_exactly(tmp_path: Path, ssd_
     assert not [p for p in data.rglob("*") if p.name.endswith(".tmp")]
     windows = run_query(data, "Europe/London", "SELECT count(*) AS n, sum(frames) AS f FROM segment_meta")
     assert windows.to_pylist() == [{"n": len(files), "f": 300}]
+    # Every segment was signed by the camera actor (SignerRef(cert_dir, "ws-a") -> start_camera(signing=...)), and
+    # nothing else carries a signature.
+    sigs = sorted((data / "events").rglob("*.sig"))
+    assert [p.with_suffix(".parquet") for p in sigs] == sorted(files)
+    report = verify_data_dir(data, pki.identity("ws-a").verifier())
+    assert (report.files, report.ok, report.passed) == (len(files), len(files), True), report.summary()
+    assert (report.unsigned, report.bad_signatures, report.checksum_failures, report.orphan_signatures) == (
+        [],
+        [],
+        [],
+        [],
+    )
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

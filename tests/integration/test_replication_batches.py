@@ -11,7 +11,7 @@ import pytest
 
 from failover.drill import wait_for
 from failover.etcd_cluster import free_port
-from storage import replication
+from storage import replclient, replication
 from storage.replication import Replicator
 from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentWriter
@@ -30,7 +30,7 @@ def write_windows(data_dir: Path, cams: list[str], windows: int) -> None:
 @pytest.mark.parametrize("legacy_peer", [False, True], ids=["batches", "peer-without-batches"])
 def test_catch_up_pulls_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy_peer: bool) -> None:
     write_windows(tmp_path / "a", ["cam-1", "cam-2"], 150)  # 300 files, written while the peer was away
-    monkeypatch.setattr(replication, "BATCH_FILES", 64)
+    monkeypatch.setattr(replclient, "BATCH_FILES", 64)
     if legacy_peer:
         original = replication._Server.do_get
 
@@ -48,7 +48,7 @@ def test_catch_up_pulls_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     try:
         wait_for(lambda: len(b.live_catalog()) == 300, 120, "ws-b to hold the 300 files of ws-a", period=0.2)
         assert b.live_catalog() == a.live_catalog()
-        assert b._batches is not legacy_peer
+        assert b.client.batches is not legacy_peer
         assert b.status()["peers"][f"grpc://127.0.0.1:{pa_}"]["pulled"] == 300
     finally:
         b.stop()

@@ -100,6 +100,8 @@ cluster:
   etcd_endpoints: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
   raft_leader: {leader}
   nodes: [{{name: ws-a}}, {{name: ws-b}}]
+security:
+  tls: false
 """
 
 
