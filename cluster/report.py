@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from storage.analytics import connect_store
+from storage.analytics import connect_store, outside_data_dir
 from storage.kpis import StoreSetup
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,10 @@ def write_report(
     """Write ``report.html`` and one CSV per table into ``out_dir`` for local dates ``date_from..date_to``.
 
     Returns (html path, CSV paths). The HTML needs no network: charts are inline SVG, no script, system fonts.
+    ``data_dir`` is only read, on a locked connection (:func:`storage.analytics.connect_store`); ``out_dir`` must be
+    outside it.
     """
-    out_dir = Path(out_dir)
+    out_dir = outside_data_dir(Path(out_dir), Path(data_dir), "the report folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     data = _query(setup, Path(data_dir), date_from, date_to)
     csv_paths = []

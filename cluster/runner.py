@@ -107,6 +107,9 @@ def run_store(config: Config, *, run_dir: Path | None = None, progress: bool = T
     info = load_detector_info(config, model_path)
     check_data_dir(config.storage.data_dir)
     sweep_temp_files(config.storage.data_dir)
+    from cluster.node import record_store_setup
+
+    record_store_setup(config)  # store.json and the KPI definitions history, as a node records them
     run_dir = run_dir or config.storage.data_dir.parent / f".run-{config.node}"
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

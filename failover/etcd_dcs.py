@@ -104,6 +104,8 @@ class EtcdDCS(AbstractDCS):
         self._member_lease: int | None = None
         self._watch: tuple[Client, int] | None = None
         self._watch_dead = False
+        self.malformed_keys = 0
+        self._malformed_seen: dict[str, int] = {}
 
     # -- reads -----------------------------------------------------------------------------------------------------
 
@@ -113,21 +115,39 @@ class EtcdDCS(AbstractDCS):
         leader = assignment = switchover = None
         paused = rebalance = False
         for value, meta in kvs:
-            name = meta.key.decode()[len(self.prefix) :]
-            if name.startswith("members/"):
-                member = Member.from_json(value, session=meta.create_revision)
-                members[member.name] = member
-            elif name == "leader":
-                leader = Leader(value.decode(), meta.create_revision)
-            elif name == "assignment":
-                assignment = Assignment.from_json(value)
-            elif name == "pause":
-                paused = True
-            elif name == "switchover":
-                switchover = Switchover.from_json(value)
-            elif name == "rebalance":
-                rebalance = True
+            name = meta.key.decode(errors="replace")[len(self.prefix) :]
+            try:
+                if name.startswith("members/"):
+                    member = Member.from_json(value, session=meta.create_revision)
+                    members[member.name] = member
+                elif name == "leader":
+                    leader = Leader(value.decode(), meta.create_revision)
+                elif name == "assignment":
+                    assignment = Assignment.from_json(value)
+                elif name == "pause":
+                    paused = True
+                elif name == "switchover":
+                    switchover = Switchover.from_json(value)
+                elif name == "rebalance":
+                    rebalance = True
+            except Exception as exc:  # a malformed key is reported and ignored, never fatal to the HA loop
+                self._malformed(name, meta.mod_revision, exc)
         return Cluster(members, leader, assignment, paused, switchover, rebalance)
+
+    def _malformed(self, name: str, revision: int, exc: BaseException) -> None:
+        """Log a malformed key once per revision of it (it is then read as absent) and count it."""
+        self.malformed_keys += 1
+        if self._malformed_seen.get(name) != revision:
+            self._malformed_seen[name] = revision
+            log.error(
+                "etcd key %s%s (revision %d) of store %s is malformed and ignored: %s: %s",
+                self.prefix,
+                name[:128],
+                revision,
+                self.store_id,
+                type(exc).__name__,
+                str(exc)[:200],
+            )
 
     # -- session ---------------------------------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class HALoop:
         self.last_probe: QuorumProbe | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by the DCS's leader watch (and by stop) to end a pause early
+        self.tick_errors = 0  # ticks that raised an unexpected exception (logged; the loop goes on)
 
     # -- one tick --------------------------------------------------------------------------------------------------
 
@@ -262,8 +263,9 @@ class HALoop:
             self._wake.clear()
             try:
                 self.run_once()
-            except DCSError as exc:  # pragma: no cover - run_once catches them; belt and braces
-                log.warning("%s: tick failed: %s", self.name, exc)
+            except Exception:  # never let the HA thread die: the fence stops the cameras if ticks keep failing
+                self.tick_errors += 1
+                log.exception("%s: tick failed (%d so far); trying again next tick", self.name, self.tick_errors)
             ticks += 1
             self._pause(max(0.0, self.loop_wait - (self.clock.monotonic() - started)))
 

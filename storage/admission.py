@@ -8,8 +8,11 @@ writes); :class:`storage.replication.Replicator` applies them in this order and 
 5. ``token_future``: no token above etcd's current revision (when the node knows it).
 6. ``unsigned``/``signature``: with an identity, a good signature of the producer (:mod:`storage.signing`).
 7. Then, in the Replicator, against what is held: ``overwrite`` (never over a local file), ``expired``,
-   ``superseded``, ``stale`` and, for a compacted file that would supersede local files, ``compacted_accounting``
-   (:func:`check_compacted_accounting`).
+   ``superseded``, ``stale``, ``compactor`` (a compacted file signed by a node other than the pair's compactor,
+   :func:`check_compactor`) and, for a compacted file that would supersede local files, ``compacted_accounting``
+   (:func:`check_compacted_accounting`: runs and row counts) then ``compacted_content``
+   (:func:`check_compacted_content`: its rows of the superseded files' sources are exactly the local rows, every
+   column).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +30,7 @@ from cluster.errors import StorageError
 from storage.bounds import Refused, check_entry, check_schema, check_ts_range
 from storage.catalog import CatalogEntry, Run, entry_from_bytes
 from storage.layout import parse_file_id
+from storage.schema import EVENT_SCHEMA
 
 MAX_UPLOAD_BYTES = 256 << 20
 """The largest file a node receives (a month file of a busy camera is a few MiB)."""
@@ -123,7 +127,12 @@ def _covers(r: Run, node: str, token: int, start: float, end: float) -> bool:
 
 def row_counts(data: bytes) -> Counter[str]:
     """Rows per source ``segment_id`` of a file held in memory."""
-    col = pq.read_table(pa.BufferReader(data), columns=["segment_id"]).column("segment_id")
+    return row_counts_of(pq.read_table(pa.BufferReader(data), columns=["segment_id"]))
+
+
+def row_counts_of(table: pa.Table) -> Counter[str]:
+    """Rows per source ``segment_id`` of a table."""
+    col = table.column("segment_id")
     return Counter({str(d["values"]): int(d["counts"]) for d in pc.value_counts(col).to_pylist()})
 
 
@@ -166,6 +175,76 @@ def parse_batch_ticket(raw: bytes) -> list[str]:
         ids = json.loads(raw)
     except ValueError as exc:
         raise Refused("ticket", f"batch ticket is not JSON: {exc}") from None
+    except RecursionError:
+        raise Refused("ticket", "batch ticket nested too deep to parse") from None
     if not isinstance(ids, list) or len(ids) > MAX_TICKET_IDS or not all(isinstance(i, str) for i in ids):
         raise Refused("ticket", f"batch ticket must be a list of at most {MAX_TICKET_IDS} ids")
     return ids
+
+
+def compactor_of(nodes: Collection[str] | None) -> str | None:
+    """The node of the pair that compacts (the first name in sorted order, as the node agent decides), or None."""
+    return min(nodes) if nodes else None
+
+
+def check_compactor(c: CatalogEntry, nodes: Collection[str] | None) -> None:
+    """Refused(``compactor``) if ``c`` is a compacted file produced (and so signed) by a node that is not the pair's
+    compactor (only it builds compacted files: :mod:`storage.compaction` rule 1). No pair known: not checked."""
+    compactor = compactor_of(nodes)
+    if c.compacted and compactor is not None and c.node != compactor:
+        raise Refused("compactor", f"{c.segment_id} is a compacted file of {c.node}, but only {compactor} compacts")
+
+
+def _canonical(table: pa.Table) -> pa.Table:
+    """``table`` as EVENT_SCHEMA without metadata, its rows in a total order (every column a sort key)."""
+    table = table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA).replace_schema_metadata(None)
+    i = EVENT_SCHEMA.get_field_index("dwell_s")
+    dwell = table.column(i)
+    if pc.any(pc.is_nan(dwell)).as_py():  # NaN != NaN for equals(): a NaN compares as a null
+        fixed = pc.if_else(pc.is_nan(dwell), pa.scalar(None, pa.float64()), dwell)
+        table = table.set_column(i, EVENT_SCHEMA.field(i), fixed)
+    if table.num_rows == 0:
+        return table
+    keys = [(name, "ascending") for name in ("segment_id", "seq", *EVENT_SCHEMA.names)]
+    return table.take(pc.sort_indices(table, keys)).combine_chunks()
+
+
+def check_compacted_content(c: CatalogEntry, data: bytes, local: Sequence[pa.Table]) -> None:
+    """Refused(``compacted_content``) unless ``c`` holds exactly the rows of ``local`` (the tables of the files it
+    would supersede, read here) for their source segments: compaction copies rows, every column as it was (its own
+    ``segment_id``, ``seq``, ``node``, ``token``, ...), and rewrites nothing, so any difference is a forgery.
+
+    The source ids are those of the local rows; a source held both as a segment and inside a superseded compacted file
+    is counted once (the same rows). Costs one read of the superseded files and one sort of their rows.
+    """
+    seen: set[str] = set()
+    parts: list[pa.Table] = []
+    for t in sorted(local, key=lambda t: -t.num_rows):  # compacted files (many sources) first
+        ids = pc.unique(t.column("segment_id")).to_pylist() if t.num_rows else []
+        fresh = [i for i in ids if i not in seen]
+        if len(fresh) != len(ids):
+            t = t.filter(pc.is_in(t.column("segment_id"), value_set=pa.array(fresh, pa.string())))
+        seen.update(fresh)
+        parts.append(t.select(EVENT_SCHEMA.names).replace_schema_metadata(None))
+    if not seen:
+        return
+    mine = _canonical(pa.concat_tables(parts)) if parts else EVENT_SCHEMA.empty_table()
+    theirs = pq.read_table(pa.BufferReader(data), schema=EVENT_SCHEMA)
+    theirs = _canonical(theirs.filter(pc.is_in(theirs.column("segment_id"), value_set=pa.array(sorted(seen)))))
+    if theirs.num_rows != mine.num_rows or not theirs.equals(mine):
+        diff = _first_difference(mine, theirs)
+        raise Refused(
+            "compacted_content",
+            f"{c.segment_id} does not hold the events of the {len(seen)} segments it would supersede: {diff}",
+            keep=True,
+        )
+
+
+def _first_difference(mine: pa.Table, theirs: pa.Table) -> str:
+    if mine.num_rows != theirs.num_rows:
+        return f"{theirs.num_rows} rows of their sources, the local files hold {mine.num_rows}"
+    for name in EVENT_SCHEMA.names:
+        a, b = mine.column(name), theirs.column(name)
+        if not a.equals(b):
+            return f"column {name} differs"
+    return "rows differ"

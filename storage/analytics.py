@@ -1,15 +1,20 @@
 """The analyst's DuckDB database: KPI views over one store's dataset, or over several stores merged for HQ.
 
-Files kept in a store's dataset (beside ``events/``):
+Files kept in a store's dataset (beside ``events/``), written by the node when it runs a config
+(:func:`ensure_store_file`, :func:`record_definition`), never by the analyst's tools, which only read the data dir:
 
 - ``store.json``: store id, IANA time zone, configured lines (camera, line, kind) and zones (camera, zone,
   min_dwell_s). Written when absent; a different store id or time zone is refused (a dataset has one of each).
 - ``kpi_definitions.jsonl``: the history of KPI definitions, one JSON line each (version, effective_from UTC,
   thresholds), appended (by an atomic rewrite) when the config's definition changes. See :mod:`storage.kpis`.
+  A definition not recorded yet applies from now in the analyst's session only (:func:`definitions_in_force`).
 
 :func:`open_analytics` writes a DuckDB database file whose views read the Parquet segments by absolute path, so the
 plain ``duckdb`` shell can open it while the nodes keep writing (new segments are read by every query; which
-producer is credited and superseded files are a snapshot taken when the file is built: run it again to refresh).
+producer is credited and superseded files are a snapshot taken when the file is built: run it again to refresh;
+if a bad file was left out, the views read the snapshot's file list, see :mod:`storage.views`). That file is the
+analyst's own and unrestricted; :func:`connect_store` (the report) is locked like ``edgepair query``
+(:mod:`storage.sandbox`).
 :func:`merge_stores` copies the credited events and the processed time of several stores into one folder, with the
 store as a column and a hive partition, and :func:`open_merged_analytics` gives the same views over it.
 """
@@ -38,6 +43,7 @@ from storage.kpis import (
     create_kpi_views,
     definition_periods,
 )
+from storage.sandbox import lock_down, one_line
 from storage.segments import load_timezone, write_atomic
 from storage.views import INTERNAL_SCHEMA, create_views
 
@@ -73,10 +79,12 @@ def read_store_file(folder: Path) -> StoreSetup:
         )
     except FileNotFoundError:
         raise StorageError(
-            f"{path} not found: open the store's dataset once with `edgepair analytics open` (it writes store.json)"
+            f"{path} not found: the store's node writes it when it first runs on this data dir"
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StorageError(f"{path} is not a valid store file ({exc}); remove it and run analytics open again") from exc
+        raise StorageError(
+            f"{path} is not a valid store file ({exc}); remove it: the store's node writes it again when it starts"
+        ) from exc
 
 
 def ensure_store_file(data_dir: Path, setup: StoreSetup) -> None:
@@ -260,14 +268,52 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     return bool(row and row[0])
 
 
+def _check_store_file(data_dir: Path, setup: StoreSetup) -> None:
+    """Refuse a dataset of another store or time zone (read only: a missing ``store.json`` is the node's to write)."""
+    load_timezone(setup.timezone)
+    if not (Path(data_dir) / STORE_FILE).exists():
+        return
+    old = read_store_file(data_dir)
+    if (old.store_id, old.timezone) != (setup.store_id, setup.timezone):
+        raise ConfigError(
+            f"{Path(data_dir) / STORE_FILE} belongs to store {old.store_id!r} in {old.timezone}, the config says"
+            f" {setup.store_id!r} in {setup.timezone}: a dataset holds one store in one time zone; check --config and"
+            " the data folder"
+        )
+
+
+def definitions_in_force(data_dir: Path, definition: KpiDefinition) -> list[DefinitionRecord]:
+    """The recorded history, plus ``definition`` from now on if it is not the last one recorded, in memory only.
+
+    The node records a new definition when it first runs the config (:func:`record_definition`); the analyst's
+    tools never write the data dir, so a definition not recorded yet applies from now in this session only.
+    """
+    history = load_definitions(data_dir)
+    version = definition.version()
+    if history and history[-1].version == version:
+        return history
+    eff = datetime.now(UTC)
+    if history:
+        eff = max(eff, history[-1].effective_from)
+    log.info(
+        "KPI definition %s is not recorded in %s yet (the node records it when it runs this config): used from"
+        " %s in this session only",
+        version,
+        Path(data_dir) / DEFINITIONS_FILE,
+        eff.isoformat(),
+    )
+    return [*history, DefinitionRecord(version, eff, definition)]
+
+
 def build_store_views(con: duckdb.DuckDBPyConnection, data_dir: Path, setup: StoreSetup) -> None:
     """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views.
 
-    Writes ``store.json`` and records the config's KPI definition in the history if it changed.
+    Read only: nothing is written or moved in ``data_dir`` (the node writes ``store.json`` and the definitions
+    history, see :func:`definitions_in_force`).
     """
     data_dir = Path(data_dir)
-    ensure_store_file(data_dir, setup)
-    history = record_definition(data_dir, setup.definition())
+    _check_store_file(data_dir, setup)
+    history = definitions_in_force(data_dir, setup.definition())
     create_views(con, data_dir, setup.timezone)
     _config_tables(con, [(setup, history)])
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {KPI_SCHEMA}")
@@ -304,24 +350,47 @@ def _build_file(out_db: Path, build: Any) -> Path:
     return out_db
 
 
+def outside_data_dir(path: Path, data_dir: Path, what: str) -> Path:
+    """``path`` resolved, refused (ConfigError) if it is inside ``data_dir``: analysts' tools never write there."""
+    path, root = Path(path).resolve(), Path(data_dir).resolve()
+    if path == root or root in path.parents:
+        raise ConfigError(
+            f"{what} {path} is inside the data dir {root}, which analysts' tools never write: choose a path outside it"
+        )
+    return path
+
+
 def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path) -> Path:
     """Write the analyst's DuckDB file ``out_db`` with every view over the store dataset ``data_dir``; return it.
 
     The file is built under a temporary name and renamed, so a shell that has the old one open keeps working.
+    ``data_dir`` is only read; ``out_db`` must be outside it. The file is the analyst's own: DuckDB does not store
+    settings in it, so a ``duckdb`` shell opening it has DuckDB's defaults (it can read any file its user can);
+    the sandbox of :mod:`storage.sandbox` is for ``edgepair query`` and the report.
     """
+    out_db = outside_data_dir(out_db, data_dir, "the analytics database")
     path = _build_file(out_db, lambda con: build_store_views(con, data_dir, setup))
     log.info("store %s: analytics database %s over %s", setup.store_id, path, Path(data_dir).resolve())
     return path
 
 
-def connect_store(data_dir: Path, setup: StoreSetup) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with every view of :func:`open_analytics` (for reports and tests)."""
+def connect_store(data_dir: Path, setup: StoreSetup, *, locked: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with every view of :func:`open_analytics` (for reports and tests).
+
+    ``locked`` (the default): once built, the connection may read only the segments under ``data_dir/events`` and
+    no setting can change (:func:`storage.sandbox.lock_down`). Nothing is written in ``data_dir``.
+    """
     con = _connect(":memory:")
     try:
         build_store_views(con, data_dir, setup)
+        if locked:
+            lock_down(con, data_dir)
     except duckdb.Error as exc:
         con.close()
-        raise QueryError(f"cannot create the analytics views over {data_dir}: {exc}") from exc
+        raise QueryError(f"cannot create the analytics views over {data_dir}: {one_line(exc)}") from exc
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -344,7 +413,7 @@ def merge_stores(sources: list[Path], out: Path) -> list[str]:
             raise StorageError(f"store {setup.store_id} is in two sources ({src} and an earlier one): merge it once")
         history = load_definitions(src)
         if not history:
-            raise StorageError(f"{src}: no {DEFINITIONS_FILE}; open it once with `edgepair analytics open`")
+            raise StorageError(f"{src}: no {DEFINITIONS_FILE}: the store's node records it when it first runs there")
         con = _connect(":memory:")
         try:
             create_views(con, Path(src), setup.timezone)

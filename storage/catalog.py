@@ -22,6 +22,8 @@ Rules:
   (cached with the file's entry) and quarantines a file whose signature fails, with its signature, never deletes it.
   A signature document that is empty, torn or not well formed (a crash before its bytes were written back), or whose
   signer's certificate cannot be checked here, leaves the file *unsigned*, not quarantined (:mod:`storage.signing`).
+  So does, given the pair (``nodes``), a file signed or produced by a node outside it (e.g. a compacted file with a
+  run of a host that is not a workstation of the pair): left alone, listed as unsigned, never compacted or deleted.
 - Crediting (exactly once): for each camera and instant, among the live claims covering it, the producer with the
   highest fencing token is credited; on a tie the greater node name wins. The others are kept for audit (``lost``).
 """
@@ -35,7 +37,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,6 +170,8 @@ def _entry(kv: dict[bytes, bytes], *, name: str, source: str, sha256: str, size:
         absorbed = tuple(json.loads(kv.get(f"{META_PREFIX}absorbed".encode(), b"[]")))
     except (ValueError, TypeError) as exc:
         raise StorageError(f"{source} has invalid compaction metadata: {exc}") from exc
+    except RecursionError:  # thousands of '[': refused, never a crash of the scan or of the door
+        raise StorageError(f"{source} has compaction metadata nested too deep to parse") from None
     if name != meta.segment_id:
         raise StorageError(f"{source} is named {name} but its metadata says {meta.segment_id}")
     return CatalogEntry(
@@ -333,10 +337,13 @@ def _append(pieces: list[Piece], p: Piece) -> None:
 class Catalog:
     """The catalog of one node's data folder. One verb: :meth:`scan`; :meth:`remember` for a file just written."""
 
-    def __init__(self, data_dir: Path, *, node: str = "-", verifier: Verifier | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, node: str = "-", verifier: Verifier | None = None, nodes: Collection[str] | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.node = node
         self.verifier = verifier
+        self.nodes = frozenset(nodes) if nodes is not None else None
         self._index_path = self.data_dir / CATALOG_DIR / INDEX_NAME
         self._cache: dict[str, tuple[int, int, CatalogEntry]] = {}
         self._sig_ok: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime_ns) of its verified signature
@@ -355,7 +362,7 @@ class Catalog:
                     self._sig_ok[rel] = (int(sig[0][0]), int(sig[0][1]))
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
             log.warning(
                 "node %s: catalog index %s unreadable (%s); rebuilding from files", self.node, self._index_path, exc
             )
@@ -459,8 +466,13 @@ class Catalog:
         """(signed, cache changed) for a file with a signature beside it; None if it failed and was quarantined."""
         if self.verifier is None:
             return True, False
-        from storage.signing import MissingSignature, UnverifiableSignature, check_signature, read_sig
+        from storage.signing import MissingSignature, UnverifiableSignature, check_signature, outside_pair, read_sig
 
+        outside = outside_pair([entry.node, *(r.node for r in entry.runs)], self.nodes)
+        if outside:  # the signer is the producer (checked below, or when the cached stamp was made)
+            log.warning("node %s: %s: produced by %s, not of the pair: counted as unsigned", self.node,
+                        entry.segment_id, ", ".join(outside))  # fmt: skip
+            return False, False
         try:
             sst = sig_path(path).stat()
         except FileNotFoundError:

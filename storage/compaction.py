@@ -21,6 +21,9 @@ Rules (readers never see an event twice or not at all):
 6. Signatures: a compacted file is signed by the compactor (``signer``; its signature written first). Given a
    ``verifier``, compaction reads, compacts and deletes only files whose signatures verify: a file whose signature
    fails is quarantined by the scan (never deleted), an unsigned one is left where it is and counted in the report.
+   Given the pair (``nodes``, the store's configured workstations), a file signed or produced by a node outside it
+   counts as unsigned: it is never compacted into a new signed file (that would launder it under the compactor's
+   signature) nor deleted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -185,16 +189,17 @@ def compact(
     max_groups: int = 10_000,
     signer: Signer | None = None,
     verifier: Verifier | None = None,
+    nodes: Collection[str] | None = None,
 ) -> CompactionReport:
     """Delete sources superseded for longer than ``grace_s``; if ``compactor``, compact closed hours, days, months.
 
     Idempotent and safe to run periodically on both nodes (see the module rules). Errors on one group are logged
     and reported; the others go on. ``signer`` signs the files written; with ``verifier``, only files whose
-    signatures verify are compacted or deleted (rule 6).
+    signatures verify are compacted or deleted (rule 6); ``nodes`` (the pair) excludes files of other nodes too.
     """
     now = time.time() if now is None else now
     report = CompactionReport()
-    catalog = Catalog(data_dir, node=node, verifier=verifier)
+    catalog = Catalog(data_dir, node=node, verifier=verifier, nodes=nodes)
     state = catalog.scan()
     trusted = state.signed if verifier is not None else None
     if trusted is not None:

@@ -9,10 +9,18 @@ Rules:
   (witness, admin) holds one. So every call also carries headers :data:`H_NODE`, :data:`H_TIME`, :data:`H_CERT`
   (the caller's node certificate, base64 PEM) and :data:`H_SIG`: an ECDSA signature by the node's key of
   ``edgepair-flight-v1|<store>|<node>|<unix seconds>``. :class:`CallAuthenticator` accepts a call only if the
-  certificate is a *node* certificate of this store (:meth:`cluster.pki.Verifier.signer_of`), names the node of the
-  header, the time is within :data:`MAX_SKEW_S` of the server's clock and the signature verifies. A witness or admin
-  certificate, a forged or stale signature, or no headers: refused (``auth``), counted, and the call fails with
+  certificate is a *node* certificate of the store's *current* CA bundle (:meth:`cluster.pki.Identity.
+  connection_verifier`: a retired CA authorises no connection), valid at the time of the call (an expired or
+  not-yet-valid certificate is refused), of one of the store's configured workstations (``nodes``; None: any node
+  certificate, for tests), names the node of the header, the time is within :data:`MAX_SKEW_S` of the server's clock
+  and the signature verifies. A witness or admin certificate, an expired one, one of a host outside the pair, a forged
+  or stale signature, or no headers: refused (``auth``), counted, and the call fails with
   ``FlightUnauthenticatedError``. The headers travel inside TLS only, so they cannot be replayed by an onlooker.
+- The client checks the server too (:func:`check_peer`): TLS proves only a certificate of the store CA (a witness
+  has one), so after connecting it calls ``do_action("whoami", nonce)`` and the server answers with its node
+  certificate and its signature of ``edgepair-whoami-v1|<store>|<node>|<nonce hex>`` (:class:`NodeProver`); the
+  client accepts the peer only if that certificate is valid now, of the configured peer node, and the signature over
+  its own fresh nonce verifies.
 - Cheap: the client signs once per :data:`RESIGN_S`; the server caches the headers it accepted until they expire.
 """
 
@@ -20,12 +28,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.flight as flight
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,6 +46,8 @@ from storage.bounds import Refused
 
 if TYPE_CHECKING:
     from cluster.pki import Identity, Verifier
+
+log = logging.getLogger(__name__)
 
 H_NODE = "x-edgepair-node"
 H_TIME = "x-edgepair-time"
@@ -91,8 +105,15 @@ def _one(headers: Mapping[str, Any], name: str) -> str:
 class CallAuthenticator:
     """The server side: :meth:`check` returns the calling node's name or raises Refused(``auth``). Thread-safe."""
 
-    def __init__(self, verifier: Verifier, clock: Callable[[], float] = time.time, skew_s: float = MAX_SKEW_S) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        clock: Callable[[], float] = time.time,
+        skew_s: float = MAX_SKEW_S,
+        nodes: Collection[str] | None = None,
+    ) -> None:
         self.verifier = verifier
+        self.nodes = frozenset(nodes) if nodes is not None else None
         self.store_id = verifier.store_id
         self._clock = clock
         self.skew_s = skew_s
@@ -108,7 +129,7 @@ class CallAuthenticator:
             raise Refused("auth", f"call of {node[:64]!r} signed at {t_text[:20]!r}, not within {self.skew_s:.0f} s")
         key = (node, t_text, cert_b64, sig_b64)
         with self._lock:
-            if key in self._ok:
+            if self._ok.get(key, 0.0) > now:
                 return node
         try:
             cert_pem = base64.b64decode(cert_b64, validate=True).decode()
@@ -116,7 +137,7 @@ class CallAuthenticator:
         except (binascii.Error, ValueError) as exc:
             raise Refused("auth", f"call of {node[:64]!r}: malformed auth headers ({exc})") from None
         try:
-            name, pub = self.verifier.signer_of(cert_pem)
+            name, pub = self.verifier.signer_of(cert_pem, at=now, allowed=self.nodes)
         except PKIError as exc:
             raise Refused("auth", f"call of {node[:64]!r} refused: {exc}") from None
         if name != node:
@@ -130,8 +151,12 @@ class CallAuthenticator:
                 self._ok = {k: exp for k, exp in self._ok.items() if exp > now}
                 if len(self._ok) >= _CACHE_MAX:
                     self._ok.clear()
-            self._ok[key] = int(t_text) + self.skew_s
+            self._ok[key] = min(int(t_text) + self.skew_s, _not_after(cert_pem))  # never past the certificate
         return node
+
+
+def _not_after(cert_pem: str) -> float:
+    return x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc.timestamp()
 
 
 class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
@@ -148,6 +173,10 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         except Refused as exc:
             self.on_refusal(exc.reason, str(exc))
             raise flight.FlightUnauthenticatedError(f"refused: {exc}") from None
+        except Exception as exc:  # never a traceback to the caller: refused, the detail logged here
+            log.exception("flight call authentication failed unexpectedly")
+            self.on_refusal("auth", f"unexpected {type(exc).__name__} checking the call headers")
+            raise flight.FlightUnauthenticatedError("refused: call headers not checkable") from None
         return None
 
 
@@ -175,12 +204,14 @@ def with_scheme(url: str, tls: bool) -> str:
     return f"{'grpc+tls' if tls else 'grpc'}://{rest}"
 
 
-def server_kwargs(identity: Identity | None, on_refusal: Callable[[str, str], None]) -> dict[str, Any]:
-    """The FlightServerBase arguments for ``identity`` (none: plain text, the opt-out)."""
+def server_kwargs(
+    identity: Identity | None, on_refusal: Callable[[str, str], None], nodes: Collection[str] | None = None
+) -> dict[str, Any]:
+    """The FlightServerBase arguments for ``identity`` (none: plain text, the opt-out); ``nodes``: the pair."""
     if identity is None:
         return {}
     ca, cert, key = identity.pem()
-    auth = CallAuthenticator(identity.verifier())
+    auth = CallAuthenticator(identity.connection_verifier(), nodes=nodes)
     return {
         "tls_certificates": [(cert, key)],
         "verify_client": True,
@@ -200,3 +231,62 @@ def client_kwargs(identity: Identity | None) -> dict[str, Any]:
         "private_key": key,
         "middleware": [ClientAuthFactory(CallSigner(identity))],
     }
+
+
+# --- the server proves it is a node: whoami ----------------------------------------------------------------------
+
+WHOAMI = "whoami"
+NONCE_BYTES = 32
+_MAX_PROOF = 16384
+
+
+def whoami_message(store_id: str, node: str, nonce: bytes) -> bytes:
+    return f"edgepair-whoami-v1|{store_id}|{node}|{nonce.hex()}".encode()
+
+
+class NodeProver:
+    """The server side of ``whoami``: its node certificate and its signature over the client's nonce (JSON)."""
+
+    def __init__(self, identity: Identity) -> None:
+        self._signer = CallSigner(identity)
+        self.identity = identity
+        self._cert_pem = identity.cert.read_text()
+
+    def prove(self, nonce: bytes) -> bytes:
+        if not 16 <= len(nonce) <= 64:
+            raise Refused("bad_request", f"whoami nonce of {len(nonce)} bytes (16..64)")
+        msg = whoami_message(self.identity.store_id, self.identity.name, nonce)
+        sig = self._signer._key.sign(msg, ec.ECDSA(hashes.SHA256()))
+        doc = {"node": self.identity.name, "cert": self._cert_pem, "sig": base64.b64encode(sig).decode()}
+        return json.dumps(doc).encode()
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
+
+
+def check_proof(verifier: Verifier, proof: bytes, nonce: bytes, expected: str, nodes: Collection[str] | None,
+                now: float) -> str:  # fmt: skip
+    """The peer's node name if ``proof`` (a ``whoami`` answer) proves it is ``expected``, a workstation of ``nodes``
+    with a certificate valid at ``now``, holding the key that signed ``nonce``; Refused(``peer_identity``) if not."""
+    from cluster.pki import PKIError
+
+    try:
+        if len(proof) > _MAX_PROOF:
+            raise ValueError(f"{len(proof)} bytes")
+        doc = json.loads(proof)
+        name, cert_pem = str(doc["node"]), str(doc["cert"])
+        sig = base64.b64decode(str(doc["sig"]), validate=True)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise Refused("peer_identity", f"the peer's whoami answer is malformed ({type(exc).__name__})") from None
+    try:
+        signer, pub = verifier.signer_of(cert_pem, at=now, allowed=nodes)
+    except PKIError as exc:
+        raise Refused("peer_identity", f"the peer is not a workstation of this store: {exc}") from None
+    if signer != expected or name != expected:
+        raise Refused("peer_identity", f"the peer proves to be {signer!r} (says {name[:64]!r}), not {expected!r}")
+    try:
+        pub.verify(sig, whoami_message(verifier.store_id, signer, nonce), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Refused("peer_identity", f"the peer's whoami signature of {signer} does not verify") from None
+    return signer

@@ -10,6 +10,10 @@ what this node lacks (anti-entropy), over one Flight connection at a time.
 - A file the receiver refused for good (:meth:`storage.replication.Replicator.receive`) is not fetched again with
   the same sha256; a retryable refusal (a transfer problem, a token above this node's view of etcd, a signature
   missing or not checkable yet) is fetched again at the next anti-entropy.
+- The peer must prove it is the peer node (:func:`storage.flightauth.check_proof`) on every new connection, when the
+  Replicator knows the pair; a failed proof is refused (``peer_identity``), counted, and the connection dropped.
+- The loop never dies: any exception of a round (a Flight error, a malformed answer of the peer, a bug) is logged,
+  counted (:attr:`storage.replication.PeerStatus.errors`) and followed by a back-off, then a new connection.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import pyarrow.flight as flight
 from storage import replmeta
 from storage.admission import MAX_TICKET_IDS
 from storage.bounds import Refused
-from storage.flightauth import client_kwargs
+from storage.flightauth import WHOAMI, check_proof, client_kwargs, new_nonce
 from storage.replserver import BATCH_PREFIX, CHUNK, CHUNK_SCHEMA
 from storage.signing import read_sig
 
@@ -51,7 +55,34 @@ class PeerClient:
         self.catalog_v2 = True  # until the peer shows it is of the unsigned release
 
     def _connect(self) -> flight.FlightClient:
-        return flight.FlightClient(self.repl.peer_url, **client_kwargs(self.repl.identity))
+        client = flight.FlightClient(self.repl.peer_url, **client_kwargs(self.repl.identity))
+        try:
+            self.check_peer(client)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def check_peer(self, client: flight.FlightClient) -> None:
+        """Refused(``peer_identity``, counted) unless the server proves it is the peer node (module rules)."""
+        repl = self.repl
+        if repl.identity is None or repl.verifier is None or repl.peer_node is None:
+            return
+        nonce = new_nonce()
+        try:
+            results = list(client.do_action(flight.Action(WHOAMI, nonce), options=self.opts))
+            if not results:
+                raise Refused("peer_identity", "the peer answered whoami with nothing")
+            check_proof(repl.verifier, results[0].body.to_pybytes(), nonce, repl.peer_node, repl.nodes, repl.clock())
+        except Refused as exc:
+            repl.count_refusal(exc.reason, str(exc), "peer")
+            raise
+        except flight.FlightServerError as exc:
+            if "unknown action" not in str(exc):
+                raise
+            msg = f"the peer does not prove it is {repl.peer_node} (no whoami: upgrade it)"
+            repl.count_refusal("peer_identity", msg, "peer")
+            raise Refused("peer_identity", msg) from None
 
     def run(self) -> None:
         repl, peer = self.repl, self.repl.peer
@@ -68,20 +99,31 @@ class PeerClient:
                 self.push_queue(client)
                 peer.connected = True
                 backoff = 0.1
-            except (flight.FlightError, OSError, pa.ArrowException) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                if peer.connected or peer.last_error != error:  # once per change, not every retry
-                    log.warning("node %s: peer %s unreachable or failing: %s", repl.node, repl.peer_url, exc)
+            except Exception as exc:  # never dies (module rules): log, count, back off, reconnect
+                error = f"{type(exc).__name__}: {str(exc)[:500]}"
+                peer.errors += 1
+                expected = isinstance(exc, flight.FlightError | OSError | pa.ArrowException | Refused)
+                if not expected:
+                    log.error("node %s: replication round with %s failed: %s", repl.node, repl.peer_url, error,
+                              exc_info=exc)  # fmt: skip
+                elif peer.connected or peer.last_error != error:  # once per change, not every retry
+                    log.warning("node %s: peer %s unreachable or failing: %s", repl.node, repl.peer_url, error)
                 peer.connected = False
                 peer.last_error = error
                 next_sync = 0.0  # anti-entropy again once reconnected
                 repl.drop_queue()  # the peer pulls what it lacks
                 if client is not None:
-                    client.close()
+                    try:
+                        client.close()
+                    except Exception as close_exc:  # a broken connection may fail to close too
+                        log.debug("node %s: closing the Flight client: %s", repl.node, close_exc)
                 client = None
                 repl.stopping.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
-            repl.write_status()
+            try:
+                repl.write_status()
+            except Exception as exc:
+                log.error("node %s: cannot write replication status: %s", repl.node, exc)
             repl.wake.wait(min(0.5, max(0.0, next_sync - time.monotonic())))
             repl.wake.clear()
         if client is not None:

@@ -16,6 +16,10 @@ Each node serves its files and pulls/pushes with its one peer. Rules:
   signature is written just before it and not fsync-ed on its own (:mod:`storage.signing`): after a crash it may be
   empty or torn, and is then treated as missing: the receiver fetches it again from the peer (whose catalog lists the
   file as signed), and a producer signs its own files again at start.
+- The pair (``nodes``): given the store's workstations, only they may call (:mod:`storage.flightauth`), sign or
+  produce a received file (``foreign_node``, for good: signer, ``edgepair.node`` and every run's node), only the
+  pair's compactor (first name in sorted order) signs compacted files (``compactor``), and the peer must prove it is
+  the other workstation (``whoami``) before this node pulls from or pushes to it.
 - Receiving trusts nothing (:mod:`storage.admission`): id, size, checksum, schema, store, bounds, token, signature;
   then a file is written once (signature first, then the file, never over a local file) where
   :func:`storage.layout.segment_path` puts it. A refusal that a legitimate file can meet for a while
@@ -24,9 +28,11 @@ Each node serves its files and pulls/pushes with its one peer. Rules:
 - Refusal: every one is logged with its reason and counted by reason (:meth:`Replicator.refusal_counts`, for
   ``/metrics``); the node keeps serving. The bytes are kept in ``data_dir/refused/`` for audit when the file is
   well formed but unwanted: a file past retention; a segment superseded by a local compacted file; a conflicting copy
-  of a file held; a compacted file that does not account for what it would supersede; a *stale* segment: token T
-  for window start w of camera c is stale when the receiver holds a segment of c with token T' > T whose window starts
-  at or before w (a newer leadership had begun by w). Segments of an older token for earlier windows are accepted.
+  of a file held; a compacted file that does not account for what it would supersede (runs, row counts, and the rows
+  themselves, every column, compared with the local files it would supersede: ``compacted_content``); a *stale*
+  segment: token T for window start w of camera c is stale when the receiver holds a segment of c with token T' > T
+  whose window starts at or before w (a newer leadership had begun by w). Segments of an older token for earlier
+  windows are accepted.
 """
 
 from __future__ import annotations
@@ -38,11 +44,13 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
@@ -50,9 +58,12 @@ from cluster.errors import EdgepairError, StorageError
 from storage import replmeta
 from storage.admission import (
     check_compacted_accounting,
+    check_compacted_content,
+    check_compactor,
     check_id,
     check_token,
     inspect_bytes,
+    row_counts_of,
     supersedes,
 )
 from storage.bounds import Refused
@@ -62,11 +73,14 @@ from storage.layout import REFUSED_DIR, segment_path, sig_path
 from storage.replclient import BATCH_FILES, RETRYABLE, PeerClient
 from storage.replserver import FlightService
 from storage.retention import expired
+from storage.schema import EVENT_SCHEMA
 from storage.segments import load_timezone, sha256_file, write_atomic
 from storage.signing import (
+    ForeignSigner,
     MissingSignature,
     UnverifiableSignature,
     check_signature,
+    outside_pair,
     read_sig,
     sign_own_unsigned,
     write_signed,
@@ -82,6 +96,7 @@ __all__ = ["BATCH_FILES", "REFUSED_DIR", "STATUS_NAME", "PeerStatus", "Refused",
 STATUS_NAME = "replication.json"
 _Server = FlightService  # the name tests patch
 _CORRUPT = frozenset({"checksum", "unreadable", "store"})
+_READ_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="repl-read")
 
 
 @dataclass
@@ -98,6 +113,8 @@ class PeerStatus:
     corrupt: int = 0
     last_error: str | None = None
     last_sync: float | None = None
+    errors: int = 0
+    """Failed replication rounds (the peer unreachable, a malformed answer, a bug): each logged, then a back-off."""
     push_lags: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
@@ -105,7 +122,11 @@ class Replicator:
     """Serves this node's files over Flight and keeps its peer's copy in step. ``start``/``stop``/``status``.
 
     ``identity`` (this node's :class:`cluster.pki.Identity`): mutual TLS, signed calls, signed files required;
-    None is the plain-text opt-out. ``max_token``: etcd's current revision (None: unknown, not checked).
+    None is the plain-text opt-out. ``max_token``: etcd's current revision (None: unknown, not checked). ``nodes``:
+    the store's configured workstations (``cluster.nodes`` names, this node's among them): only they may call this
+    node's Flight service, sign or produce a file it takes, and only the first of them in sorted order (the pair's
+    compactor) may sign a compacted file; the peer must prove it is the other one of them (:mod:`storage.flightauth`
+    ``whoami``). None: any node certificate of the store CA counts (tests; a node always passes its pair).
     """
 
     def __init__(
@@ -123,11 +144,17 @@ class Replicator:
         clock: Callable[[], float] = time.time,
         identity: Identity | None = None,
         max_token: Callable[[], int | None] | None = None,
+        nodes: Collection[str] | None = None,
     ) -> None:
         if identity is not None and (identity.store_id != store_id or identity.name != node):
             raise StorageError(
                 f"identity {identity.name} of store {identity.store_id} cannot replicate as node {node} of {store_id}"
             )
+        if nodes is not None and node not in nodes:
+            raise StorageError(f"node {node} is not one of the store's workstations {sorted(nodes)}")
+        self.nodes: frozenset[str] | None = frozenset(nodes) if nodes is not None else None
+        others = sorted(self.nodes - {node}) if self.nodes is not None else []
+        self.peer_node: str | None = others[0] if len(others) == 1 else None
         self.data_dir = Path(data_dir)
         self.store_id = store_id
         self.node = node
@@ -141,7 +168,7 @@ class Replicator:
         self.anti_entropy_s = anti_entropy_s
         self.clock = clock
         self.client = PeerClient(self, call_timeout_s)
-        self._catalog = Catalog(self.data_dir, node=node, verifier=self.verifier)
+        self._catalog = Catalog(self.data_dir, node=node, verifier=self.verifier, nodes=self.nodes)
         self._lock = threading.RLock()
         self._scan_lock = threading.Lock()
         self._state = CatalogState()
@@ -318,13 +345,19 @@ class Replicator:
             return False
         entry = inspect_bytes(data, segment_id, sha256, self.store_id)
         check_token(entry, self.max_token() if self.max_token is not None else None)
+        outside = outside_pair([entry.node, *(r.node for r in entry.runs)], self.nodes)
+        if outside:
+            raise Refused("foreign_node", f"{segment_id}: produced by {', '.join(outside)}, not a workstation of the"
+                          f" pair ({', '.join(sorted(self.nodes or ()))})")  # fmt: skip
         if self.verifier is not None:
             try:
-                check_signature(self.verifier, sig, segment_id, sha256, entry.node)
+                self._check_sig(sig, segment_id, sha256, entry)
             except MissingSignature as exc:
                 raise Refused("unsigned", str(exc)) from None
             except UnverifiableSignature as exc:
                 raise Refused("signer_unknown", str(exc)) from None
+            except ForeignSigner as exc:
+                raise Refused("foreign_node", str(exc)) from None
             except StorageError as exc:
                 raise Refused("signature", str(exc)) from None
         if held is not None:
@@ -347,6 +380,11 @@ class Replicator:
         log.debug("node %s: camera %s: stored %s from %s", self.node, entry.camera_id, segment_id, source)
         return True
 
+    def _check_sig(self, sig: bytes | None, segment_id: str, sha256: str, entry: CatalogEntry) -> str:
+        assert self.verifier is not None
+        runs = [r.node for r in entry.runs]
+        return check_signature(self.verifier, sig, segment_id, sha256, entry.node, allowed=self.nodes, producers=runs)
+
     def _already_there(self, entry: CatalogEntry, path: Path) -> bool:
         """A file of this name is on disk but not (yet) in the state: the same bytes are a no-op, others refused."""
         try:
@@ -364,7 +402,7 @@ class Replicator:
         try:
             doc = read_sig(self.data_dir / entry.relpath)
             if self.verifier is not None:
-                check_signature(self.verifier, doc, entry.segment_id, entry.sha256, entry.node)
+                self._check_sig(doc, entry.segment_id, entry.sha256, entry)
         except StorageError:
             return False
         return doc is not None
@@ -381,11 +419,23 @@ class Replicator:
         if newer is not None:
             msg = f"{e.segment_id}: stale token {e.token}: token {newer[0]} already wrote from {newer[1]}"
             raise Refused("stale", msg, keep=True)
-        check_compacted_accounting(e, data, targets, self._local_counts)
+        check_compactor(e, self.nodes)
+        if not targets:
+            return
+        local = self._read_local(targets)
+        check_compacted_accounting(e, data, targets, lambda t: row_counts_of(local[t.segment_id]))
+        check_compacted_content(e, data, list(local.values()))
 
-    def _local_counts(self, e: CatalogEntry) -> Counter[str]:
-        col = pq.read_table(self.data_dir / e.relpath, columns=["segment_id"]).column("segment_id")
-        return Counter(str(v) for v in col.to_pylist())
+    def _read_local(self, targets: list[CatalogEntry]) -> dict[str, pa.Table]:
+        """The rows of the local files a received compacted file would supersede (read in parallel)."""
+        try:
+            tables = list(_READ_POOL.map(self._read_one, targets))
+        except (OSError, pa.ArrowException) as exc:  # a local file gone or unreadable: decide at the next pull
+            raise Refused("unreadable", f"local files to compare with cannot be read: {exc}") from None
+        return {t.segment_id: table for t, table in zip(targets, tables, strict=True)}
+
+    def _read_one(self, e: CatalogEntry) -> pa.Table:
+        return pq.read_table(self.data_dir / e.relpath, schema=EVENT_SCHEMA)
 
     def adopt_sig(self, segment_id: str, sig: bytes) -> bool:
         """Store the peer's signature of a file held unsigned here; True if it was good and is now held."""
@@ -401,9 +451,12 @@ class Replicator:
         if self.verifier is None:
             return False
         try:
-            check_signature(self.verifier, sig, held.segment_id, held.sha256, held.node)
+            self._check_sig(sig, held.segment_id, held.sha256, held)
         except (MissingSignature, UnverifiableSignature) as exc:
             log.warning("node %s: signature of %s from the peer not taken: %s", self.node, held.segment_id, exc)
+            return False
+        except ForeignSigner as exc:
+            self.count_refusal("foreign_node", str(exc), "peer")
             return False
         except StorageError as exc:
             self.count_refusal("signature", str(exc), "peer")
@@ -452,6 +505,7 @@ class Replicator:
                     "corrupt": p.corrupt + self._catalog.corrupt_found,
                     "last_error": p.last_error,
                     "last_sync": p.last_sync,
+                    "errors": p.errors,
                 }
             },
         }

@@ -56,6 +56,6 @@ def sync_meta(client: flight.FlightClient, options: Any, data_dir: Path, store_i
         records = [DefinitionRecord.from_json(d) for d in meta.get("definitions") or []]
         if records:
             merge_definitions(data_dir, records)
-    except (StorageError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except (StorageError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         return f"dataset meta from the peer not taken: {exc}"
     return None

@@ -24,6 +24,13 @@ Rules:
   issued by a CA it trusts, e.g. while a new CA is being rolled out) is refused at the door as retryable and, held,
   counts as unsigned; a document of a known signer that does not verify, or that names another file, store or
   producer, is a bad signature.
+- The pair (``allowed``, the store's configured workstations): given it, a signature is good only when its signer and
+  every producer of the file (``edgepair.node`` and, for a compacted file, every run's node) are workstations of the
+  pair (:class:`ForeignSigner` otherwise). A certificate of the store CA that is not one of the pair (a replaced
+  workstation never revoked) is refused at the door for good and, held, is treated like an unverifiable signature:
+  left alone, reported, never compacted into a new signed file.
+- Nesting: a document nested too deep for the JSON parser (thousands of ``[``) is no crash's doing (a torn document
+  is a prefix of a good one): it is a *bad* signature at the door, and not well formed (missing) on disk.
 - The signer reaches the Ray camera actors as plain data (:class:`SignerRef`: the certificate folder and the node
   name); each actor loads its key itself, so no key material is pickled.
 """
@@ -60,14 +67,37 @@ class UnverifiableSignature(StorageError):
     """A well-formed signature whose signer's certificate this node cannot check (yet): not proof of forgery."""
 
 
+class ForeignSigner(StorageError):
+    """A valid signature, but its signer or a producer of the file is not a workstation of the pair (module rules)."""
+
+
+class NestedSignature(StorageError):
+    """A signature document nested too deep for the JSON parser: garbage, not a torn document."""
+
+
+def _loads(doc: bytes) -> object:
+    """``json.loads`` of a signature document; :class:`NestedSignature` for a nesting the parser cannot take."""
+    try:
+        return json.loads(doc)
+    except RecursionError:
+        raise NestedSignature("signature document nested too deep for the JSON parser") from None
+
+
+def outside_pair(producers: Iterable[str], allowed: Collection[str] | None) -> list[str]:
+    """The names of ``producers`` that are not workstations of the pair ``allowed`` (None: no pair known), sorted."""
+    if allowed is None:
+        return []
+    return sorted(set(producers) - set(allowed))
+
+
 def well_formed(doc: bytes | None) -> bool:
     """True if ``doc`` is a whole signature document (a JSON object with every field of
     :meth:`cluster.pki.Signer.sign`, strings or the integer version); False for none, empty, torn or garbage."""
     if not doc or len(doc) > MAX_SIG_BYTES:
         return False
     try:
-        d = json.loads(doc)
-    except (ValueError, UnicodeDecodeError):
+        d = _loads(doc)
+    except (ValueError, UnicodeDecodeError, NestedSignature):
         return False
     return isinstance(d, dict) and all(isinstance(d.get(k), str | int) for k in SIG_FIELDS)
 
@@ -110,12 +140,29 @@ def read_sig(path: Path) -> bytes | None:
     return doc
 
 
-def check_signature(verifier: Verifier, doc: bytes | None, file_id: str, sha256: str, producer: str) -> str:
+def check_signature(
+    verifier: Verifier,
+    doc: bytes | None,
+    file_id: str,
+    sha256: str,
+    producer: str,
+    *,
+    allowed: Collection[str] | None = None,
+    producers: Iterable[str] = (),
+) -> str:
     """The signer if ``doc`` is a good signature of the file (module rules); StorageError saying why not:
     :class:`MissingSignature` for none or a document that is not well formed, :class:`UnverifiableSignature` when its
-    signer's certificate cannot be checked here."""
+    signer's certificate cannot be checked here, :class:`ForeignSigner` when ``allowed`` (the pair) is given and the
+    signer, ``producer`` or one of ``producers`` (a compacted file's run nodes) is not in it."""
     from cluster.pki import PKIError
 
+    if doc:
+        try:
+            _loads(doc)
+        except NestedSignature as exc:
+            raise StorageError(f"bad signature of {file_id}: {exc}") from None
+        except ValueError:
+            pass
     if not well_formed(doc):
         raise MissingSignature(f"{file_id} is not signed" + (" (torn or malformed signature document)" if doc else ""))
     assert doc is not None
@@ -129,6 +176,12 @@ def check_signature(verifier: Verifier, doc: bytes | None, file_id: str, sha256:
         raise StorageError(f"bad signature of {file_id}: {exc}") from None
     if signer != producer:
         raise StorageError(f"{file_id} was produced by {producer} but signed by {signer}")
+    outside = outside_pair([signer, producer, *producers], allowed)
+    if outside:
+        raise ForeignSigner(
+            f"{file_id}: {', '.join(outside)} is not a workstation of this store's pair"
+            f" ({', '.join(sorted(allowed or ()))})"
+        )
     return signer
 
 

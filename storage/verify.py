@@ -4,12 +4,15 @@ Every data file under ``<data_dir>/events`` is hashed again and its footer read;
 must name that sha256 and, with a verifier, verify as the signature of the node that produced the file
 (:func:`storage.signing.check_signature`). Nothing is moved, written or cached: a file that fails is reported with its
 reason (the node's own scan quarantines it). Files in ``refused/`` and ``quarantine/`` are counted apart, not
-checked: they are not part of the dataset.
+checked: they are not part of the dataset. The signer of each file is reported (``signers``); given the store's
+workstations (``nodes``), a file signed or produced by another node is flagged (``foreign``) and fails the audit.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +21,7 @@ from cluster.errors import StorageError
 from storage.catalog import QUARANTINE_DIR, entry_from_file
 from storage.layout import EVENTS_DIR, PARQUET_SUFFIX, REFUSED_DIR, SIG_SUFFIX
 from storage.segments import is_temp_file, sha256_file
-from storage.signing import check_signature, read_sig
+from storage.signing import check_signature, outside_pair, read_sig
 
 if TYPE_CHECKING:
     from cluster.pki import Verifier
@@ -38,11 +41,15 @@ class VerifyReport:
     refused: int = 0
     quarantined: int = 0
     signatures_checked: bool = True
+    signers: dict[str, str] = field(default_factory=dict)
+    """path -> the node whose signature verified (or the signer its document names, without a verifier)."""
+    foreign: list[str] = field(default_factory=list)
+    """Files signed or produced by a node outside ``nodes`` (the store's workstations)."""
 
     @property
     def passed(self) -> bool:
         """True when every file held is intact and signed by its producer (unsigned files fail an audit too)."""
-        return not (self.unsigned or self.bad_signatures or self.checksum_failures)
+        return not (self.unsigned or self.bad_signatures or self.checksum_failures or self.foreign)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -57,17 +64,22 @@ class VerifyReport:
             "refused": self.refused,
             "quarantined": self.quarantined,
             "signatures_checked": self.signatures_checked,
+            "signers": self.signers,
+            "foreign": self.foreign,
         }
 
     def summary(self) -> str:
         """One line for a terminal, then one line per file that failed."""
         head = (
             f"{'PASSED' if self.passed else 'FAILED'}: {self.files} files, {self.ok} ok, {len(self.unsigned)} unsigned,"
-            f" {len(self.bad_signatures)} bad signatures, {len(self.checksum_failures)} checksum failures"
+            f" {len(self.bad_signatures)} bad signatures, {len(self.checksum_failures)} checksum failures,"
+            f" {len(self.foreign)} of nodes outside the pair"
             f" ({self.refused} refused, {self.quarantined} quarantined kept apart)"
         )
         if not self.signatures_checked:
             head += "; signatures NOT checked (no CA given: pass --config)"
+        by = Counter(self.signers.values())
+        head += "; signed by " + (", ".join(f"{n} ({k})" for n, k in sorted(by.items())) or "no one")
         return "\n".join([head, *(f"  {rel}: {why}" for rel, why in sorted(self.problems.items()))])
 
 
@@ -75,8 +87,9 @@ def _count(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if p.is_file() and SIG_SUFFIX not in p.name) if folder.is_dir() else 0
 
 
-def verify_data_dir(data_dir: Path, verifier: Verifier | None) -> VerifyReport:
-    """Check every file held under ``data_dir`` (module rules). Read only; ``verifier`` None checks checksums only."""
+def verify_data_dir(data_dir: Path, verifier: Verifier | None, nodes: Collection[str] | None = None) -> VerifyReport:
+    """Check every file held under ``data_dir`` (module rules). Read only; ``verifier`` None checks checksums only;
+    ``nodes``: the store's workstations (None: any node of the store CA)."""
     data_dir = Path(data_dir)
     report = VerifyReport(signatures_checked=verifier is not None)
     report.refused = _count(data_dir / REFUSED_DIR)
@@ -109,19 +122,26 @@ def verify_data_dir(data_dir: Path, verifier: Verifier | None) -> VerifyReport:
             continue
         try:
             signed = json.loads(doc)
-            signed_id, signed_sha = signed.get("id"), signed.get("sha256")
-        except (ValueError, AttributeError):
+            signed_id, signed_sha, signer = signed.get("id"), signed.get("sha256"), str(signed.get("signer"))
+        except (ValueError, AttributeError, RecursionError):
             signed_id = signed_sha = None
+            signer = "?"
         if signed_id == entry.segment_id and signed_sha != sha:
             report.checksum_failures.append(rel)
             report.problems[rel] = f"sha256 {sha[:12]} is not the signed {str(signed_sha)[:12]}: altered after signing"
             continue
         if verifier is not None:
             try:
-                check_signature(verifier, doc, entry.segment_id, sha, entry.node)
+                signer = check_signature(verifier, doc, entry.segment_id, sha, entry.node)
             except StorageError as exc:
                 report.bad_signatures.append(rel)
                 report.problems[rel] = str(exc)
                 continue
+        report.signers[rel] = signer
+        outside = outside_pair([signer, entry.node, *(r.node for r in entry.runs)], nodes)
+        if outside:
+            report.foreign.append(rel)
+            report.problems[rel] = f"signed by {signer}; {', '.join(outside)} not a workstation of the store"
+            continue
         report.ok += 1
     return report

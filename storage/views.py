@@ -34,22 +34,45 @@ The file glob is expanded again by every query, so segments written after the vi
 views created while there was no segment at all stay empty until :func:`create_views` runs again (it is cheap, or
 open a fresh connection). DuckDB's ICU extension (``AT TIME ZONE``) is statically linked in
 the duckdb wheel, so nothing is downloaded; extension auto-install is switched off so that nothing ever tries.
+
+Read only: the views never write or move anything in the data dir. :func:`scan_readonly` takes the snapshot without
+:class:`storage.catalog.Catalog` (whose scan saves ``catalog/index.json`` and quarantines corrupt files): it reads
+the node's index if there is one, reads the footers of files not in it in memory (no hashing), and leaves out, with
+one warning line each, a file whose footer cannot be read, that is impossible (:mod:`storage.bounds`) or whose name
+is not valid UTF-8. When a file was left out, the views read the snapshot's list of files instead of the glob (the
+glob would match the bad file and break every query), so files written later are seen only by a fresh connection.
+:func:`open_dataset` locks the connection once the views exist (:mod:`storage.sandbox`) and :func:`run_query` runs
+exactly one read-only statement.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from cluster.errors import QueryError
-from storage.catalog import COMPACT_MARK, Catalog, CatalogState, credit_pieces
+from cluster.errors import QueryError, StorageError
+from storage.bounds import check_entry
+from storage.catalog import (
+    CATALOG_DIR,
+    COMPACT_MARK,
+    INDEX_NAME,
+    CatalogEntry,
+    CatalogState,
+    compute_superseded,
+    credit_pieces,
+    entry_from_file,
+)
 from storage.localtime import cov_slots_sql, local_ts_sql, slots_sql
+from storage.sandbox import check_statement, lock_down, one_line, query_error
 from storage.schema import EVENT_SCHEMA, SegmentMeta
-from storage.segments import EVENTS_DIR, load_timezone
+from storage.segments import EVENTS_DIR, is_temp_file, load_timezone
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +121,10 @@ def _has_segments(data_dir: Path) -> bool:
     return root.is_dir() and next(root.glob("store=*/date=*/camera=*/*.parquet"), None) is not None
 
 
-def _segments_raw_sql(data_dir: Path) -> str:
-    if _has_segments(data_dir):
+def _segments_raw_sql(source: str | None) -> str:
+    if source is not None:
         return (
-            f"SELECT * FROM read_parquet({_literal(segment_glob(data_dir))}, hive_partitioning = true,"
+            f"SELECT * FROM read_parquet({source}, hive_partitioning = true,"
             f" hive_types = {_HIVE_TYPES}, filename = true)"
         )
     # No file yet: the same columns, zero rows (read_parquet raises on a glob that matches nothing).
@@ -111,16 +134,13 @@ def _segments_raw_sql(data_dir: Path) -> str:
     return f"SELECT {', '.join(cols)} WHERE false"
 
 
-def _segment_meta_sql(data_dir: Path, tz: str) -> str:
+def _segment_meta_sql(source: str | None, tz: str) -> str:
     names = list(SegmentMeta.__dataclass_fields__)
-    if _has_segments(data_dir):
+    if source is not None:
         picks = ", ".join(
             f"max(decode(value)) FILTER (WHERE decode(key) = 'edgepair.{name}') AS {name}" for name in names
         )
-        source = (
-            f"SELECT file_name AS filename, {picks} FROM parquet_kv_metadata({_literal(segment_glob(data_dir))})"
-            " GROUP BY file_name"
-        )
+        source = f"SELECT file_name AS filename, {picks} FROM parquet_kv_metadata({source}) GROUP BY file_name"
     else:
         source = "SELECT CAST(NULL AS VARCHAR) AS filename, " + ", ".join(
             f"CAST(NULL AS VARCHAR) AS {name}" for name in names
@@ -162,6 +182,84 @@ def _local_range(state: CatalogState) -> tuple[float, float]:
     starts = [e.window_start for e in state.entries.values()]
     ends = [e.window_end for e in state.entries.values()]
     return min([now, *starts]) - _LOCAL_PAST_S, max([now, *ends]) + _LOCAL_AHEAD_S
+
+
+@dataclass
+class Snapshot:
+    """A read-only scan: the catalog state and the files left out of it (relative paths, shown safely)."""
+
+    state: CatalogState
+    left_out: list[str] = field(default_factory=list)
+
+    def source(self, data_dir: Path) -> str | None:
+        """The ``read_parquet`` argument of the views: the glob, or the snapshot's files if one was left out;
+        None when there is no file to read."""
+        if not self.left_out:
+            return _literal(segment_glob(data_dir)) if _has_segments(data_dir) else None
+        root = Path(data_dir).resolve()
+        files = sorted(str(root / e.relpath) for e in self.state.entries.values())
+        return "[" + ", ".join(_literal(f) for f in files) + "]" if files else None
+
+
+def _shown(path: Path) -> str:
+    """A path as text that can always be printed (undecodable bytes as ``\\xff``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _read_index(data_dir: Path) -> dict[str, tuple[int, int, CatalogEntry]]:
+    """The node's catalog index (relpath -> size, mtime_ns, entry), read only; empty if absent or unreadable."""
+    path = Path(data_dir) / CATALOG_DIR / INDEX_NAME
+    try:
+        raw = json.loads(path.read_bytes())
+        return {str(rel): (int(v[0]), int(v[1]), CatalogEntry.from_json(v[2])) for rel, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        log.warning("catalog index %s unreadable (%s): reading the segment footers instead", _shown(path), exc)
+        return {}
+
+
+def scan_readonly(data_dir: Path) -> Snapshot:
+    """The catalog state of ``data_dir`` without writing anything there (module docstring, "Read only")."""
+    data_dir = Path(data_dir)
+    root = data_dir / EVENTS_DIR
+    cache = _read_index(data_dir)
+    entries: dict[str, CatalogEntry] = {}
+    left_out: list[str] = []
+
+    def leave_out(path: Path, reason: str) -> None:
+        left_out.append(_shown(path.relative_to(data_dir)))
+        log.warning("segment %s in %s left out of the views: %s", left_out[-1], _shown(data_dir), reason)
+
+    names = sorted(root.glob("store=*/date=*/camera=*/*.parquet")) if root.is_dir() else []
+    for path in names:
+        if is_temp_file(path):
+            continue
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            leave_out(path, "its name is not valid UTF-8; rename or remove it")
+            continue
+        rel = str(path.relative_to(data_dir))
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # removed since the listing (compaction, retention)
+        except OSError as exc:
+            leave_out(path, f"cannot read it: {exc}")
+            continue
+        cached = cache.get(rel)
+        try:
+            if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                entry = cached[2]
+            else:
+                entry = entry_from_file(path, data_dir, sha256="-", strict=True)
+            check_entry(entry)
+        except (StorageError, OSError, pa.ArrowException, ValueError) as exc:
+            leave_out(path, str(exc))
+            continue
+        entries[entry.segment_id] = entry
+    return Snapshot(CatalogState(entries, compute_superseded(entries)), left_out)
 
 
 def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: CatalogState) -> int:
@@ -222,17 +320,20 @@ def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: Cata
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) -> None:
-    """(Re)create every view of :data:`VIEW_NAMES` on ``con`` for the segments under ``data_dir``. Cheap."""
+    """(Re)create every view of :data:`VIEW_NAMES` on ``con`` for the segments under ``data_dir``. Cheap; writes
+    nothing in ``data_dir`` (:func:`scan_readonly`)."""
     load_timezone(timezone)  # ConfigError with a fix if the name is unknown
     tz = _literal(timezone)
-    state = Catalog(data_dir).scan()
+    snap = scan_readonly(data_dir)
+    state = snap.state
+    source = snap.source(data_dir)
     n_lost = _snapshot_tables(con, data_dir, state)
     lo, hi = _local_range(state)
 
     def local(col: str) -> str:
         return local_ts_sql(col, timezone, lo, hi)
 
-    con.execute(f"CREATE OR REPLACE VIEW segments_raw AS {_segments_raw_sql(data_dir)}")
+    con.execute(f"CREATE OR REPLACE VIEW segments_raw AS {_segments_raw_sql(source)}")
     schema_cols = ", ".join(f.name for f in EVENT_SCHEMA if f.name not in ("store_id", "camera_id", "ts"))
     # Lost pieces are a snapshot: with none, no row can be outranked, so the per-row join is left out.
     lost_join = (
@@ -287,7 +388,7 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) 
         FROM visits
         GROUP BY ALL
     """)
-    con.execute(f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(data_dir, tz)}")
+    con.execute(f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(source, tz)}")
     con.execute(f"""
         CREATE OR REPLACE VIEW windows AS
         SELECT camera_id, window_start, window_end, node, token, frames, credited, credited_s, segment_id
@@ -307,11 +408,16 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) 
     log.debug("created views %s over %s (time zone %s)", ", ".join(VIEW_NAMES), data_dir, timezone)
 
 
-def open_dataset(data_dir: Path, timezone: str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def open_dataset(
+    data_dir: Path, timezone: str, database: str = ":memory:", *, locked: bool = True
+) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB connection with the views of :data:`VIEW_NAMES` over ``data_dir``.
 
     Works with no segment yet (the views return zero rows with the right columns). The session time zone is set to
     ``timezone`` so that ``TIMESTAMPTZ`` values print in store time. Extension auto-install is off (offline site).
+    ``locked`` (the default): once the views exist the connection may read only the segments under
+    ``data_dir/events``, and no setting can change any more (:func:`storage.sandbox.lock_down`); the views can
+    still be re-created with :func:`create_views`. Nothing is written in ``data_dir``.
     Raises QueryError if DuckDB fails (for example a corrupt segment), ConfigError for an unknown time zone.
     """
     load_timezone(timezone)
@@ -324,30 +430,36 @@ def open_dataset(data_dir: Path, timezone: str, database: str = ":memory:") -> d
         con.execute("LOAD icu")  # statically linked in the wheel; fails fast (no download) if a build lacks it
         con.execute(f"SET TimeZone = {_literal(timezone)}")
         create_views(con, data_dir, timezone)
+        if locked:
+            lock_down(con, data_dir)
     except duckdb.Error as exc:
         con.close()
         raise QueryError(
-            f"cannot create the views over {Path(data_dir) / EVENTS_DIR}: {exc}; if a segment is corrupt,"
+            f"cannot create the views over {Path(data_dir) / EVENTS_DIR}: {one_line(exc)}; if a segment is corrupt,"
             " move it out of the data folder"
         ) from exc
     return con
 
 
-def run_query(data_dir: Path, timezone: str, sql: str) -> pa.Table:
-    """Run ``sql`` on a fresh connection over ``data_dir`` and return the result as an Arrow table.
+def _help() -> str:
+    return f"views: {', '.join(VIEW_NAMES)}; run 'SHOW TABLES' to list them, 'DESCRIBE events' for columns"
 
-    DuckDB errors are raised as QueryError with DuckDB's message and the list of views. A statement without a
-    result (``SET``, ``CREATE``) gives DuckDB's status table.
+
+def run_query(data_dir: Path, timezone: str, sql: str) -> pa.Table:
+    """Run ``sql`` (exactly one read-only statement) on a fresh locked connection over ``data_dir``; return the
+    result as an Arrow table.
+
+    Anything else (two statements, ``COPY``, ``SET``, ``ATTACH``, ``INSTALL``/``LOAD``, reading a file outside the
+    views) is refused before or while it runs (:mod:`storage.sandbox`); every error is a QueryError of one line,
+    and DuckDB errors name the views. Nothing is written in ``data_dir``.
     """
+    check_statement(sql, _help())
     con = open_dataset(data_dir, timezone)
     try:
         relation = con.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.Error as exc:
-        raise QueryError(
-            f"query failed: {str(exc).strip()} (views: {', '.join(VIEW_NAMES)}; run 'SHOW TABLES' to list them,"
-            " 'DESCRIBE events' for columns)"
-        ) from exc
+        raise query_error(exc, _help()) from None
     finally:
         con.close()
 

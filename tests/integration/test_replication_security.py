@@ -61,7 +61,7 @@ class SecurePair:
         peer = "ws-b" if node == "ws-a" else "ws-a"
         r = Replicator(
             self.tmp / node, "s1", node, f"grpc://127.0.0.1:{self.ports[peer]}", port=self.ports[node],
-            anti_entropy_s=0.5, identity=self.pki.identity(node), **kw,
+            anti_entropy_s=0.5, identity=self.pki.identity(node), **{"nodes": ("ws-a", "ws-b"), **kw},
         )  # fmt: skip
         r.start()
         self.reps[node] = r
@@ -72,10 +72,13 @@ class SecurePair:
 
 
 def snapshot(data: Path) -> dict[str, str]:
+    """sha256 of every file of the data dir and of its parent (the other node's dir, the pki, ...), but the node's own
+    cache and status (``catalog/``) and what it keeps of refused files (``refused/``, checked apart)."""
+    root = data.parent
     return {
-        str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((data / "events").rglob("*"))
-        if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not {"catalog", "refused", "quarantine"} & set(p.relative_to(root).parts)
     }
 
 
@@ -114,9 +117,17 @@ def catalog(client: flight.FlightClient) -> dict[str, str]:
     return json.loads(next(iter(client.do_action(flight.Action("catalog", b"")))).body.to_pybytes())
 
 
+HANDSHAKE_FAILED = r"(?i)handshake|ssl|tls|certificate|socket closed|connection reset|failed to connect"
+
+
 def push(client: flight.FlightClient, sid: str, data: bytes, sig: bytes | None, sha: str | None = None) -> None:
+    _push_opts(client, sid, data, sig, flight.FlightCallOptions(), sha)
+
+
+def _push_opts(client: flight.FlightClient, sid: str, data: bytes, sig: bytes | None, opts: flight.FlightCallOptions,
+               sha: str | None = None) -> None:  # fmt: skip
     parts = [sid.encode(), (sha or hashlib.sha256(data).hexdigest()).encode(), *([sig] if sig else [])]
-    writer, _ = client.do_put(flight.FlightDescriptor.for_path(*parts), CHUNK_SCHEMA)
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path(*parts), CHUNK_SCHEMA, options=opts)
     for i in range(0, max(1, len(data)), 1 << 20):
         writer.write_batch(pa.record_batch([pa.array([data[i : i + (1 << 20)]], pa.binary())], CHUNK_SCHEMA))
     writer.close()
@@ -165,29 +176,38 @@ def test_outsiders_are_refused_and_the_node_keeps_serving(
     before, kpi_before = snapshot(data_b), kpis(data_b)
     opts = flight.FlightCallOptions(timeout=5)
     # no certificate at all, plain text and TLS: the handshake fails, no call is made
+    sid0 = sorted(b.live_catalog())[0]
+    calls = [
+        lambda c: list(c.do_action(flight.Action("catalog", b""), options=opts)),
+        lambda c: c.do_get(flight.Ticket(sid0.encode()), options=opts).read_all(),
+        lambda c: _push_opts(c, sid0, b"x", None, opts),
+    ]
     for client in (
         flight.FlightClient(f"grpc://127.0.0.1:{secure.ports['ws-b']}"),
         flight.FlightClient(secure.url("ws-b"), tls_root_certs=(secure.pki.path / "ca.crt").read_bytes()),
         tls_client(secure, "ws-a", [], other_pki.path),  # a certificate of another CA (same store and node names)
     ):
-        with pytest.raises(flight.FlightError):
-            list(client.do_action(flight.Action("catalog", b""), options=opts))
+        for call in calls:
+            t0 = time.monotonic()
+            with pytest.raises(flight.FlightUnavailableError, match=HANDSHAKE_FAILED):
+                call(client)
+            assert time.monotonic() - t0 < 4.0  # a failed handshake, not the call's timeout
         client.close()
+    assert b.refusal_counts() == {}  # no call reached the service
     # the witness's certificate passes TLS, but it is not a node: no header, its own header, a node's forged header
     attempts = [
         ([], "without headers"),
         ([_Headers(forged_headers(secure.pki, WITNESS, WITNESS, WITNESS))], "as itself"),
         ([_Headers(forged_headers(secure.pki, "ws-a", WITNESS, "ws-a"))], "with ws-a's certificate, forged"),
     ]
-    for middleware, what in attempts:
+    for middleware, _what in attempts:
         client = tls_client(secure, WITNESS, middleware)
         with pytest.raises(flight.FlightUnauthenticatedError):
             list(client.do_action(flight.Action("catalog", b""), options=opts))
         with pytest.raises(flight.FlightUnauthenticatedError):
             client.do_get(flight.Ticket(sorted(b.live_catalog())[0].encode()), options=opts).read_all()
         client.close()
-        assert what
-    assert b.refusal_counts()["auth"] == 6
+    assert b.refusal_counts()["auth"] == 2 * len(attempts)
     # a node's certificate is accepted only with its own key's signature
     client = tls_client(secure, "ws-a", [_Headers(forged_headers(secure.pki, "ws-a", "ws-b", "ws-a"))])
     with pytest.raises(flight.FlightUnauthenticatedError):
@@ -220,7 +240,7 @@ def _segment(scratch: Path, pki: StorePKI | None, i: int, *, token: int = 5, k: 
     return sid, _to_parquet_bytes(table)
 
 
-def _forged_compacted(secure: SecurePair) -> tuple[str, bytes]:
+def _forged_compacted(secure: SecurePair, node: str = "ws-a") -> tuple[str, bytes]:
     """An hour file claiming ws-a's windows 0..N under token 5, with ten times the events of the real segments."""
     ws0 = DEFAULT_BASE
     sources = [(f"cam-1.{round((ws0 + i) * 1000)}.ws-a.5", i) for i in range(N)]
@@ -231,7 +251,7 @@ def _forged_compacted(secure: SecurePair) -> tuple[str, bytes]:
         rows.append(t)
     table = pa.concat_tables(rows)
     cid = f"cam-1.{round(ws0 * 1000)}.hour~{'ab' * 8}"
-    meta = SegmentMeta(cid, "s1", "cam-1", ws0, ws0 + N, 10 * N, "ws-b", 5, table.num_rows, "compacted", "compacted",
+    meta = SegmentMeta(cid, "s1", "cam-1", ws0, ws0 + N, 10 * N, node, 5, table.num_rows, "compacted", "compacted",
                        TZ)  # fmt: skip
     table = with_segment_meta(table, meta)
     table = table.replace_schema_metadata(
@@ -254,6 +274,7 @@ def test_a_node_pushing_impossible_files_is_refused_each_time(
     sid_future_schema, future_schema = _segment(scratch, secure.pki, 101, schema_version="2")
     sid_token, from_future = _segment(scratch, secure.pki, 102, token=10**15)
     cid, forged = _forged_compacted(secure)
+    cid_b, forged_b = _forged_compacted(secure, node="ws-b")
     sid_ok, fine = _segment(scratch, secure.pki, 103)
     attacks: list[tuple[str, str, bytes, bytes | None]] = [
         ("bad_id", "../../../../escape.0.ws-a.5", fine, _signed(secure.pki, sid_ok, fine)),
@@ -264,17 +285,19 @@ def test_a_node_pushing_impossible_files_is_refused_each_time(
         ("token_future", sid_token, from_future, _signed(secure.pki, sid_token, from_future)),
         ("unsigned", sid_ok, fine, None),
         ("signature", sid_ok, fine, _signed(secure.pki, sid_ok, fine, node="ws-b")),  # ws-b signs ws-a's data
-        ("compacted_accounting", cid, forged, _signed(secure.pki, cid, forged, node="ws-b")),
+        ("compacted_accounting", cid, forged, _signed(secure.pki, cid, forged)),
+        ("compactor", cid_b, forged_b, _signed(secure.pki, cid_b, forged_b, node="ws-b")),  # ws-b never compacts
     ]
     for reason, sid, data, sig in attacks:
         with pytest.raises(flight.FlightServerError, match="refused"):
             push(client, sid, data, sig)
         assert b.refusal_counts().get(reason) == 1 + (reason == "bad_id" and sid.startswith("../camera")), reason
+        assert not list(secure.tmp.parent.rglob("escape.0.ws-a.5*")), sid
     monkeypatch.setattr(replserver, "MAX_UPLOAD_BYTES", 1 << 20)
     with pytest.raises(flight.FlightServerError, match=r"too_large|passed"):
         push(client, sid_ok, b"x" * (3 << 20), None)
     assert b.refusal_counts()["too_large"] == 1
-    assert not (secure.tmp.parent / "escape.0.ws-a.5.parquet").exists()
+    assert not list(secure.tmp.parent.rglob("escape*"))  # nowhere: not in data_dir/, not above it
     assert snapshot(data_b) == before and kpis(data_b) == kpi_before
     assert sorted(p.name.split(".")[-2] for p in (data_b / "refused").glob("*.parquet")) == sorted(
         [hashlib.sha256(overwrite).hexdigest()[:12], hashlib.sha256(forged).hexdigest()[:12]]

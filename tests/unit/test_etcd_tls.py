@@ -1,15 +1,16 @@
 """TLS and auth refusals in words: each gRPC failure, as measured against etcd 3.4.23, gets a sentence naming the
-endpoint and the fix; failures that are not TLS or auth (a member down, a timeout) get none."""
+endpoint and the fix; failures that are not TLS or auth (a member down, a timeout) get none. That ``explain`` finds
+the gRPC error inside pyetcd's own exceptions is tested against a real member in
+tests/integration/test_etcd_security.py (test_pyetcds_own_exceptions_carry_the_grpc_refusal_that_explain_words)."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
-from pyetcd.exceptions import ConnectionFailedError
 
 from cluster.pki import CertDir, Identity
 from failover.etcd_auth import prefix_range_end, store_prefix
-from failover.etcd_tls import describe, explain
+from failover.etcd_tls import explain
 
 EP = "https://127.0.0.1:2379"
 
@@ -72,19 +73,6 @@ def test_explain(ws_a: Identity, tls: bool, code: grpc.StatusCode, details: str,
     else:
         assert said is not None and said.startswith(expected), said
         assert "security." in said or "enable_auth" in said, "every sentence says what to fix"
-
-
-def test_explain_sees_through_pyetcds_own_exceptions(ws_a: Identity) -> None:
-    """pyetcd re-raises UNAVAILABLE as ConnectionFailedError (details dropped); the gRPC error is its context."""
-    try:
-        try:
-            raise FakeRpcError(U, UNTRUSTED_CLIENT)
-        except grpc.RpcError:
-            raise ConnectionFailedError() from None
-    except ConnectionFailedError as exc:
-        exc.__context__ = FakeRpcError(U, UNTRUSTED_CLIENT)
-        assert (explain(exc, EP, ws_a) or "").startswith("certificate not trusted by etcd at")
-        assert describe(exc).startswith("UNAVAILABLE failed to connect")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from storage.analytics import (
     DEFINITIONS_FILE,
     STORE_FILE,
     connect_store,
+    ensure_store_file,
     load_definitions,
     merge_stores,
     open_analytics,
@@ -232,6 +233,8 @@ def test_record_definition_appends_only_on_change(tmp_path: Path) -> None:
 
 def test_store_file_refuses_another_time_zone(dataset: Path) -> None:
     connect_store(dataset, V2).close()
+    assert not (dataset / STORE_FILE).exists()  # the analyst's tools never write the data dir: the node does
+    ensure_store_file(dataset, V2)
     assert json.loads((dataset / STORE_FILE).read_text())["timezone"] == TZ
     with pytest.raises(ConfigError, match="one store in one time zone"):
         connect_store(dataset, StoreSetup("s1", "Europe/Paris", LINES, ZONES, bounce_s=45.0, opening_hours=OPEN))
@@ -254,14 +257,15 @@ def test_analytics_file_is_live_and_session_zone_independent(dataset: Path, tmp_
 
 
 def test_merge_stores_per_store_time_zone(dataset: Path, tmp_path: Path) -> None:
-    connect_store(dataset, V2).close()
+    ensure_store_file(dataset, V2)  # as the node does when it first runs
     ny = tmp_path / "s2"
     setup2 = StoreSetup("s2", "America/New_York", (LineSpec("cam1", "door", "entrance"),), ())
     w = SegmentWriter(ny, "s2", "America/New_York", "ws-1")
     # 03:30 UTC on July 1st is 23:30 on June 30th in New York.
     w.write("cam1", utc(2026, 7, 1, 3), utc(2026, 7, 1, 4), [cross(utc(2026, 7, 1, 3, 30), 1, "door", "in")], frames=1,
             token=1, **V)  # fmt: skip
-    connect_store(ny, setup2).close()
+    ensure_store_file(ny, setup2)
+    record_definition(ny, setup2.definition())
     out = tmp_path / "hq"
     assert merge_stores([dataset, ny], out) == ["s1", "s2"]
     assert (out / "merged" / "events" / "store=s2" / "data.parquet").is_file()

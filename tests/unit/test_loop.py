@@ -334,3 +334,30 @@ def test_leader_pause_sleeps_without_watch() -> None:
     assert loop.leader is not None and not dcs.watch_leader(lambda: None)
     loop._pause(WAIT)  # the fake clock: moves it on
     assert w.clock.now == 1001.0
+
+
+class _Exploding(RecordingDCS):
+    """A DCS whose reads raise an unexpected exception (a KeyError from a malformed key, a bug) ``n`` times."""
+
+    def __init__(self, store: MemoryStore, n: int) -> None:
+        super().__init__(store)
+        self.left = n
+
+    def get_cluster(self):  # type: ignore[no-untyped-def]
+        if self.left > 0:
+            self.left -= 1
+            raise KeyError("cameras")
+        return super().get_cluster()
+
+
+def test_an_unexpected_exception_in_a_tick_never_ends_the_loop() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    dcs = _Exploding(store, n=3)
+    runner = Runner("ws-a", clock, [])
+    loop = HALoop(dcs, "ws-a", CAMS, 3, runner, clock=clock, ttl=TTL, loop_wait=WAIT)
+    loop.run(max_ticks=6)  # three ticks raise, three work: run() returns only after all six
+    assert loop.tick_errors == 3
+    assert dcs.left == 0
+    assert loop.leader is not None and loop.leader.name == "ws-a"
+    assert runner.running() == set(CAMS)

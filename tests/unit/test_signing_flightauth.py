@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.flight as flight
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cluster.pki import CertDir
 from storage.bounds import Refused
 from storage.flightauth import (
     H_CERT,
@@ -17,9 +21,14 @@ from storage.flightauth import (
     H_SIG,
     H_TIME,
     MAX_SKEW_S,
+    AuthMiddlewareFactory,
     CallAuthenticator,
     CallSigner,
+    NodeProver,
     call_message,
+    check_proof,
+    new_nonce,
+    server_kwargs,
     with_scheme,
 )
 from tests.pki_helpers import WITNESS, StorePKI, make_pki
@@ -112,3 +121,87 @@ def test_a_witness_cannot_make_call_headers(pki: StorePKI) -> None:
 )
 def test_the_scheme_follows_the_identity(url: str, tls: bool, want: str) -> None:
     assert with_scheme(url, tls) == want
+
+
+def test_a_certificate_must_be_valid_at_the_time_of_the_call(pki: StorePKI) -> None:
+    not_after = CertDir(pki.path).show()[1].not_after.timestamp()  # ws-a, issued now for 825 days
+    for t, ok in ((T, True), (not_after + 3600, False), (1_600_000_000.0, False)):
+        auth = CallAuthenticator(pki.identity("ws-b").connection_verifier(), clock=lambda t=t: t)
+        if ok:
+            assert auth.check(headers_of(pki, "ws-a", t)) == "ws-a"
+        else:
+            with pytest.raises(Refused, match="not valid now") as caught:
+                auth.check(headers_of(pki, "ws-a", t))
+            assert caught.value.reason == "auth"
+
+
+def test_only_the_pairs_workstations_may_call(pki: StorePKI) -> None:
+    CertDir(pki.path).issue("ws-c", "node", ["127.0.0.1"])
+    loose = CallAuthenticator(pki.identity("ws-b").connection_verifier(), clock=lambda: T)
+    strict = CallAuthenticator(pki.identity("ws-b").connection_verifier(), clock=lambda: T, nodes=("ws-a", "ws-b"))
+    assert loose.check(headers_of(pki, "ws-c")) == "ws-c"  # nodes None: any node certificate (today's behaviour)
+    assert strict.check(headers_of(pki, "ws-a")) == "ws-a"
+    with pytest.raises(Refused, match="ws-c is not a workstation of this store") as caught:
+        strict.check(headers_of(pki, "ws-c"))
+    assert caught.value.reason == "auth"
+
+
+def test_the_server_trusts_only_the_current_ca_for_calls(pki: StorePKI, other_pki: StorePKI) -> None:
+    """A retired CA verifies old data, never a live caller: server_kwargs builds its authenticator accordingly."""
+    shutil.copy(other_pki.path / "ca.crt", pki.path / "ca-retired.crt")
+    ident = pki.identity("ws-b")
+    assert ident.retired_ca is not None and len(ident.verifier().cas) == 2
+    kw = server_kwargs(ident, lambda reason, text: None, nodes=("ws-a", "ws-b"))
+    auth = kw["middleware"]["edgepair-auth"].auth
+    auth._clock = lambda: T
+    assert auth.check(headers_of(pki, "ws-a")) == "ws-a"
+    with pytest.raises(Refused, match="not issued by this store's CA"):
+        auth.check(headers_of(other_pki, "ws-a"))  # a certificate of the retired CA
+
+
+def test_an_unexpected_error_in_the_check_is_a_counted_refusal(pki: StorePKI) -> None:
+    auth = CallAuthenticator(pki.identity("ws-b").connection_verifier(), clock=lambda: T)
+    seen: list[tuple[str, str]] = []
+    factory = AuthMiddlewareFactory(auth, lambda reason, text: seen.append((reason, text)))
+
+    def boom(headers: object) -> str:
+        raise RecursionError("/srv/secret/path")
+
+    auth.check = boom  # type: ignore[method-assign]
+    with pytest.raises(flight.FlightUnauthenticatedError) as caught:
+        factory.start_call(None, headers_of(pki, "ws-a"))
+    assert "secret" not in str(caught.value)
+    assert seen == [("auth", "unexpected RecursionError checking the call headers")]
+
+
+@pytest.mark.parametrize(
+    ("expected", "tamper", "refusal"),
+    [
+        ("ws-b", None, None),
+        ("ws-a", None, "proves to be 'ws-b'"),
+        ("ws-b", "nonce", "does not verify"),
+        ("ws-b", "nested", "malformed"),
+        ("ws-b", "witness-cert", "role witness"),
+    ],
+)
+def test_the_server_proves_it_is_the_peer_node(pki: StorePKI, expected: str, tamper: str | None,
+                                               refusal: str | None) -> None:  # fmt: skip
+    nonce = new_nonce()
+    proof = NodeProver(pki.identity("ws-b")).prove(nonce)
+    if tamper == "nonce":
+        nonce = new_nonce()
+    elif tamper == "nested":
+        proof = b"[" * 8000
+    elif tamper == "witness-cert":
+        doc = json.loads(proof)
+        doc["cert"] = (pki.path / f"{WITNESS}.crt").read_text()
+        proof = json.dumps(doc).encode()
+    verifier = pki.identity("ws-a").verifier()
+    if refusal is None:
+        assert check_proof(verifier, proof, nonce, expected, ("ws-a", "ws-b"), T) == "ws-b"
+    else:
+        with pytest.raises(Refused, match=refusal) as caught:
+            check_proof(verifier, proof, nonce, expected, ("ws-a", "ws-b"), T)
+        assert caught.value.reason == "peer_identity"
+    with pytest.raises(Refused, match="not a workstation"):  # a node of the store CA outside the pair
+        check_proof(verifier, NodeProver(pki.identity("ws-b")).prove(nonce), nonce, "ws-b", ("ws-a", "ws-c"), T)

@@ -7,14 +7,18 @@ import dataclasses
 import hashlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from cluster.errors import StorageError
 from storage.admission import (
     MAX_TICKET_IDS,
     check_compacted_accounting,
+    check_compacted_content,
+    check_compactor,
     check_token,
     inspect_bytes,
     parse_batch_ticket,
@@ -171,8 +175,9 @@ def test_token_is_never_above_etcds_revision() -> None:
     check_token(seg(token=5), None)
     with pytest.raises(Refused, match="above etcd's revision 4"):
         check_token(seg(token=5), 4)
-    with pytest.raises(Refused):
+    with pytest.raises(Refused, match=f"token {10**15} is above") as caught:
         check_token(comp((Run(W, W + 60, "ws-a", 10**15, 0),)), 100)
+    assert caught.value.reason == "token_future"
 
 
 def test_a_compacted_file_must_account_for_what_it_supersedes() -> None:
@@ -205,17 +210,20 @@ def test_a_compacted_file_must_account_for_what_it_supersedes() -> None:
         (b"not json", False),
         (str([f"x{i}" for i in range(MAX_TICKET_IDS + 1)]).replace("'", '"').encode(), False),
         (b'["' + b"x" * (300 << 10) + b'"]', False),
+        (b"[" * 100_000, False),  # nested too deep for the parser: a refusal, not a RecursionError
+        (b'[["a"]]', False),
     ],
 )
 def test_batch_tickets_are_bounded(raw: bytes, ok: bool) -> None:
     if ok:
         assert parse_batch_ticket(raw) == ["a", "b"]
     else:
-        with pytest.raises(Refused):
+        with pytest.raises(Refused) as caught:
             parse_batch_ticket(raw)
+        assert caught.value.reason == "ticket", caught.value
 
 
-def test_an_impossible_local_file_is_quarantined_and_queries_keep_working(tmp_path: Path) -> None:
+def test_an_impossible_local_file_is_kept_out_of_queries_and_quarantined_by_the_scan(tmp_path: Path) -> None:
     w = SegmentWriter(tmp_path, "s1", TZ, "ws-a")
     for i in range(3):
         w.write("cam-1", W + i, W + i + 1, window_events("cam-1", W, i, 2, 1), frames=1, token=1,
@@ -223,6 +231,64 @@ def test_an_impossible_local_file_is_quarantined_and_queries_keep_working(tmp_pa
     Catalog(tmp_path).scan()  # catalogued before the bad file arrives, as on a running node
     bad = w.write("cam-1", W + 10, 1e12, window_events("cam-1", W, 10, 2, 1), frames=1, token=1,
                   config_version="c", model_version="m")  # fmt: skip
-    assert run_query(tmp_path, TZ, "SELECT count(*) FROM traffic_hourly").column(0)[0].as_py() >= 1
+    hourly = run_query(tmp_path, TZ, "SELECT local_hour, ins, outs FROM traffic_hourly ORDER BY ALL").to_pylist()
+    assert len(hourly) == 1 and (hourly[0]["ins"], hourly[0]["outs"]) == (3, 3)  # the 3 good windows, 1 in + 1 out
     assert run_query(tmp_path, TZ, "SELECT count(*) FROM events").column(0)[0].as_py() == 6
+    Catalog(tmp_path).scan()  # the node's scan (the views only read) moves it away
     assert not bad.path.exists() and len(list((tmp_path / "quarantine").iterdir())) == 1
+
+
+def _segments(n: int = 4, k: int = 3) -> list[pa.Table]:
+    return [events_to_table(window_events("cam-1", W, i, k, 1), store_id="s1", node="ws-a", token=5,
+                            config_version="c", model_version="m", segment_id=f"cam-1.{round((W + i) * 1000)}.ws-a.5")
+            for i in range(n)]  # fmt: skip
+
+
+def _flip(t: pa.Table, name: str, fn: Any) -> pa.Table:
+    i = t.schema.get_field_index(name)
+    return t.set_column(i, t.schema.field(i), fn(t.column(i)).cast(t.schema.field(i).type))
+
+
+@pytest.mark.parametrize(
+    ("forge", "refusal"),
+    [
+        (lambda t: t, None),
+        (lambda t: t.take(pa.array(list(range(t.num_rows))[::-1])), None),  # another row order: the same rows
+        (lambda t: _flip(t, "direction", lambda c: pc.if_else(pc.equal(c, "in"), "out", "in")), "column direction"),
+        (lambda t: _flip(t, "dwell_s", lambda c: pc.multiply(pc.fill_null(c, 1.0), 10.0)), "column dwell_s"),
+        (lambda t: _flip(t, "track_id", lambda c: pc.add(c, 100_000)), "column track_id"),
+        (lambda t: _flip(t, "ts", lambda c: pc.add(c.cast(pa.int64()), 1).cast(pa.timestamp("us", tz="UTC"))), "ts"),
+        (lambda t: pa.concat_tables([t.slice(1), t.slice(0, 1)]).slice(0, t.num_rows - 1), "rows of their sources"),
+    ],
+)
+def test_a_compacted_file_must_hold_the_rows_it_replaces(forge: Any, refusal: str | None) -> None:
+    local = _segments()
+    sid_b = f"cam-1.{round((W + 9) * 1000)}.ws-b.6"
+    other = events_to_table(window_events("cam-1", W, 9, 2, 3), store_id="s1", node="ws-b", token=6,
+                            config_version="c", model_version="m", segment_id=sid_b)  # fmt: skip
+    data = _to_parquet_bytes(pa.concat_tables([forge(pa.concat_tables(local)), other]))  # + a source not held here
+    c = comp((Run(W, W + 4, "ws-a", 5, 40),))
+    if refusal is None:
+        check_compacted_content(c, data, local)
+        return
+    with pytest.raises(Refused, match=refusal) as caught:
+        check_compacted_content(c, data, local)
+    assert caught.value.reason == "compacted_content" and caught.value.keep
+
+
+def test_a_source_held_twice_is_compared_once() -> None:
+    """A segment and the hour file that absorbed it, both still held: the same rows, counted once."""
+    local = _segments()
+    hour = pa.concat_tables(local)
+    data = _to_parquet_bytes(hour)
+    check_compacted_content(comp((Run(W, W + 4, "ws-a", 5, 40),)), data, [local[0], hour, local[2]])
+
+
+def test_only_the_pairs_compactor_makes_compacted_files() -> None:
+    c = comp((Run(W, W + 4, "ws-a", 5, 40),))  # made by ws-b
+    check_compactor(c, None)
+    check_compactor(dataclasses.replace(c, node="ws-a"), ("ws-b", "ws-a"))
+    check_compactor(seg(node="ws-b"), ("ws-a", "ws-b"))  # a segment: any node of the pair
+    with pytest.raises(Refused, match="only ws-a compacts") as caught:
+        check_compactor(c, ("ws-b", "ws-a"))
+    assert caught.value.reason == "compactor"

@@ -1,0 +1,141 @@
+"""The secret canary of issue 13 on a whole local pair: a unique password for every camera, found nowhere but in the
+credentials files once the pair has run, been asked about, stopped, reported on and opened by an analyst.
+
+Cameras: cam-1 plays vtest.avi as a live camera (it makes events, so segments, reports and the analytics file are
+real); cam-2 and cam-3 are RTSP cameras nobody serves (port 1), so every node tries to open them again and again,
+with their errors in logs, /health and status. cam-2's password is in the store's credentials file (mode 0600);
+cam-3's is written into its URL in the YAML, as a careless installer would. Every byte written under the test's
+folder (the store config, the run dir with its logs, node configs, etcd data, certificates, both data dirs with
+Parquet and signatures, the report, the analytics file), the nodes' Ray temp dirs, and everything the CLI printed,
+is scanned for each password, raw and %-encoded. The only files allowed to hold a password are the credentials
+files: the store's own and the per-node copies ``pair`` writes (mode 0600). The store YAML holds cam-3's password
+because the installer put it there; it is excluded as the input, and its presence is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "cluster" / "examples" / "pair.yaml"
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+SHARED_MODEL = REPO.parent / "shared" / "models" / "ssdlite_pedestrian.onnx"
+RUN_S = 25.0
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args], cwd=REPO, env=env, capture_output=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"edgepair {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()[-2000:]}")
+    return proc
+
+
+def _needles(password: str) -> list[bytes]:
+    return sorted({password.encode(), quote(password, safe="").encode(), quote(password).encode()})
+
+
+def _scan(roots: list[Path], needles: dict[str, list[bytes]], allowed: set[Path]) -> list[str]:
+    hits = []
+    for root in roots:
+        for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            if path in allowed or path.is_symlink() or not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits += [f"{path}: password of {cam}" for cam, ns in needles.items() if any(n in data for n in ns)]
+    return hits
+
+
+def test_camera_passwords_appear_only_in_the_credentials_files(tmp_path: Path) -> None:
+    from actors.ray_actors import ray_root
+
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not found on PATH (Debian: apt-get install etcd-server)")
+    if not VTEST.exists():
+        pytest.skip(f"{VTEST} not found: install Debian's opencv-doc package")
+    from cluster.models import default_model_path
+
+    model = None if default_model_path().exists() else SHARED_MODEL
+    if model is not None and not model.exists():
+        pytest.skip(f"no detector: neither {default_model_path()} nor {SHARED_MODEL}")
+    passwords = {"cam-2": f"Canary2-{secrets.token_hex(6)}!/x", "cam-3": f"Canary3-{secrets.token_hex(6)}"}
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    cam1 = dict(cfg["cameras"][0])
+    cfg["cameras"] = [
+        cam1,
+        {"id": "cam-2", "source": "rtsp://127.0.0.1:1/stream2"},
+        {"id": "cam-3", "source": f"rtsp://admin:{passwords['cam-3']}@127.0.0.1:1/stream3"},
+    ]
+    cfg["storage"]["data_dir"] = str(tmp_path / "data")
+    cfg["runtime"] = {"watchdog_s": 1}
+    if model is not None:
+        cfg["model"] = {"path": str(model)}
+    creds = tmp_path / "cameras.yaml"
+    fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump({"cam-2": {"user": "operator", "password": passwords["cam-2"]}}, f)
+    cfg["credentials_file"] = str(creds)
+    config = tmp_path / "store.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_dir = tmp_path / "run"
+    outputs: list[bytes] = []
+
+    def cli(*args: str) -> None:
+        proc = _cli(*args)
+        outputs.extend([proc.stdout, proc.stderr])
+
+    try:
+        cli("validate-config", str(config))
+        cli("pair", "up", "--config", str(config), "--run-dir", str(run_dir))
+        time.sleep(RUN_S)
+        cli("status", "--run-dir", str(run_dir))
+        cli("pair", "status", "--config", str(config), "--run-dir", str(run_dir))
+        cli("replication", "status", "--run-dir", str(run_dir))
+        from cluster.pair import load_state, node_health
+
+        state = load_state(run_dir)
+        for node in state["nodes"]:
+            h = node_health(state, node, timeout=5.0)
+            assert h is not None, f"{node} did not answer /health"
+            outputs.append(repr(h).encode())
+            # The unreachable cameras really were tried with their credentials (their errors are in /health).
+        ray_dirs = [ray_root(Path(v["data_dir"]).parent / f".run-{n}") for n, v in state["nodes"].items()]
+    finally:
+        if (run_dir / "pair.json").exists():
+            cli("pair", "down", "--config", str(config), "--run-dir", str(run_dir))
+    for v in state["nodes"].values():  # the pair really wrote data (signed: verify passes below)
+        assert list(Path(v["data_dir"]).rglob("*.parquet")), f"{v['data_dir']} holds no segment"
+    node_cfg = run_dir / "ws-a.yaml"
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    cli("report", "--config", str(node_cfg), "--from", day, "--to", day, "--out", str(tmp_path / "report"))
+    cli("analytics", "open", "--config", str(node_cfg), "--out", str(tmp_path / "store.duckdb"))
+    cli("verify", "--config", str(node_cfg))
+
+    node_creds = {run_dir / f"{n}.cameras.yaml" for n in state["nodes"]}
+    for path in node_creds | {creds}:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path} is not private"
+    assert passwords["cam-3"].encode() in config.read_bytes()  # the careless installer's input, excluded below
+    needles = {cam: _needles(pw) for cam, pw in passwords.items()}
+    hits = _scan([tmp_path, *ray_dirs], needles, allowed=node_creds | {creds, config})
+    hits += [f"CLI output: password of {cam}" for cam, ns in needles.items() for o in outputs for n in ns if n in o]
+    assert hits == []
+    # Both passwords did reach the nodes' credentials files: the test would show nothing if they had been dropped.
+    for path in node_creds:
+        text = path.read_bytes()
+        assert all(pw.encode() in text for pw in passwords.values()), f"{path} lacks a camera's password"

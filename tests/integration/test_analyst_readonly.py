@@ -1,0 +1,163 @@
+"""The analyst's commands on a read-only copy of a data dir: same numbers as on the original, nothing changed.
+
+The real CLI in a subprocess (`query`, `analytics open`, `report`) on a data dir catalogued by its node (so it holds
+``catalog/index.json``, ``store.json`` and the KPI history), then on a copy made read-only with ``chmod -R a-w`` and
+holding two bad files (a torn segment, a name that is not UTF-8). As root the mode bits do not stop a write, so every
+file's bytes, mode and mtime (and every folder's mtime) are compared before and after. Then the analyst's own
+DuckDB session opens the ``.duckdb`` file, as the README shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from actors.events import Event
+from cluster.config import load_config
+from storage.analytics import ensure_store_file, record_definition
+from storage.catalog import Catalog
+from storage.kpis import StoreSetup
+from storage.segments import SegmentWriter
+
+REPO = Path(__file__).resolve().parents[2]
+TZ = "Europe/London"
+CONFIG = """store: {{id: s1, timezone: {tz}}}
+cameras:
+  - id: cam1
+    source: video.mp4
+    lines:
+      - {{id: door, start: [0.1, 0.5], end: [0.9, 0.5], in_point: [0.5, 0.9]}}
+storage: {{data_dir: {data}}}
+security: {{tls: false}}
+"""
+QUERY = (
+    "SELECT local_date, local_hour, count(*) AS n, count(DISTINCT track_id) AS tracks FROM events"
+    " GROUP BY ALL ORDER BY ALL"
+)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def snapshot(root: Path) -> dict[bytes, tuple[int, int, bytes]]:
+    """Every entry under ``root``: (mode, mtime_ns, bytes for a file)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(root)):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            data = Path(os.fsdecode(path)).read_bytes() if name in filenames else b""
+            out[os.path.relpath(path, os.fsencode(root))] = (st.st_mode, st.st_mtime_ns, data)
+    st = os.lstat(root)
+    out[b"."] = (st.st_mode, st.st_mtime_ns, b"")
+    return out
+
+
+def make_store(root: Path) -> Path:
+    """A data dir as a node leaves it: 2 cameras' segments, its catalog index, store.json and KPI history."""
+    data = root / "data"
+    w = SegmentWriter(data, "s1", TZ, "ws-1")
+    t0 = datetime(2026, 7, 1, 9, tzinfo=UTC).timestamp()
+    for i in range(6):
+        events = [
+            Event(t0 + 600 * i + k, "cam1", 10 * i + k, "line_cross", line_id="door", direction="in" if k else "out")
+            for k in range(i + 1)
+        ]
+        w.write("cam1", t0 + 600 * i, t0 + 600 * (i + 1), events, frames=100, token=1, config_version="c",
+                model_version="m")  # fmt: skip
+    cfg = root / "store.yaml"
+    cfg.write_text(CONFIG.format(tz=TZ, data=data))
+    setup = StoreSetup.from_config(load_config(cfg))
+    ensure_store_file(data, setup)
+    record_definition(data, setup.definition(), effective_from=datetime(2026, 1, 1, tzinfo=UTC))
+    Catalog(data).scan()  # the node's catalog: writes catalog/index.json
+    assert (data / "catalog" / "index.json").is_file()
+    return cfg
+
+
+def run_all(cfg: Path, out: Path) -> dict[str, object]:
+    """The numbers of `query`, `analytics open` (read back with the duckdb module) and `report`."""
+    q = cli("query", "--config", str(cfg), "--format", "csv", QUERY, cwd=cfg.parent)
+    assert q.returncode == 0, q.stderr
+    assert "Traceback" not in q.stderr
+    a = cli("analytics", "open", "--config", str(cfg), "--out", str(out / "a.duckdb"), cwd=cfg.parent)
+    assert a.returncode == 0, a.stderr
+    assert "Traceback" not in a.stderr
+    with duckdb.connect(str(out / "a.duckdb")) as con:  # the analyst's own session, read-write as `duckdb FILE`
+        daily = con.execute("SELECT local_date, line_id, entries, exits, coverage FROM traffic_daily").fetchall()
+        hourly = con.execute(
+            "SELECT local_hour, sum(entries) AS entries FROM traffic_hourly GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    r = cli("report", "--store", str(cfg), "--from", "2026-07-01", "--to", "2026-07-01", "--out", str(out / "rep"),
+            cwd=cfg.parent)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    report = {p.name: list(csv.reader(p.open())) for p in sorted((out / "rep").glob("*.csv"))}
+    return {"query": q.stdout, "daily": daily, "hourly": hourly, "report": report}
+
+
+@pytest.fixture
+def original(tmp_path: Path) -> Path:
+    return make_store(tmp_path / "orig")
+
+
+def test_read_only_copy_gives_the_same_numbers_and_stays_unchanged(original: Path, tmp_path: Path) -> None:
+    want = run_all(original, tmp_path / "out-orig")
+    assert want["query"].splitlines()[1:] == ["2026-07-01,10,21,21"]
+    assert [row[2:4] for row in want["daily"]] == [(15, 6)]  # type: ignore[index]
+    copy = tmp_path / "ro"
+    shutil.copytree(original.parent, copy, symlinks=True)  # copy2: mtimes kept, so the copied index is valid
+    cfg = copy / "store.yaml"
+    cfg.write_text(CONFIG.format(tz=TZ, data=copy / "data"))
+    data = copy / "data"
+    cam = next((data / "events").glob("store=s1/date=*/camera=cam1"))
+    (cam / "cam1.1782900000000.ws-1.1.parquet").write_bytes(b"PAR1 torn by a crash")
+    with open(os.fsencode(cam) + b"/\xff.parquet", "wb") as f:
+        f.write(b"not parquet")
+    subprocess.run(["chmod", "-R", "a-w", str(data)], check=True)
+    try:
+        before = snapshot(data)
+        got = run_all(cfg, tmp_path / "out-ro")
+        assert snapshot(data) == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(data)], check=True)
+    assert got == want
+    assert not (data / "quarantine").exists()
+
+
+def test_non_utf8_name_is_one_warning_not_a_traceback(original: Path) -> None:
+    cam = next((original.parent / "data" / "events").glob("store=s1/date=*/camera=cam1"))
+    with open(os.fsencode(cam) + b"/\xff.parquet", "wb") as f:
+        f.write(b"not parquet")
+    q = cli("query", "--config", str(original), "SELECT count(*) AS n FROM events", cwd=original.parent)
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.split()[-3] == "21"
+    warnings = [ln for ln in q.stderr.splitlines() if "left out of the views" in ln]
+    assert len(warnings) == 1 and "\\xff.parquet" in warnings[0] and "not valid UTF-8" in warnings[0], q.stderr
+    assert "Traceback" not in q.stderr
+
+
+def test_outputs_inside_the_data_dir_are_refused(original: Path) -> None:
+    data = original.parent / "data"
+    before = snapshot(data)
+    for args in (
+        ["analytics", "open", "--config", str(original), "--out", str(data / "a.duckdb")],
+        ["report", "--store", str(original), "--from", "2026-07-01", "--to", "2026-07-01", "--out", str(data / "r")],
+    ):
+        r = cli(*args, cwd=original.parent)
+        assert r.returncode != 0
+        assert r.stderr.splitlines()[-1].startswith("edgepair: error: ") and "inside the data dir" in r.stderr
+        assert "Traceback" not in r.stderr
+    assert snapshot(data) == before
