@@ -340,11 +340,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from storage.verify import verify_data_dir
 
     verifier = None
+    nodes = None
     if args.config:
         cfg = load_config(args.config)
         data_dir = Path(args.data_dir) if args.data_dir else cfg.storage.data_dir
         ca = Path(args.ca) if args.ca else cfg.security.cert_dir / "ca.crt"
         store = cfg.store.id
+        nodes = [n.name for n in cfg.cluster.nodes] or None
     elif args.data_dir and args.ca and args.store:
         data_dir, ca, store = Path(args.data_dir), Path(args.ca), args.store
     else:
@@ -353,7 +355,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ConfigError(f"data dir {data_dir} not found: pass --data-dir with a store's data folder")
     retired = ca.parent / "ca-retired.crt"
     verifier = Verifier(store, [ca] + ([retired] if retired.is_file() else []))
-    report = verify_data_dir(data_dir, verifier)
+    report = verify_data_dir(data_dir, verifier, nodes=nodes)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:

@@ -341,9 +341,17 @@ class Node:
         ident = self.identity
         signer = ident.signer() if ident is not None else None
         verifier = ident.verifier() if ident is not None else None
+        nodes = [n.name for n in cfg.cluster.nodes]
         while not self.stop_event.wait(60.0):
             try:
-                compact(cfg.storage.data_dir, node=self.me.name, compactor=compactor, signer=signer, verifier=verifier)
+                compact(
+                    cfg.storage.data_dir,
+                    node=self.me.name,
+                    compactor=compactor,
+                    signer=signer,
+                    verifier=verifier,
+                    nodes=nodes,
+                )
                 enforce_retention(
                     cfg.storage.data_dir,
                     days=cfg.storage.retention_days,
@@ -390,6 +398,7 @@ class Node:
                 retention_days=self.config.storage.retention_days,
                 identity=self.identity,
                 max_token=self._max_token,
+                nodes=[n.name for n in self.config.cluster.nodes],
             )
             self.replicator.start()
         except Exception as exc:  # the node still runs its cameras; replication reports its own state

@@ -374,6 +374,7 @@ def converge_copies(state: dict[str, Any], bound_s: float = 60.0) -> int:
             port=ports[i],
             anti_entropy_s=0.5,
             identity=identities[i],
+            nodes=[n for n, _v in nodes] if identities[i] is not None else None,
         )
         for i, (name, v) in enumerate(nodes)
     ]

@@ -1,20 +1,82 @@
 #!/usr/bin/env bash
 # Build the release bundle of one edgepair version on the controller (the only machine with a package registry):
-# the edgepair wheel plus every dependency's wheel, in one uncompressed tar (wheels are compressed already).
+# the edgepair wheel plus exactly the locked dependency wheels, in one uncompressed tar (wheels are compressed
+# already), with a requirements.txt that pins every wheel by version and sha256.
 #   deploy/build-release.sh [REPO] [OUT_DIR] [EXTRA]   -> OUT_DIR/edgepair-<version>-bundle.tar
-# Hosts install it with `pip install --no-index --find-links` (rolling-upgrade.yml does).
+# The dependencies come from REPO/deploy/requirements/bundle-<EXTRA>.lock (`make lock`, hashes of every file),
+# for the platform the stores run: Linux x86_64 (glibc >= 2.36, Debian 12), CPython 3.11.
+# Environment:
+#   WHEEL_CACHE=DIR  build offline: every wheel (the locked ones, and setuptools/wheel of the build lock) comes from
+#                    DIR with pip's --no-index; nothing is fetched. Without it, pip's configured index is used.
+#   PYTHON           the interpreter that builds (default python3); it must be CPython 3.11.
+# Hosts install the bundle with
+#   pip install --no-index --find-links DIR --require-hashes -r DIR/requirements.txt
 set -euo pipefail
 repo="$(cd "${1:-$(dirname "$0")/..}" && pwd)"
 out="$(mkdir -p "${2:-$repo/dist/bundles}" && cd "${2:-$repo/dist/bundles}" && pwd)"
 extra="${3:-cpu}"
-pip="${PIP:-pip}"
+python="${PYTHON:-python3}"
+lock="$repo/deploy/requirements/bundle-$extra.lock"
+build_lock="$repo/deploy/requirements/build.lock"
+# glibc 2.36 and every older manylinux tag spelled out: pip before 23.3 does not expand manylinux_2_36 itself.
+platform=(--python-version 3.11 --implementation cp --abi cp311)
+for glibc in $(seq 36 -1 5); do platform+=(--platform "manylinux_2_${glibc}_x86_64"); done
+platform+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
+die() { echo "build-release: $*" >&2; exit 1; }
+
 version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$repo/pyproject.toml" | head -1)"
-[ -n "$version" ] || { echo "build-release: no version in $repo/pyproject.toml" >&2; exit 1; }
+[ -n "$version" ] || die "no version in $repo/pyproject.toml"
+[ -f "$lock" ] || die "no lock for extra '$extra': $lock (make lock)"
+[ -f "$build_lock" ] || die "no lock of the build backend: $build_lock (make lock)"
+"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || die "$python is not CPython 3.11, the Python of the stores (set PYTHON)"
+source_args=()
+if [ -n "${WHEEL_CACHE:-}" ]; then
+  [ -d "$WHEEL_CACHE" ] || die "WHEEL_CACHE=$WHEEL_CACHE is not a directory"
+  source_args=(--no-index --find-links "$(cd "$WHEEL_CACHE" && pwd)")
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-"$pip" wheel --quiet --disable-pip-version-check -w "$work/wheels" "$repo[$extra]" 2>"$work/pip.log" \
-  || { cat "$work/pip.log" >&2; exit 1; }
-ls "$work/wheels/edgepair-$version-py3-none-any.whl" >/dev/null
+run() {  # run pip quietly, showing its log only when it fails
+  "$@" >"$work/pip.log" 2>&1 || { cat "$work/pip.log" >&2; die "failed: $*"; }
+}
+# A venv of its own for the build, so that the controller's packages play no part. Its build backend (setuptools,
+# wheel) is locked and hash-checked too.
+"$python" -m venv "$work/venv"
+pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --no-input)
+run "${pip[@]}" install --require-hashes --no-deps --only-binary=:all: "${source_args[@]}" -r "$build_lock"
+
+# Exactly the locked set: each wheel pinned by version and checked against the lock's hashes, no resolution.
+mkdir -p "$work/wheels"
+run "${pip[@]}" download --require-hashes --no-deps --only-binary=:all: "${platform[@]}" "${source_args[@]}" \
+  -d "$work/wheels" -r "$lock"
+# The edgepair wheel itself, without its dependencies (those are the locked ones), from a clean copy of its sources:
+# the repository is not written to and no stale build/ of an earlier build can slip into the wheel.
+mkdir -p "$work/src"
+cp "$repo/pyproject.toml" "$repo/README.md" "$work/src/"
+for pkg in $("$python" -c 'import sys, tomllib; print(*tomllib.load(open(sys.argv[1], "rb"))["tool"]["setuptools"]["packages"])' \
+  "$repo/pyproject.toml"); do
+  cp -r "$repo/$pkg" "$work/src/$pkg"
+done
+find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
+run "${pip[@]}" wheel --no-deps --no-build-isolation -w "$work/wheels" "$work/src"
+wheel="$work/wheels/edgepair-$version-py3-none-any.whl"
+[ -f "$wheel" ] || die "the build made no $(basename "$wheel")"
+
+locked="$(grep -cE '^[A-Za-z0-9]' "$lock")"
+have="$(find "$work/wheels" -maxdepth 1 -name '*.whl' | wc -l)"
+[ "$have" -eq "$((locked + 1))" ] || die "$have wheels for $locked locked packages + edgepair"
+
+sha="$(sha256sum "$wheel" | cut -d' ' -f1)"
+{
+  echo "# edgepair $version, extra '$extra': install with"
+  echo "#   pip install --no-index --find-links DIR --require-hashes -r DIR/requirements.txt"
+  echo "edgepair[$extra]==$version \\"
+  echo "    --hash=sha256:$sha"
+  grep -vE '^# (This file was autogenerated|   make lock)' "$lock"
+} >"$work/wheels/requirements.txt"
+
 tar -C "$work/wheels" -cf "$out/.edgepair-$version-bundle.tar.tmp" .
 mv -f "$out/.edgepair-$version-bundle.tar.tmp" "$out/edgepair-$version-bundle.tar"
 echo "$out/edgepair-$version-bundle.tar"

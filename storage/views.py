@@ -214,7 +214,7 @@ def _read_index(data_dir: Path) -> dict[str, tuple[int, int, CatalogEntry]]:
         return {str(rel): (int(v[0]), int(v[1]), CatalogEntry.from_json(v[2])) for rel, v in raw.items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         log.warning("catalog index %s unreadable (%s): reading the segment footers instead", _shown(path), exc)
         return {}
 

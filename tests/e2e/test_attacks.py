@@ -778,13 +778,6 @@ def mint_node_cert(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: storage.flightauth.CallAuthenticator.check / cluster.pki.Verifier.signer_of never check a "
-    "certificate's validity period, so an EXPIRED node certificate (an old key of ws-a) in the call headers, over a "
-    "TLS "
-    "session of the witness's certificate, lists and reads every segment (and its signatures get new files accepted)",
-)
 def test_an_expired_node_certificate_cannot_call_flight(pair: dict[str, Any]) -> None:
     p = pki(pair)
     cert, key = mint_node_cert(pair, "ws-a", -400, -30)
@@ -797,13 +790,6 @@ def test_an_expired_node_certificate_cannot_call_flight(pair: dict[str, Any]) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: any node certificate of the store CA is a workstation to the Flight service and to the signature "
-    "check, whatever its name (storage.flightauth.CallAuthenticator.check, storage.signing.check_signature): a host "
-    "'ws-c' that is not one of the pair (a replaced workstation, never revoked) reads every file and pushes segments "
-    "it signs, which are accepted, replicated to the other node and later compacted into a file signed by ws-a",
-)
 def test_a_node_certificate_outside_the_pair_is_refused(pair: dict[str, Any]) -> None:
     p = pki(pair)
     cert, key = mint_node_cert(pair, "ws-c", -1, 300)
@@ -816,13 +802,6 @@ def test_a_node_certificate_outside_the_pair_is_refused(pair: dict[str, Any]) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: nested JSON (a signature document, a batch ticket or a 'sigs' body of thousands of '[') raises "
-    "RecursionError, which storage.admission.parse_batch_ticket, cluster.pki.Verifier.verify and "
-    "storage.catalog._entry do not catch: the call fails with a Python traceback sent to the client, and the refusal "
-    "is neither logged as one nor counted in /metrics",
-)
 def test_nested_json_is_a_counted_refusal(pair: dict[str, Any]) -> None:
     state = pair
     before = refusals(state, "ws-b")
@@ -953,13 +932,6 @@ def test_no_process_of_the_pair_listens_beyond_loopback(pair: dict[str, Any]) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: storage.admission.check_compacted_accounting checks only the runs and the row count per source "
-    "id, not the rows: a compacted file signed by either workstation (here ws-b, which never compacts: ws-a is the "
-    "compactor) with the same number of rows per segment but every direction flipped supersedes ws-a's signed "
-    "segments on both nodes, changes the KPIs, and `edgepair verify` then passes",
-)
 def test_a_compacted_file_must_hold_the_events_it_replaces(pair: dict[str, Any]) -> None:
     state = pair
     kpi_before = kpis(state, "ws-b")
