@@ -825,7 +825,8 @@ def test_nested_json_is_a_counted_refusal(pair: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="finding: the witness's certificate can raise etcd's NOSPACE alarm (etcd 3.4 does not check auth on the "
+    reason="documented limit (docs/security.md): "
+    "the witness's certificate can raise etcd's NOSPACE alarm (etcd 3.4 does not check auth on the "
     "Alarm RPC): every write is refused, both nodes report /health 503 ('etcd unreachable'), no leader can be elected "
     "and no camera reassigned until someone disarms it; the witness's certificate can disarm it too",
 )
@@ -857,7 +858,8 @@ def test_the_witness_cannot_raise_an_etcd_alarm(pair: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="finding: the witness's certificate can call etcd's Compact and LeaseGrant (no RBAC on them in etcd 3.4): "
+    reason="documented limit (docs/security.md): "
+    "the witness's certificate can call etcd's Compact and LeaseGrant (no RBAC on them in etcd 3.4): "
     "it compacts the store's history (watches from older revisions fail) and grants leases without bound; a flood of "
     "LeaseGrant from it made both nodes lose their leases and stop their cameras on the test machine",
 )
@@ -882,12 +884,6 @@ def test_the_witness_cannot_compact_or_grant_leases(pair: dict[str, Any]) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: cluster.node._HTTPServer.process_request_thread clears the socket timeout after the TLS "
-    "handshake (settimeout(None)) and BaseHTTPRequestHandler has none: any holder of a store certificate (witness, "
-    "a scraper) keeps a thread of the node per idle connection forever (1500 held for minutes in the review)",
-)
 def test_an_idle_health_connection_is_closed(pair: dict[str, Any]) -> None:
     p = pki(pair)
     url = pair["nodes"]["ws-b"]["health"]
@@ -908,7 +904,8 @@ def test_an_idle_health_connection_is_closed(pair: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="finding: issue 12 asks that Ray binds to 127.0.0.1; its gcs_server, raylets, workers, the node agent's "
+    reason="documented limit (docs/security.md): "
+    "issue 12 asks that Ray binds to 127.0.0.1; its gcs_server, raylets, workers, the node agent's "
     "core worker and the monitor listen on every interface (and the runtime env agent on the host's address), "
     "guarded only by Ray's token and the store firewall (actors/ray_actors.py start_ray documents it)",
 )
