@@ -102,7 +102,10 @@ def check_token(entry: CatalogEntry, max_token: int | None) -> None:
         return
     top = max([entry.token, *(r.token for r in entry.runs)])
     if top > max_token:
-        raise Refused("token_future", f"{entry.segment_id}: token {top} is above etcd's revision {max_token}")
+        raise Refused(
+            "token_future",
+            f"{entry.segment_id}: token {top} is above {max_token}, the most this node allows from its last etcd read",
+        )
 
 
 def supersedes(c: CatalogEntry, held: Iterable[CatalogEntry]) -> list[CatalogEntry]:

@@ -173,7 +173,7 @@ def test_event_timestamps_are_bounded_too() -> None:
 def test_token_is_never_above_etcds_revision() -> None:
     check_token(seg(token=5), 5)
     check_token(seg(token=5), None)
-    with pytest.raises(Refused, match="above etcd's revision 4"):
+    with pytest.raises(Refused, match="is above 4, the most this node allows"):
         check_token(seg(token=5), 4)
     with pytest.raises(Refused, match=f"token {10**15} is above") as caught:
         check_token(comp((Run(W, W + 60, "ws-a", 10**15, 0),)), 100)
