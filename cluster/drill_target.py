@@ -1,0 +1,190 @@
+"""What a drill runs against: one interface, two implementations (a local pair here, a deployed store over SSH).
+
+:mod:`cluster.drill` measures; a :class:`DrillTarget` observes and breaks. The measuring code only ever uses the
+interface: each node's ``/health``, each node's data dir (read locally, a copy for a remote store), the node
+configuration, and :meth:`DrillTarget.inject`, which applies a scenario's fault at once and returns what restores it.
+
+:class:`LocalPair` is a pair started by ``edgepair pair up`` on this machine (its ``pair.json``); faults are signals
+to pids, restarts of the same command lines and an nftables black hole (:mod:`cluster.drill_faults`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from cluster import drill_faults as faults
+from cluster.errors import EdgepairError
+from cluster.pair import admin_identity, load_state, node_health
+
+SCENARIOS = (
+    "kill-node",
+    "kill-leader",
+    "freeze-node",
+    "kill-etcd-leader",
+    "partition",
+    "lose-quorum",
+    "kill-actor",
+    "switchover",
+)
+"""Every drill scenario, in the order the README explains them."""
+
+NODE_FAULTS = ("kill-node", "kill-leader", "freeze-node", "partition")
+"""Scenarios whose victim is the leader workstation: its cameras must move to the other one."""
+
+Restore = Callable[[], None]
+
+
+class DrillTarget(Protocol):
+    """A running pair a drill observes and breaks."""
+
+    name: str  # for the report: the run dir, or the store id and inventory
+    store: str
+    timezone: str
+    nodes: list[str]  # the two workstations
+
+    def health(self, node: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The node's /health document, None when it does not answer within ``timeout``."""
+        ...
+
+    def node_config(self) -> dict[str, Any]:
+        """The store configuration the nodes run (the YAML as a mapping; secrets are never in it)."""
+        ...
+
+    def config_path(self) -> Path | None:
+        """A local copy of that configuration that :func:`cluster.config.load_config` reads and whose camera sources
+        can be opened here (for the baseline replay), or None when the sources are not replayable here."""
+        ...
+
+    def data_dirs(self, since: float, until: float) -> dict[str, Path]:
+        """Each node's data dir, readable here, holding at least every file whose window overlaps [since, until)
+        (UTC epoch s): a local pair's own dirs; a remote store's copied first (only the date folders of that span)
+        into a private folder, with the same layout (``events/store=../date=../camera=../<id>.parquet`` and
+        ``.sig``)."""
+        ...
+
+    def prepare(self) -> None:
+        """Called once before a run: remember what restarts need (argv of processes and the like)."""
+        ...
+
+    def inject(
+        self, scenario: str, *, leader: str, place: dict[str, str], hold_s: float
+    ) -> tuple[str, Restore]:
+        """Apply ``scenario``'s fault now; return (the victim, in words; the callable that repairs it, which may
+        first wait ``hold_s`` for the faults that last)."""
+        ...
+
+
+def seq(*steps: Callable[[], object]) -> Restore:
+    """One restore callable that runs ``steps`` in order."""
+
+    def run() -> None:
+        for step in steps:
+            step()
+
+    return run
+
+
+class LocalPair:
+    """A pair started by ``edgepair pair up`` from ``run_dir`` on this machine."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.state = load_state(self.run_dir)
+        self.name = str(self.run_dir)
+        self.store = str(self.state["store"])
+        self.timezone = str(self.state["timezone"])
+        self.nodes = list(self.state["nodes"])
+
+    def health(self, node: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        return node_health(self.state, node, timeout=timeout)
+
+    def node_config(self) -> dict[str, Any]:
+        import yaml
+
+        path = self.config_path()
+        assert path is not None
+        return dict(yaml.safe_load(path.read_text()))
+
+    def config_path(self) -> Path:
+        return Path(next(iter(self.state["nodes"].values()))["config"])
+
+    def data_dirs(self, since: float, until: float) -> dict[str, Path]:
+        return {n: Path(v["data_dir"]) for n, v in self.state["nodes"].items()}
+
+    def prepare(self) -> None:
+        faults.remember_etcd_argv(self.run_dir, self.state)
+
+    def inject(self, scenario: str, *, leader: str, place: dict[str, str], hold_s: float) -> tuple[str, Restore]:
+        run_dir, state = self.run_dir, self.state
+        other = next(n for n in state["nodes"] if n != leader)
+        if scenario == "kill-node":
+            pids = faults.workstation_pids(state, leader)
+            faults.kill_all(pids)
+            faults.kill_etcd_member(state, leader)
+            return leader, seq(
+                lambda: faults.reap_orphans(pids),
+                lambda: faults.restart_etcd_member(run_dir, state, leader),
+                lambda: faults.restart_node(run_dir, state, leader),
+            )
+        if scenario == "kill-leader":
+            pids = faults.workstation_pids(state, leader)
+            faults.kill_all(pids[:1])
+            return leader, seq(
+                lambda: faults.reap_orphans(pids[1:]), lambda: faults.restart_node(run_dir, state, leader)
+            )
+        if scenario == "freeze-node":
+            pids = faults.workstation_pids(state, leader)
+            faults.signal_all(pids, 19)  # SIGSTOP
+            return leader, seq(lambda: time.sleep(hold_s), lambda: faults.signal_all(pids, 18))  # SIGCONT
+        if scenario == "kill-etcd-leader":
+            member = faults.etcd_leader(state) or "witness"
+            faults.kill_etcd_member(state, member)
+            return member, seq(
+                lambda: time.sleep(hold_s), lambda: faults.restart_etcd_member(run_dir, state, member)
+            )
+        if scenario == "partition":
+            cut = faults.Partition(state, leader)
+            cut.cut()
+            return leader, seq(lambda: time.sleep(hold_s), cut.heal)
+        if scenario == "lose-quorum":
+            members = [m for m in state["etcd"] if m != leader][:2]
+            for m in members:
+                faults.kill_etcd_member(state, m)
+            return ",".join(members), seq(
+                lambda: time.sleep(hold_s),
+                *[functools.partial(faults.restart_etcd_member, run_dir, state, m) for m in members],
+            )
+        if scenario == "kill-actor":
+            cam = sorted(place)[0]
+            node = place[cam]
+            pid = self._actor_pid(node, cam)
+            faults.kill_all([pid])
+            return f"{node}/{cam} (pid {pid})", lambda: None
+        if scenario == "switchover":
+            from failover import admin
+
+            admin.switchover(state["endpoints"], state["store"], to=other, identity=admin_identity(state))
+            return leader, lambda: None
+        raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+
+    def _actor_pid(self, node: str, cam: str) -> int:
+        """The camera actor's pid: from /health (``pid`` in the status) or the node's one ``ray::CameraWorker``."""
+        h = self.health(node) or {}
+        pid = ((h.get("camera_status") or {}).get(cam) or {}).get("pid")
+        if pid:
+            return int(pid)
+        workers = [
+            p
+            for p in faults.descendants(int(self.state["nodes"][node]["pid"]))
+            if faults.cmdline(p)[:1] and faults.cmdline(p)[0].startswith("ray::CameraWorker")
+        ]
+        if len(workers) != 1:
+            raise EdgepairError(
+                f"kill-actor: cannot tell {cam}'s actor among {len(workers)} CameraWorker processes of {node}: "
+                "add its pid to CameraWorker.status()"
+            )
+        return workers[0]
