@@ -275,6 +275,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         hold_s=args.hold_s,
         pre_s=args.pre_s,
         baseline=not args.no_baseline,
+        min_events=args.min_events,
     )
     print(format_report(rep))
     return 0 if rep["summary"]["ok"] else 1
@@ -460,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--settle-s", type=float, default=20.0, help="seconds to run after recovery before measuring")
     s.add_argument("--hold-s", type=float, default=5.0, help="how long a freeze, cut or lost quorum lasts")
     s.add_argument("--no-baseline", action="store_true", help="skip the in-process baseline replay")
+    s.add_argument(
+        "--min-events",
+        type=int,
+        default=5,
+        help="events per camera the baseline must compare (else the run watches longer, then is inconclusive)",
+    )
     s.set_defaults(func=cmd_drill)
 
     s = sub.add_parser("certs", help="the store's CA and host certificates: init, issue, rotate, rotate-ca, show")

@@ -17,28 +17,50 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         )
 
     take = [v for r in runs for v in r["takeover_s"].values() if v is not None]
+    cams = [c for r in runs for c in r["cameras"].values()]
+    bases = [b for r in runs for b in (r.get("baseline") or {}).values()]
+    margins = [c["handover_margin_s"] for c in cams if c.get("handover_margin_s") is not None]
     return {
         "detection_s": stats([r["detection_s"] for r in runs if r["detection_s"] is not None]),
         "takeover_s": stats(take),
-        "gap_s": stats([c["gap_s"] for r in runs for c in r["cameras"].values()]),
+        "gap_s": stats([c["gap_s"] for c in cams]),
+        "double_running_s": round(sum(c["double_running_s"] for c in cams), 3),
+        "handover_margin_s": {"min": min(margins), "median": round(statistics.median(margins), 3)}
+        if margins
+        else {"min": None, "median": None},
+        "windows_lost": sum(len(c["unexplained_gaps"]) + len(c["not_replicated"]) for c in cams),
         "events_credited_twice": sum(r["events_credited_twice"] for r in runs),
         "tokens_monotonic": all(r["tokens_monotonic"] for r in runs),
-        "baseline_match": all(b["match"] for r in runs for b in (r.get("baseline") or {}).values()),
+        "baseline_events_compared": min((b["baseline_events_compared"] for b in bases), default=None),
+        "baseline_match": bool(bases) and all(b["verdict"] == "match" for b in bases),
+        "failures": [f"run {i}: {f}" for i, r in enumerate(runs, 1) for f in r["failures"]],
         "ok": all(r["ok"] for r in runs),
     }
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The terminal table: one row per run and camera, then the summary."""
-    rows = [("run", "camera", "detect s", "takeover s", "gap s", "frames miss", "events", "baseline", "tokens")]
+    rows = [
+        (
+            "run",
+            "camera",
+            "detect s",
+            "takeover s",
+            "gap s",
+            "frames miss",
+            "double run s",
+            "margin s",
+            "lost",
+            "events",
+            "baseline",
+            "tokens",
+        )
+    ]
     for i, r in enumerate(report["runs"], 1):
         for cam, c in r["cameras"].items():
             b = (r.get("baseline") or {}).get(cam)
-            bl = (
-                "-"
-                if b is None
-                else f"{'ok' if b['match'] else 'DIFF'} {b['drill_events_compared']}/{b['baseline_events_compared']}"
-            )
+            bl = "-" if b is None else f"{b['verdict']} {b['drill_events_compared']}/{b['baseline_events_compared']}"
+            margin = c.get("handover_margin_s")
             take = r["takeover_s"].get(cam)
             rows.append(
                 (
@@ -48,6 +70,9 @@ def format_report(report: dict[str, Any]) -> str:
                     "-" if take is None else f"{take:.2f}",
                     f"{c['gap_s']:.1f}",
                     str(c["frames_missing"]),
+                    f"{c['double_running_s']:.2f}",
+                    "-" if margin is None else f"{margin:.2f}",
+                    str(len(c["unexplained_gaps"]) + len(c["not_replicated"])),
                     str(c["events"]),
                     bl,
                     ",".join(map(str, c["tokens"])) + ("" if c["tokens_monotonic"] else " !"),
@@ -72,8 +97,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"gap median {s['gap_s']['median']} s, max {s['gap_s']['max']} s"
     )
     lines.append(
-        f"events credited twice: {s['events_credited_twice']}; tokens monotonic: {s['tokens_monotonic']}; "
-        f"events outside gaps and horizons match the baseline: {s['baseline_match']}; "
-        f"{'PASS' if s['ok'] else 'FAIL'}"
+        f"double running: {s['double_running_s']} s (handover margin min {s['handover_margin_s']['min']} s); "
+        f"windows lost outside gaps: {s['windows_lost']}; events credited twice: {s['events_credited_twice']}; "
+        f"tokens monotonic: {s['tokens_monotonic']}; baseline: "
+        + ("match" if s["baseline_match"] else "not shown")
+        + f" ({s['baseline_events_compared']} events compared at least); {'PASS' if s['ok'] else 'FAIL'}"
     )
+    lines += [f"  FAIL: {f}" for f in s["failures"]]
     return "\n".join(lines)

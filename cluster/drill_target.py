@@ -70,9 +70,7 @@ class DrillTarget(Protocol):
         """Called once before a run: remember what restarts need (argv of processes and the like)."""
         ...
 
-    def inject(
-        self, scenario: str, *, leader: str, place: dict[str, str], hold_s: float
-    ) -> tuple[str, Restore]:
+    def inject(self, scenario: str, *, leader: str, place: dict[str, str], hold_s: float) -> tuple[str, Restore]:
         """Apply ``scenario``'s fault now; return (the victim, in words; the callable that repairs it, which may
         first wait ``hold_s`` for the faults that last)."""
         ...
@@ -143,9 +141,7 @@ class LocalPair:
         if scenario == "kill-etcd-leader":
             member = faults.etcd_leader(state) or "witness"
             faults.kill_etcd_member(state, member)
-            return member, seq(
-                lambda: time.sleep(hold_s), lambda: faults.restart_etcd_member(run_dir, state, member)
-            )
+            return member, seq(lambda: time.sleep(hold_s), lambda: faults.restart_etcd_member(run_dir, state, member))
         if scenario == "partition":
             cut = faults.Partition(state, leader)
             cut.cut()

@@ -138,6 +138,10 @@ def events_to_table(
     return pa.Table.from_arrays([columns[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
 
 
+OPTIONAL_META = frozenset({"first_frame", "last_frame"})
+"""Metadata fields a segment of an earlier release may lack (read as their default)."""
+
+
 @dataclass(frozen=True)
 class SegmentMeta:
     """What one segment covers and who wrote it; stored as Parquet key-value metadata (``edgepair.<field>``).
@@ -145,6 +149,9 @@ class SegmentMeta:
     ``window_start``/``window_end`` are UTC epoch seconds: the time actually processed, so that an analyst can tell
     "no visitors" from "no coverage". ``frames`` is the number of frames processed in the window. ``token`` is the
     fencing token under which the segment was written (0 when no election). ``timezone`` is the store's IANA zone.
+    ``first_frame``/``last_frame``: the timestamps (UTC epoch s, the capture time of the frame) of the first and last
+    frame processed in the window, 0.0 when none was (or the file predates them): the drills measure from them when
+    two producers processed the same camera at the same time, which a window's claim cannot show.
     """
 
     segment_id: str
@@ -159,6 +166,8 @@ class SegmentMeta:
     config_version: str
     model_version: str
     timezone: str
+    first_frame: float = 0.0
+    last_frame: float = 0.0
 
     def __post_init__(self) -> None:
         check_camera_id(self.camera_id)
@@ -171,6 +180,15 @@ class SegmentMeta:
         for name in ("frames", "token", "rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.first_frame) and math.isfinite(self.last_frame)):
+            raise ValueError(f"frame times must be finite, got {self.first_frame!r}..{self.last_frame!r}")
+        if self.first_frame or self.last_frame:
+            slack = 1e-3  # the window's start is rounded to the microsecond
+            if not self.window_start - slack <= self.first_frame <= self.last_frame <= self.window_end + slack:
+                raise ValueError(
+                    f"frames {self.first_frame!r}..{self.last_frame!r} are not inside the window"
+                    f" {self.window_start!r}..{self.window_end!r}"
+                )
 
     def to_kv(self) -> dict[bytes, bytes]:
         """The metadata entries, ``edgepair.``-prefixed, values as text (floats with ``repr`` so they round-trip)."""
@@ -188,6 +206,8 @@ class SegmentMeta:
         try:
             for f in fields(cls):
                 raw = kv.get(f"{META_PREFIX}{f.name}".encode())
+                if raw is None and f.name in OPTIONAL_META:
+                    continue  # written before this field existed: its default
                 if raw is None:
                     raise KeyError(f"{META_PREFIX}{f.name}")
                 text = raw.decode()

@@ -220,8 +220,13 @@ class SegmentWriter:
         token: int,
         config_version: str,
         model_version: str,
+        first_frame: float = 0.0,
+        last_frame: float = 0.0,
     ) -> SegmentInfo:
         """Durably write the segment of ``camera_id`` for ``[window_start, window_end]`` and return it.
+
+        ``first_frame``/``last_frame``: the timestamps of the first and last frame processed in the window (0.0:
+        none), recorded in the metadata (:class:`storage.schema.SegmentMeta`).
 
         ``events`` may be empty: the file is still written, recording that the window was watched. Every event must
         belong to ``camera_id``. Idempotent: if the file exists with the same bytes, it is returned as is
@@ -249,6 +254,8 @@ class SegmentWriter:
             config_version=config_version,
             model_version=model_version,
             timezone=self.timezone,
+            first_frame=float(first_frame),
+            last_frame=float(last_frame),
         )
         table = events_to_table(
             rows,

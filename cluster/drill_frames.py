@@ -1,0 +1,251 @@
+"""Double running and lost windows, measured from the frames each producer processed (not from window claims).
+
+The pair's promise is that no camera is ever processed by two workstations at once. Crediting
+(:mod:`storage.catalog`) always picks one producer per camera and instant, so counting *credited* duplicates can
+never show a violation. This module reads what each producer actually did: every segment's metadata records the
+timestamps of the first and last frame processed in its window (:class:`storage.schema.SegmentMeta`). A producer
+(node, fencing token) *processed* a camera over the union of ``[first_frame, last_frame + 1/fps)`` of its windows;
+two producers ran the camera at once wherever two of those unions overlap. The segments are read from every node's
+data dir (what each node wrote itself, replicated or not).
+
+Pure functions over :class:`FrameWindow` lists, plus :func:`read_windows` (footers only) and
+:func:`events_between` (the ``ts`` column of a few files).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import StorageError
+
+Producer = tuple[str, int]  # (node, token)
+
+
+@dataclass(frozen=True)
+class FrameWindow:
+    """One segment (or one run of a compacted file) of one camera: who processed which frames when."""
+
+    segment_id: str
+    camera_id: str
+    start: float
+    end: float
+    node: str
+    token: int
+    frames: int
+    first_frame: float  # 0.0 when unknown (a compacted run: the run's whole span is assumed)
+    last_frame: float
+    path: str
+
+    @property
+    def producer(self) -> Producer:
+        return (self.node, self.token)
+
+    def processed(self, frame_s: float) -> tuple[float, float] | None:
+        """The time this window's producer was processing frames, each frame lasting ``frame_s``."""
+        if self.frames <= 0:
+            return None
+        if self.first_frame and self.last_frame:
+            return (self.first_frame, self.last_frame + frame_s)
+        return (self.start, self.end)
+
+
+def read_windows(data_dirs: dict[str, Path], store: str, camera: str, since: float, until: float) -> list[FrameWindow]:
+    """Every segment of ``camera`` whose window overlaps ``[since, until)``, from every data dir (deduplicated by id).
+
+    Reads only the Parquet footers, in the date folders of the span (the folder date is the store's local date, so
+    the UTC dates one day around are read too)."""
+    import pyarrow.parquet as pq
+
+    from storage.catalog import Run
+    from storage.schema import META_PREFIX, SegmentMeta
+
+    out: dict[str, FrameWindow] = {}
+    seen: set[str] = set()
+    first = datetime.fromtimestamp(since, UTC).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(until, UTC).date() + timedelta(days=1)
+    dates = [str(first + timedelta(days=k)) for k in range((last - first).days + 1)]
+    for data_dir in data_dirs.values():
+        for date in dates:
+            folder = Path(data_dir) / "events" / f"store={store}" / f"date={date}" / f"camera={camera}"
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.parquet")):
+                try:
+                    start = int(path.stem.split(".")[1]) / 1000
+                except (IndexError, ValueError):
+                    continue
+                compacted = "~" in path.stem
+                if path.stem in seen or start >= until or (not compacted and start + 3600 < since):
+                    continue
+                seen.add(path.stem)
+                try:
+                    kv = pq.read_metadata(path).metadata or {}
+                    meta = SegmentMeta.from_kv(kv, source=str(path))
+                    runs = [Run(*r) for r in json.loads(kv.get(f"{META_PREFIX}runs".encode(), b"[]"))]
+                except (OSError, ValueError, TypeError, StorageError):
+                    continue  # not readable as a segment: the catalog quarantines it; nothing to measure here
+                for k, r in enumerate(runs):  # a compacted file: its runs, frame times unknown
+                    if r.end > since and r.start < until:
+                        out[f"{path.stem}#{k}"] = FrameWindow(
+                            meta.segment_id, camera, r.start, r.end, r.node, r.token, r.frames, 0.0, 0.0, str(path)
+                        )
+                if not runs and meta.window_end > since and meta.window_start < until:
+                    out[path.stem] = FrameWindow(
+                        meta.segment_id, camera, meta.window_start, meta.window_end, meta.node, meta.token,
+                        meta.frames, meta.first_frame, meta.last_frame, str(path),
+                    )  # fmt: skip
+    return sorted(out.values(), key=lambda w: (w.start, w.token, w.node))
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for x, y in sorted(spans):
+        if out and x <= out[-1][1] + 1e-9:
+            out[-1] = (out[-1][0], max(out[-1][1], y))
+        else:
+            out.append((x, y))
+    return out
+
+
+def processing(windows: list[FrameWindow], frame_s: float) -> dict[Producer, list[tuple[float, float]]]:
+    """Each producer's processing time: the union of its windows' processed spans."""
+    spans: dict[Producer, list[tuple[float, float]]] = {}
+    for w in windows:
+        p = w.processed(frame_s)
+        if p is not None:
+            spans.setdefault(w.producer, []).append(p)
+    return {k: _union(v) for k, v in spans.items()}
+
+
+@dataclass(frozen=True)
+class DoubleRunning:
+    """Where two producers processed the same camera at once, and the margins of every handover."""
+
+    seconds: float
+    pieces: list[tuple[float, float, list[Producer]]]  # (from, to, the producers running then)
+    handovers: list[dict[str, Any]]  # {from, to, at, margin_s}: margin = new first frame - old last frame end
+
+    @property
+    def min_margin_s(self) -> float | None:
+        return min((h["margin_s"] for h in self.handovers), default=None)
+
+
+def double_running(windows: list[FrameWindow], frame_s: float) -> DoubleRunning:
+    """The time during which two or more producers processed frames of one camera (windows of one camera)."""
+    spans = processing(windows, frame_s)
+    edges = sorted({t for v in spans.values() for s in v for t in s})
+    pieces: list[tuple[float, float, list[Producer]]] = []
+    for x, y in itertools.pairwise(edges):
+        mid = (x + y) / 2
+        here = sorted(p for p, v in spans.items() if any(a <= mid < b for a, b in v))
+        if len(here) > 1:
+            if pieces and abs(pieces[-1][1] - x) < 1e-9 and pieces[-1][2] == here:
+                pieces[-1] = (pieces[-1][0], y, here)
+            else:
+                pieces.append((x, y, here))
+    # Handovers: producers ordered by when they started; each new one against the one running just before it.
+    order = sorted(spans, key=lambda p: spans[p][0][0])
+    handovers = []
+    for old, new in itertools.pairwise(order):
+        start = spans[new][0][0]
+        before = [b for a, b in spans[old] if a <= start] or [spans[old][-1][1]]
+        handovers.append(
+            {
+                "from": f"{old[0]}/{old[1]}",
+                "to": f"{new[0]}/{new[1]}",
+                "at": round(start, 3),
+                "margin_s": round(start - max(before), 3),
+            }
+        )
+    total = sum(y - x for x, y, _ in pieces)
+    return DoubleRunning(round(total, 3), pieces, handovers)
+
+
+def rank(p: Producer) -> tuple[int, str]:
+    """Crediting order (:func:`storage.catalog.credit_pieces`): the greatest (token, node) wins."""
+    return (p[1], p[0])
+
+
+def events_between(windows: list[FrameWindow], producer: Producer, lo: float, hi: float) -> int:
+    """How many events ``producer`` wrote with ``lo <= ts < hi`` (reading the ``ts`` column of its files there)."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for path in sorted({w.path for w in windows if w.producer == producer and w.end > lo and w.start < hi}):
+        try:
+            ts = pq.read_table(path, columns=["ts"]).column("ts").to_pylist()
+        except (OSError, ValueError):
+            continue
+        n += sum(1 for t in ts if lo <= t.timestamp() < hi)
+    return n
+
+
+def loser_events(windows: list[FrameWindow], dr: DoubleRunning) -> int:
+    """The events written during double running by every producer but the one crediting keeps there."""
+    n = 0
+    for x, y, producers in dr.pieces:
+        for p in sorted(producers, key=rank)[:-1]:
+            n += events_between(windows, p, x, y)
+    return n
+
+
+def gaps(windows: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
+    """The parts of [lo, hi) that no window covers."""
+    out, cur = [], lo
+    for s, e in sorted(windows):
+        if s > cur and cur < hi:
+            out.append((cur, min(s, hi)))
+        cur = max(cur, e)
+    if cur < hi:
+        out.append((cur, hi))
+    return out
+
+
+def disturbed(samples: list[tuple[float, str, dict[str, Any]]], nodes: list[str], cam: str) -> list[float]:
+    """Sample times at which no answering node showed ``cam`` processing (running, frames, a frame in the last
+    second): a node dead, frozen, fenced, cut off, or the camera between two actors."""
+    latest: dict[str, tuple[float, dict[str, Any]]] = {}
+    out = []
+    for t, node, h in sorted(samples, key=lambda s: s[0]):
+        latest[node] = (t, h)
+        ok = False
+        for n in nodes:
+            seen = latest.get(n)
+            if seen is None or seen[0] < t - 0.6:
+                continue
+            st = (seen[1].get("camera_status") or {}).get(cam) or {}
+            if (
+                st.get("state") == "running"
+                and st.get("frames", 0) > 0
+                and float(st.get("last_frame_at") or 0) >= (seen[0] - 1.5)
+            ):
+                ok = True
+        if not ok:
+            out.append(t)
+    return out
+
+
+def unexplained(
+    gap_list: list[tuple[float, float]], disturbances: list[float], watched: tuple[float, float], slack: float = 1.5
+) -> list[tuple[float, float]]:
+    """The gaps during which every sample showed the camera processing: windows processed and then lost.
+
+    A gap is explained when some sample within ``slack`` seconds of it saw the camera not processing. Gaps outside
+    the ``watched`` span (no samples there) are not judged."""
+    out = []
+    for x, y in gap_list:
+        if x < watched[0] + slack or y > watched[1] - slack:
+            continue
+        if not any(x - slack <= t <= y + slack for t in disturbances):
+            out.append((x, y))
+    return out
+
+
+def frame_s(fps: float) -> float:
+    return 1.0 / fps if fps > 0 and math.isfinite(fps) else 0.1

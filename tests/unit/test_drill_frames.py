@@ -1,0 +1,118 @@
+"""Double running, handover margins and lost windows from frame times (cluster.drill_frames): pure logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster import drill_frames as df
+from cluster.drill_frames import FrameWindow
+
+T = 1_800_000_000.0
+
+
+def w(start: float, node: str, token: int, first: float, last: float, frames: int = 5) -> FrameWindow:
+    return FrameWindow(f"cam-1.{round(start * 1000)}.{node}.{token}", "cam-1", start, start + 1, node, token, frames,
+                       first, last, f"/x/{node}{token}{start}")  # fmt: skip
+
+
+def test_clean_handover_inside_one_window_is_not_double_running() -> None:
+    # ws-a (token 5) processes 0.0-0.4, ws-b (token 6) starts at 0.7 in the same window slot.
+    ws = [w(T, "ws-a", 5, T + 0.0, T + 0.4), w(T, "ws-b", 6, T + 0.7, T + 0.9), w(T + 1, "ws-b", 6, T + 1.0, T + 1.9)]
+    dr = df.double_running(ws, 0.1)
+    assert dr.seconds == 0.0
+    assert dr.pieces == []
+    assert dr.handovers == [{"from": "ws-a/5", "to": "ws-b/6", "at": round(T + 0.7, 3), "margin_s": 0.2}]
+    assert dr.min_margin_s == 0.2
+
+
+def test_overlap_is_measured_to_the_frame() -> None:
+    # The old owner keeps processing until 2.5 while the new one started at 1.2: 1.3 s + one frame of overlap.
+    ws = [
+        w(T + 1, "ws-a", 5, T + 1.0, T + 1.9),
+        w(T + 2, "ws-a", 5, T + 2.0, T + 2.5),
+        w(T + 1, "ws-b", 6, T + 1.2, T + 1.9),
+        w(T + 2, "ws-b", 6, T + 2.0, T + 2.9),
+    ]
+    dr = df.double_running(ws, 0.1)
+    assert dr.seconds == pytest.approx(1.4, abs=1e-6)  # [1.2, 2.6)
+    assert [(round(x - T, 3), round(y - T, 3), p) for x, y, p in dr.pieces] == [(1.2, 2.6, [("ws-a", 5), ("ws-b", 6)])]
+    assert dr.handovers[0]["margin_s"] == pytest.approx(-1.4, abs=1e-3)
+
+
+def test_a_single_frame_of_the_old_owner_after_the_new_one_started_counts() -> None:
+    ws = [w(T, "ws-b", 6, T + 0.0, T + 0.9, 10), w(T, "ws-a", 5, T + 0.5, T + 0.5, 1)]
+    dr = df.double_running(ws, 0.1)
+    assert dr.seconds == pytest.approx(0.1, abs=1e-6)
+
+
+def test_one_producer_paused_and_resumed_is_one_producer() -> None:
+    ws = [w(T, "ws-a", 5, T, T + 0.9), w(T + 5, "ws-a", 5, T + 5, T + 5.9)]
+    dr = df.double_running(ws, 0.1)
+    assert (dr.seconds, dr.pieces, dr.handovers) == (0.0, [], [])
+
+
+def test_windows_without_frames_or_frame_times() -> None:
+    empty = w(T, "ws-a", 5, 0.0, 0.0, frames=0)
+    assert empty.processed(0.1) is None
+    compacted_run = w(T, "ws-a", 5, 0.0, 0.0, frames=10)  # frame times unknown: the whole window is assumed
+    assert compacted_run.processed(0.1) == (T, T + 1)
+
+
+def test_gaps_and_which_are_explained() -> None:
+    windows = [(T + k, T + k + 1) for k in range(10) if k not in (3, 7)]
+    gaps = df.gaps(windows, T, T + 10)
+    assert gaps == [(T + 3, T + 4), (T + 7, T + 8)]
+    # A sample at 3.5 saw the camera not processing (a takeover); none near 7: that window was lost.
+    assert df.unexplained(gaps, [T + 3.5], (T - 20, T + 30)) == [(T + 7, T + 8)]
+    # Gaps at the edges of what was watched are not judged.
+    assert df.unexplained(gaps, [], (T + 2, T + 30)) == [(T + 7, T + 8)]
+
+
+def _h(cam_state: str, frames: int, last_frame_at: float) -> dict:
+    return {"camera_status": {"cam-1": {"state": cam_state, "frames": frames, "last_frame_at": last_frame_at}}}
+
+
+def test_disturbed_samples() -> None:
+    samples = [
+        (T + 0.0, "ws-a", _h("running", 10, T - 0.1)),
+        (T + 0.1, "ws-b", {"camera_status": {}}),
+        (T + 0.2, "ws-a", _h("fenced", 10, T - 0.1)),  # fenced: not processing
+        (T + 0.3, "ws-a", _h("running", 12, T - 2.0)),  # running but no frame for 2.3 s: stalled
+        (T + 1.5, "ws-b", _h("running", 1, T + 1.4)),  # ws-a's last answer is 1.2 s old: not counted
+    ]
+    assert df.disturbed(samples, ["ws-a", "ws-b"], "cam-1") == [T + 0.2, T + 0.3]
+
+
+def test_read_windows_reads_frame_times_from_segments(tmp_path: Path) -> None:
+    from actors.events import Event
+    from storage.segments import SegmentWriter
+
+    a = SegmentWriter(tmp_path / "a", "s1", "UTC", "ws-a")
+    b = SegmentWriter(tmp_path / "b", "s1", "UTC", "ws-b")
+    ev = Event(camera_id="cam-1", ts=T + 0.3, track_id=1, kind="line_cross", line_id="l", direction="in")
+    a.write("cam-1", T, T + 1, [ev], frames=4, token=5, config_version="c", model_version="m",
+            first_frame=T + 0.0, last_frame=T + 0.3)  # fmt: skip
+    b.write("cam-1", T, T + 1, [], frames=3, token=6, config_version="c", model_version="m",
+            first_frame=T + 0.2, last_frame=T + 0.4)  # fmt: skip
+    b.write("cam-1", T + 1, T + 2, [], frames=10, token=6, config_version="c", model_version="m",
+            first_frame=T + 1.0, last_frame=T + 1.9)  # fmt: skip
+    ws = df.read_windows({"ws-a": tmp_path / "a", "ws-b": tmp_path / "b"}, "s1", "cam-1", T, T + 2)
+    assert [(x.node, x.token, x.frames, x.first_frame - T, x.last_frame - T) for x in ws] == [
+        ("ws-a", 5, 4, 0.0, pytest.approx(0.3)),
+        ("ws-b", 6, 3, pytest.approx(0.2), pytest.approx(0.4)),
+        ("ws-b", 6, 10, 1.0, pytest.approx(1.9)),
+    ]
+    dr = df.double_running(ws, 0.1)
+    assert dr.seconds == pytest.approx(0.2, abs=1e-6)  # [0.2, 0.4): both processed frames then
+    assert df.loser_events(ws, dr) == 1  # ws-a's event at 0.3 was written while ws-b also ran the camera
+
+
+def test_frame_times_outside_the_window_are_refused() -> None:
+    from storage.schema import SegmentMeta
+
+    with pytest.raises(ValueError, match="not inside the window"):
+        SegmentMeta("cam-1.1.ws-a.5", "s1", "cam-1", T, T + 1, 3, "ws-a", 5, 0, "c", "m", "UTC", T + 2, T + 2.5)
+    with pytest.raises(ValueError, match="finite"):
+        SegmentMeta("cam-1.1.ws-a.5", "s1", "cam-1", T, T + 1, 3, "ws-a", 5, 0, "c", "m", "UTC", float("nan"), T)
