@@ -46,8 +46,8 @@ class FrameWindow:
     def producer(self) -> Producer:
         return (self.node, self.token)
 
-    def processed(self, frame_s: float) -> tuple[float, float] | None:
-        """The time this window's producer was processing frames, each frame lasting ``frame_s``."""
+    def processed(self, frame_s: float = 0.0) -> tuple[float, float] | None:
+        """The time this window's producer was processing frames, the last one lasting ``frame_s``."""
         if self.frames <= 0:
             return None
         if self.first_frame and self.last_frame:
@@ -113,8 +113,8 @@ def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def processing(windows: list[FrameWindow], frame_s: float) -> dict[Producer, list[tuple[float, float]]]:
-    """Each producer's processing time: the union of its windows' processed spans."""
+def processing(windows: list[FrameWindow], frame_s: float = 0.0) -> dict[Producer, list[tuple[float, float]]]:
+    """Each producer's processing time: the union of its windows' spans ``[first, last + frame_s]``."""
     spans: dict[Producer, list[tuple[float, float]]] = {}
     for w in windows:
         p = w.processed(frame_s)
@@ -129,38 +129,59 @@ class DoubleRunning:
 
     seconds: float
     pieces: list[tuple[float, float, list[Producer]]]  # (from, to, the producers running then)
-    handovers: list[dict[str, Any]]  # {from, to, at, margin_s}: margin = new first frame - old last frame end
+    handovers: list[dict[str, Any]]  # {from, to, at, margin_s}: margin = new first frame - old last frame
 
     @property
     def min_margin_s(self) -> float | None:
         return min((h["margin_s"] for h in self.handovers), default=None)
 
 
+def _intersect(xs: list[tuple[float, float]], ys: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out = []
+    for a, b in xs:
+        for c, d in ys:
+            lo, hi = max(a, c), min(b, d)
+            if hi - lo > MIN_OVERLAP_S:
+                out.append((lo, hi))
+    return out
+
+
+MIN_OVERLAP_S = 1e-3
+"""Overlaps shorter than this are float noise, not a frame."""
+
+
 def double_running(windows: list[FrameWindow], frame_s: float) -> DoubleRunning:
-    """The time during which two or more producers processed frames of one camera (windows of one camera)."""
-    spans = processing(windows, frame_s)
-    edges = sorted({t for v in spans.values() for s in v for t in s})
+    """The time during which two or more producers processed frames of one camera (windows of one camera).
+
+    Between two nodes each frame lasts ``frame_s`` (one frame of the old owner among the new owner's frames is a
+    frame's worth of double running). Within one node (a camera kept under a newer token) the frames of the two
+    producers come from one process, strictly one after the other: their spans are compared without that extension,
+    so capture-time jitter at a token change is not mistaken for double running."""
+    raw = processing(windows)
+    wide = processing(windows, frame_s)
+    found: list[tuple[float, float, set[Producer]]] = []
+    for p, q in itertools.combinations(sorted(raw), 2):
+        spans = wide if p[0] != q[0] else raw
+        found += [(x, y, {p, q}) for x, y in _intersect(spans[p], spans[q])]
     pieces: list[tuple[float, float, list[Producer]]] = []
-    for x, y in itertools.pairwise(edges):
-        mid = (x + y) / 2
-        here = sorted(p for p, v in spans.items() if any(a <= mid < b for a, b in v))
-        if len(here) > 1:
-            if pieces and abs(pieces[-1][1] - x) < 1e-9 and pieces[-1][2] == here:
-                pieces[-1] = (pieces[-1][0], y, here)
-            else:
-                pieces.append((x, y, here))
-    # Handovers: producers ordered by when they started; each new one against the one running just before it.
-    order = sorted(spans, key=lambda p: spans[p][0][0])
+    merged: list[tuple[float, float, set[Producer]]] = []
+    for x, y, ps in sorted(found, key=lambda f: f[0]):
+        if merged and x <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], y), merged[-1][2] | ps)
+        else:
+            merged.append((x, y, set(ps)))
+    pieces = [(x, y, sorted(ps)) for x, y, ps in merged]
+    # Handovers: producers ordered by their first frame; each new one against the one that ran just before it.
+    order = sorted(raw, key=lambda p: raw[p][0][0])
     handovers = []
     for old, new in itertools.pairwise(order):
-        start = spans[new][0][0]
-        before = [b for a, b in spans[old] if a <= start] or [spans[old][-1][1]]
+        start = raw[new][0][0]
         handovers.append(
             {
                 "from": f"{old[0]}/{old[1]}",
                 "to": f"{new[0]}/{new[1]}",
                 "at": round(start, 3),
-                "margin_s": round(start - max(before), 3),
+                "margin_s": round(start - raw[old][-1][1], 3),  # the old owner's last frame, whenever it came
             }
         )
     total = sum(y - x for x, y, _ in pieces)
