@@ -27,6 +27,7 @@ from actors.events import Event
 from actors.lines import LineCounter
 from actors.tracking import ByteTracker, TrackerConfig
 from actors.zones import PolygonZone
+from cluster import unsafe
 from cluster.config import CameraConfig, Config
 from cluster.errors import EdgepairError, StorageError
 from cluster.redact import redact
@@ -136,6 +137,8 @@ class _Window:
     end: float
     token: int = 0  # the fencing token the window was opened under: it is written with it
     frames: int = 0
+    first_frame: float = 0.0  # timestamps of the first and last frame processed in the window (0.0: none)
+    last_frame: float = 0.0
     events: list[Event] = field(default_factory=list)
 
 
@@ -156,9 +159,15 @@ class CameraWorker:
         fence_deadline: float | None = None,
         autostart: bool = True,
         signing: SignerRef | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        unsafe_break: frozenset[str] = frozenset(),
     ) -> None:
         """``signing``: where this node's key is (:meth:`SignerRef.from_config`); the worker loads its signer itself
-        and signs every segment. None writes unsigned segments (the plain-text opt-out, logged once)."""
+        and signs every segment. None writes unsigned segments (the plain-text opt-out, logged once).
+
+        ``clock``: the monotonic clock the fence reads (``fence_deadline`` and renewals are on it); tests drive it.
+        ``unsafe_break``: test-only breaks of :mod:`cluster.unsafe` (``fence``, ``drop-window``); never in production.
+        """
         self.config = config
         self.cam = next(c for c in config.cameras if c.id == camera_id)
         self.submit = submit
@@ -195,6 +204,9 @@ class CameraWorker:
         # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
         self.fence_deadline = fence_deadline
         self.fenced = False
+        self.clock = clock
+        self._resume_from = float("-inf")  # frames before this timestamp belong to a window the fence closed
+        self.unsafe_break = frozenset(unsafe_break)
         self._stop = threading.Event()
         self._done = threading.Event()
         self.frames = 0
@@ -222,8 +234,15 @@ class CameraWorker:
         self._done.wait(timeout)
         return self.status()
 
-    def activate(self, token: int, fps: float | None, deadline: float | None) -> bool:
-        """Start a standby worker (created with ``autostart=False``) under ``token``: no process to spawn."""
+    def activate(
+        self, token: int, fps: float | None, deadline: float | None, unsafe_break: frozenset[str] | None = None
+    ) -> bool:
+        """Start a standby worker (created with ``autostart=False``) under ``token``: no process to spawn.
+
+        ``unsafe_break`` (test-only, :mod:`cluster.unsafe`), when given, replaces the worker's set of breaks.
+        """
+        if unsafe_break is not None:
+            self.unsafe_break = frozenset(unsafe_break)
         if self._thread is None:
             self.token = token
             if fps:
@@ -253,7 +272,9 @@ class CameraWorker:
         return True
 
     def _fence_expired(self) -> bool:
-        if self.fence_deadline is not None and time.monotonic() >= self.fence_deadline:
+        if unsafe.FENCE in self.unsafe_break:
+            return False  # test-only break (cluster.unsafe): the fence is off, the worker never pauses
+        if self.fence_deadline is not None and self.clock() >= self.fence_deadline:
             if not self.fenced:
                 self.fenced = True
                 log.warning(
@@ -273,8 +294,15 @@ class CameraWorker:
         Frames already processed were processed under a valid lease and are flushed; nothing is processed while
         the deadline is past. The node's runner stops this camera when the HA loop decides so; a late-starting or
         restarted actor (whose constructor deadline has passed) simply waits for the next renewal.
+
+        After a renewal, processing resumes with the first frame past the window this closed: that window is written
+        now and segments are immutable, so a frame of it cannot be added later (under the same token the segment
+        would be written twice with other content, which the writer refuses; under a newer one the same window
+        would be claimed twice by this node).
         """
         inflight.clear()
+        if self._window is not None:
+            self._resume_from = max(self._resume_from, self._window.end)
         self._flush()
         while not self._stop.is_set() and self._fence_expired():
             self.capture.next(timeout=0.05)  # keep the source drained: old frames are not processed later
@@ -350,6 +378,8 @@ class CameraWorker:
                 dets = self.resolve(ref)
                 if self._fence_expired():
                     continue  # the lease lapsed while this frame was in inference: it is not processed
+                if meta.ts < self._resume_from:
+                    continue  # its window was closed and written when the fence paused the worker
                 self._process(dets, meta)
             elif ended or self._stop.is_set():
                 break
@@ -367,8 +397,11 @@ class CameraWorker:
         if self.frames == 1:
             self.first_frame_at = self.last_frame_at
         self._roll_window(meta.ts)
-        assert self._window is not None
-        self._window.frames += 1
+        w = self._window
+        assert w is not None
+        w.frames += 1
+        w.first_frame = w.first_frame or meta.ts
+        w.last_frame = meta.ts
         self._add_events(events, meta.ts)
 
     def _add_events(self, events: list[Event], ts: float) -> None:
@@ -399,6 +432,10 @@ class CameraWorker:
             self._window = None
         while self._unwritten:
             w = self._unwritten[0]
+            if unsafe.DROP_WINDOW in self.unsafe_break and unsafe.drops_window(w.start):
+                self._unwritten.pop(0)  # test-only break (cluster.unsafe): this window is never written
+                log.debug("camera %s: UNSAFE drop-window: dropped window %.3f-%.3f", self.cam.id, w.start, w.end)
+                continue
             try:
                 info = self.writer.write(
                     self.cam.id,
@@ -409,6 +446,8 @@ class CameraWorker:
                     token=w.token,
                     config_version=self.config_version,
                     model_version=self.model_version,
+                    first_frame=w.first_frame,
+                    last_frame=w.last_frame,
                 )
             except StorageError as exc:
                 self.error = redact(exc)

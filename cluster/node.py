@@ -8,6 +8,10 @@ their open segments, leadership is handed over, the process exits 0.
 Fencing lives with the cameras: every camera actor has its own deadline on the machine's monotonic clock, pushed by
 each lease renewal of the HA loop. A frozen or cut-off agent cannot renew, so its cameras stop by themselves before
 its lease can have expired, even though they run in other processes.
+
+The test-only break switch ``EDGEPAIR_UNSAFE_BREAK`` (:mod:`cluster.unsafe`, never in production) is read once when
+the node is created: it is logged as a WARNING, every ``/health`` document carries ``"unsafe_break"`` (the sorted
+values, ``[]`` when none), and the set is handed to the camera actors when they are activated.
 """
 
 from __future__ import annotations
@@ -17,17 +21,22 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from cluster import unsafe
 from cluster.config import Config
 from cluster.errors import ConfigError
 from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
 from failover.fence import FENCE_FRACTION
+
+if TYPE_CHECKING:
+    from failover.dcs import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +65,49 @@ def record_store_setup(cfg: Config) -> None:
 
 
 class RayCameraRunner:
-    """The HA loop's runner (a ``Fenced`` runner): camera actors in this node's Ray, each with its own fence."""
+    """The HA loop's runner (a ``Fenced`` runner): camera actors in this node's Ray, each with its own fence.
 
-    def __init__(self, config: Config, inference: Any, model_version: str, ttl: float) -> None:
+    Fence rules: the deadline is ``at + 0.8 x ttl`` for the latest renewal sent at ``at`` (``-inf`` before the
+    first: nothing starts); a later renewal never moves it back. Each renewal pushes it to every running camera
+    actor, which pauses by itself once ``clock()`` reaches it; a camera is started (or activated, or retokened) only
+    while ``clock() < deadline``, and is handed the deadline when it starts.
+
+    ``clock`` is the monotonic clock of the fence (the HA loop's renewal times are on it). ``unsafe_break`` is the
+    node's test-only break set (:mod:`cluster.unsafe`); with ``fence`` in it, :meth:`stop_camera` stops a camera
+    only when ``cluster()`` (the node's last read of etcd) gives it to another node, or once :attr:`shutting_down`.
+    ``ray_api`` and ``start_actor`` (default: the ``ray`` module and :func:`actors.ray_actors.start_camera`) are the
+    Ray edge, replaced by fakes in unit tests.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        inference: Any,
+        model_version: str,
+        ttl: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        unsafe_break: frozenset[str] = frozenset(),
+        cluster: Callable[[], Cluster | None] = lambda: None,
+        ray_api: Any = None,
+        start_actor: Callable[..., Any] | None = None,
+    ) -> None:
+        if ray_api is None:
+            import ray as ray_api
+        if start_actor is None:
+            from actors.ray_actors import start_camera
+
+            start_actor = start_camera
         self.config = config
         self.inference = inference
         self.model_version = model_version
         self.window = FENCE_FRACTION * ttl
+        self.clock = clock
+        self.unsafe_break = frozenset(unsafe_break)
+        self.cluster = cluster
+        self.ray = ray_api
+        self.start_actor = start_actor
+        self.shutting_down = False  # set by the node before the HA loop's shutdown stops every camera
         self.deadline = float("-inf")
         self.actors: dict[str, tuple[Any, float, int]] = {}
         self.standby: dict[str, Any] = {}  # camera -> an idle actor ready to take it over (see prepare_standby)
@@ -76,11 +121,10 @@ class RayCameraRunner:
                 actor.renew.remote(self.deadline)
 
     def _new_actor(self, camera_id: str, fps: float | None, token: int, *, standby: bool) -> Any:
-        from actors.ray_actors import start_camera
         from storage.signing import SignerRef
 
         cam = next(c for c in self.config.cameras if c.id == camera_id)
-        return start_camera(
+        return self.start_actor(
             self.config,
             camera_id,
             self.inference,
@@ -105,7 +149,7 @@ class RayCameraRunner:
 
     def start_camera(self, camera_id: str, fps: float, token: int) -> None:
         with self.lock:
-            if time.monotonic() >= self.deadline:
+            if self.clock() >= self.deadline:
                 log.warning("node %s: not starting %s: fenced", self.config.node, camera_id)
                 return
             current = self.actors.get(camera_id)
@@ -117,13 +161,17 @@ class RayCameraRunner:
                 log.info("node %s: %s carries on under token %d", self.config.node, camera_id, token)
                 return
             if current is not None:
-                self.stop_camera(camera_id)
+                self._stop(camera_id)
             cam = next(c for c in self.config.cameras if c.id == camera_id)
             actor = self.standby.pop(camera_id, None)
             warm = actor is not None
+            if actor is None and self.unsafe_break:
+                # Test-only breaks reach an actor through activate(): an idle one, activated at once (a restarted
+                # one comes back idle too, and statuses() activates it again, with the breaks).
+                actor = self._new_actor(camera_id, None, 0, standby=True)
             if actor is not None:
                 eff = min(fps, cam.fps) if cam.fps and fps else (fps or None)
-                actor.activate.remote(token, eff, self.deadline)
+                actor.activate.remote(token, eff, self.deadline, self.unsafe_break)
             else:
                 actor = self._new_actor(camera_id, fps, token, standby=False)
             self.actors[camera_id] = (actor, fps, token)
@@ -137,8 +185,23 @@ class RayCameraRunner:
             )
 
     def stop_camera(self, camera_id: str) -> None:
-        import ray
+        """The HA loop's stop: drain the camera's actor and put a standby one in its place."""
+        if (
+            unsafe.FENCE in self.unsafe_break
+            and not self.shutting_down
+            and not unsafe.given_elsewhere(self.cluster(), self.config.node, camera_id)
+        ):
+            log.warning(
+                "node %s: UNSAFE test-only break fence: not stopping %s (no current assignment gives it to another"
+                " node)",
+                self.config.node,
+                camera_id,
+            )
+            return
+        self._stop(camera_id)
 
+    def _stop(self, camera_id: str) -> None:
+        ray = self.ray
         with self.lock:
             entry = self.actors.pop(camera_id, None)
         if entry is None:
@@ -166,8 +229,7 @@ class RayCameraRunner:
             return set(self.actors)
 
     def drain_written(self) -> list[tuple[str, str, str, float]]:
-        import ray
-
+        ray = self.ray
         with self.lock:
             refs = [a.drain_written.remote() for a, _f, _t in self.actors.values()]
             out, self.pending_written = self.pending_written, []
@@ -180,8 +242,7 @@ class RayCameraRunner:
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         """Each running camera's status; an actor Ray restarted (its process died) is set going again here."""
-        import ray
-
+        ray = self.ray
         with self.lock:
             entries = dict(self.actors)
         refs = {c: a.status.remote() for c, (a, _f, _t) in entries.items()}
@@ -200,7 +261,8 @@ class RayCameraRunner:
                     "node %s: %s restarted by Ray: activating it again under token %d", self.config.node, cam, token
                 )
                 cam_cfg = next(c for c in self.config.cameras if c.id == cam)
-                actor.activate.remote(token, min(fps, cam_cfg.fps) if cam_cfg.fps and fps else None, self.deadline)
+                eff = min(fps, cam_cfg.fps) if cam_cfg.fps and fps else None
+                actor.activate.remote(token, eff, self.deadline, self.unsafe_break)
         return out
 
 
@@ -241,7 +303,21 @@ class Node:
         self.runner: RayCameraRunner | None = None
         self.inference: Any = None
         self.replicator: Any = None
-        self.health: dict[str, Any] = {"node": name, "healthy": False, "role": "starting", "version": VERSION}
+        self.unsafe_break = unsafe.breaks()  # test-only (cluster.unsafe); ConfigError on an unknown value
+        if self.unsafe_break:
+            log.warning(
+                "node %s: UNSAFE: test-only break %s active (%s): for tests of the drills only, never in production",
+                name,
+                ",".join(sorted(self.unsafe_break)),
+                unsafe.ENV,
+            )
+        self.health: dict[str, Any] = {
+            "node": name,
+            "healthy": False,
+            "role": "starting",
+            "version": VERSION,
+            "unsafe_break": sorted(self.unsafe_break),
+        }
         self.identity = self.config.identity(name)  # None when security.tls is off; PKIError when files are wrong
         if self.identity is None:
             log.warning(
@@ -280,7 +356,14 @@ class Node:
             self.inference = start_inference(cfg, str(model_path))
             inf = ray.get(self.inference.info.remote())
             log.info("node %s: inference on %s", self.me.name, inf["provider"])
-            self.runner = RayCameraRunner(cfg, self.inference, info["model_sha256"][:12], cfg.cluster.ttl_s)
+            self.runner = RayCameraRunner(
+                cfg,
+                self.inference,
+                info["model_sha256"][:12],
+                cfg.cluster.ttl_s,
+                unsafe_break=self.unsafe_break,
+                cluster=lambda: getattr(self.loop, "last_cluster", None),
+            )
             self.runner.prepare_standby()
             cameras = {c.id: float(c.fps or 10.0) for c in cfg.cameras}
             self.loop = HALoop(dcs, self.me.name, cameras, self.me.capacity, self.runner, ttl=cfg.cluster.ttl_s)
@@ -294,6 +377,7 @@ class Node:
             while not self.stop_event.wait(1.0):
                 self._refresh_health()
             log.info("node %s: draining (SIGTERM)", self.me.name)
+            self.runner.shutting_down = True
             self.loop.shutdown(release=True)
             ha.join(timeout=10)
             self._final_push()
@@ -463,6 +547,7 @@ class Node:
             "reason": st.get("reason"),
             "version": VERSION,
             "uptime_s": round(time.time() - self.started, 1),
+            "unsafe_break": sorted(self.unsafe_break),
         }
 
     def live_role(self) -> dict[str, Any]:
@@ -472,7 +557,7 @@ class Node:
         if loop is None or runner is None:
             return {"role": "starting"}
         leader = loop.leader
-        valid = leader is not None and loop.mode in ("normal", "failsafe") and time.monotonic() < runner.deadline
+        valid = leader is not None and loop.mode in ("normal", "failsafe") and runner.clock() < runner.deadline
         return {
             "role": "leader" if valid else "follower",
             "leader_token": leader.token if valid and leader is not None else None,

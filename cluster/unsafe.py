@@ -1,0 +1,67 @@
+"""A test-only break switch, so that the drills' own tests can prove a drill FAILS when a safety is broken.
+
+FOR TESTS OF THE DRILLS ONLY. NEVER SET IT IN PRODUCTION: each value removes a guarantee that the store's counts
+depend on.
+
+``EDGEPAIR_UNSAFE_BREAK`` holds comma-separated values; empty or unset means none. The node agent reads it once at
+start (:func:`breaks`), logs a WARNING, reports the values in every ``/health`` document (``"unsafe_break"``: the
+sorted list, ``[]`` when none) and hands the set to its camera actors explicitly (it never relies on the variable
+reaching the Ray worker processes). An unknown value is a :class:`~cluster.errors.ConfigError`.
+
+- ``fence``: the fence is off. A camera worker ignores its fence deadline and never pauses; the node's runner does
+  not stop a camera when the node loses its lease, is fenced, demoted or cannot reach etcd. It stops a camera only
+  when the node has read a current assignment (written under the leader key's token) that gives the camera to
+  another node or moves it off this node (:func:`given_elsewhere`), or on shutdown. A cut-off or frozen node then
+  keeps counting a camera that the other node has taken over: two producers of one camera at the same time.
+- ``drop-window``: a camera worker processes every frame as usual but never writes a window whose start is a whole
+  multiple of 20 seconds (``round(start) % 20 == 0``: with the default 1 s flush interval one window in 20), and logs
+  each dropped window at DEBUG. Nothing else changes: the gap shows in the coverage, not in the logs at INFO.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from cluster.errors import ConfigError
+
+if TYPE_CHECKING:
+    from failover.dcs import Cluster
+
+ENV = "EDGEPAIR_UNSAFE_BREAK"
+FENCE = "fence"
+DROP_WINDOW = "drop-window"
+ALLOWED = frozenset({FENCE, DROP_WINDOW})
+DROP_EVERY_S = 20
+
+
+def breaks(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The breaks named in ``EDGEPAIR_UNSAFE_BREAK`` (of ``environ``, default the process environment)."""
+    raw = (os.environ if environ is None else environ).get(ENV, "")
+    values = frozenset(v.strip() for v in raw.split(",") if v.strip())
+    bad = sorted(values - ALLOWED)
+    if bad:
+        raise ConfigError(
+            f"{ENV}={raw!r}: unknown value {', '.join(repr(b) for b in bad)}; allowed values:"
+            f" {', '.join(sorted(ALLOWED))} (comma-separated; a test-only switch, never set in production)"
+        )
+    return values
+
+
+def drops_window(window_start: float) -> bool:
+    """``drop-window``: True for a window that is not written (its start a whole multiple of 20 s)."""
+    return round(window_start) % DROP_EVERY_S == 0
+
+
+def given_elsewhere(cluster: Cluster | None, me: str, camera_id: str) -> bool:
+    """``fence``: True when ``cluster`` (the node's last read of etcd; None: none yet) holds a current assignment,
+    one written under the leader key's token, that gives ``camera_id`` to a node other than ``me`` or moves it off
+    ``me`` (the first step of a move to another node). Only then does the runner stop the camera."""
+    if cluster is None or cluster.leader is None or cluster.assignment is None:
+        return False
+    assignment = cluster.assignment
+    if assignment.token != cluster.leader.token:
+        return False
+    owner = assignment.cameras.get(camera_id)
+    return (owner is not None and owner != me) or assignment.moving.get(camera_id) == me

@@ -1,0 +1,359 @@
+"""The camera worker's own fence (``actors.worker.CameraWorker``) on a fake clock: when it pauses, what it writes.
+
+The real worker runs its real loop (in the test's thread) with three fakes at its edges: the clock, the capture (a
+script of frames, each handed over at a given clock time) and the inference server (a frame's inference ends at a
+given clock time). What it processed is read back from what it wrote: the segment files, their token, frame count
+and first and last frame in their metadata.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors.capture import CaptureStats, FrameMeta
+from actors.detections import Detections
+from actors.worker import CameraWorker
+from cluster.config import Config, parse_config
+from storage.schema import read_segment_meta
+
+T0 = 1_700_000_000.0  # frame time of the first frame: a whole multiple of 20 s (see cluster.unsafe's drop-window)
+D = 100.5  # the fence deadline of most tests, on the fake clock
+TOKEN = 3
+
+CONFIG = """
+store: {id: s1, timezone: UTC}
+security: {tls: false}
+runtime: {inflight: %d}
+cameras:
+  - id: cam-1
+    source: clip.mp4
+    playback: fast
+"""
+
+
+def ts(tenths: int) -> float:
+    """The capture timestamp ``tenths`` tenths of a second after T0."""
+    return T0 + tenths / 10
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to (never backwards)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance_to(self, t: float) -> None:
+        self.now = max(self.now, t)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame with capture time ``ts``, handed over when the clock reads ``at``; its inference returns at ``done``
+    (None: at once)."""
+
+    ts: float
+    at: float
+    done: float | None = None
+
+
+@dataclass(frozen=True)
+class Do:
+    """A step of the script that is not a frame: ``action`` runs, and the capture has no frame this time."""
+
+    action: Callable[[], object]
+
+
+class ScriptedCapture:
+    """Stands in for ``actors.capture.Capture``: each ``next()`` plays the next step of the script; once the script
+    is played it stops the worker (as the node's runner does) and has no more frames."""
+
+    def __init__(self, worker: CameraWorker, clock: FakeClock, steps: Iterable[Frame | Do]) -> None:
+        self.worker = worker
+        self.clock = clock
+        self.steps = deque(steps)
+        self.stats = CaptureStats()
+        self.target_fps: float | None = None
+        self.handed: list[float] = []  # ts of every frame handed over
+        self._frames: dict[int, Frame] = {}
+        self._keep: list[np.ndarray] = []
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def next(self, timeout: float = 1.0) -> tuple[np.ndarray, FrameMeta] | str | None:
+        if not self.steps:
+            self.worker.stop(timeout=0)  # signal only: the loop ends in this thread once this returns
+            return None
+        step = self.steps.popleft()
+        if isinstance(step, Do):
+            step.action()
+            return None
+        self.clock.advance_to(step.at)
+        image = np.zeros((4, 4, 3), np.uint8)
+        self._keep.append(image)
+        self._frames[id(image)] = step
+        self.handed.append(step.ts)
+        return image, FrameMeta("cam-1", len(self.handed) - 1, len(self.handed) - 1, step.ts, 640, 480)
+
+    # the inference server's side
+    def submit(self, image: np.ndarray) -> Frame:
+        return self._frames[id(image)]
+
+    def resolve(self, ref: Any) -> Detections:
+        assert isinstance(ref, Frame)
+        if ref.done is not None:
+            self.clock.advance_to(ref.done)
+        return Detections.empty()
+
+
+def make_config(tmp_path: Path, inflight: int = 1) -> Config:
+    return parse_config(CONFIG % inflight, base_dir=tmp_path)
+
+
+def make_worker(
+    tmp_path: Path,
+    clock: FakeClock,
+    *,
+    deadline: float | None = D,
+    token: int = TOKEN,
+    inflight: int = 1,
+    unsafe_break: frozenset[str] = frozenset(),
+) -> CameraWorker:
+    holder: list[ScriptedCapture] = []
+    worker = CameraWorker(
+        make_config(tmp_path, inflight),
+        "cam-1",
+        lambda image: holder[0].submit(image),
+        lambda ref: holder[0].resolve(ref),
+        token=token,
+        model_version="m-1",
+        fence_deadline=deadline,
+        autostart=False,
+        clock=clock,
+        unsafe_break=unsafe_break,
+    )
+    capture = ScriptedCapture(worker, clock, [])
+    holder.append(capture)
+    worker.capture = capture  # type: ignore[assignment]
+    return worker
+
+
+def play(worker: CameraWorker, steps: Iterable[Frame | Do]) -> None:
+    """Run the worker's loop over ``steps`` in this thread, to its end (stop, final flush)."""
+    capture = worker.capture
+    assert isinstance(capture, ScriptedCapture)
+    capture.steps.extend(steps)
+    worker._run()
+    assert worker.error == ""
+
+
+Seg = tuple[str, float, float, int, int, float, float]
+
+
+def segments(tmp_path: Path) -> list[Seg]:
+    """(segment id, window start, window end, token, frames, first frame, last frame) of every file written."""
+    metas = [read_segment_meta(p) for p in (tmp_path / "data").rglob("*.parquet")]
+    return sorted(
+        (m.segment_id, m.window_start, m.window_end, m.token, m.frames, m.first_frame, m.last_frame) for m in metas
+    )
+
+
+def seg(second: int, token: int, frames: int, first: float, last: float) -> Seg:
+    """The segment expected for the window ``second`` s after T0."""
+    start = T0 + second
+    return (f"cam-1.{int(start * 1000)}.ws-a.{token}", start, start + 1, token, frames, first, last)
+
+
+# --- the deadline ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("at", "done", "processed"),
+    [
+        (100.45, 100.499, 5),  # inference ends just before the deadline: processed
+        (100.45, D, 4),  # the deadline passes while the frame is in inference: not processed
+        (100.45, 100.7, 4),
+        (D, None, 4),  # handed over at the deadline: not processed
+    ],
+)
+def test_no_frame_is_processed_at_or_after_the_deadline(
+    tmp_path: Path, at: float, done: float | None, processed: int
+) -> None:
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock)
+    play(
+        worker,
+        [Frame(ts(k), 100.0 + k / 10) for k in range(4)] + [Frame(ts(4), at, done), Frame(ts(6), 100.6)],
+    )
+    assert worker.frames == processed
+    assert worker.last_ts == ts(processed - 1)
+    assert worker.fenced is True
+    assert worker.status()["state"] == "fenced"
+    assert segments(tmp_path) == [seg(0, TOKEN, processed, ts(0), ts(processed - 1))]
+
+
+def test_frames_in_flight_when_the_fence_falls_are_dropped(tmp_path: Path) -> None:
+    """Three frames ahead in inference: the one whose inference ends at the deadline and the two behind it are
+    dropped, and never processed after the renewal."""
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, inflight=3)
+    play(
+        worker,
+        [
+            Frame(ts(0), 100.0),
+            Frame(ts(9), 100.1, done=D),
+            Frame(ts(10), 100.2),
+            Frame(ts(11), 100.3),  # handed over once ts(0) is processed
+            Do(lambda: worker.renew(102.0)),
+            Frame(ts(12), 100.8),
+            Frame(ts(13), 100.9),
+        ],
+    )
+    capture = worker.capture
+    assert isinstance(capture, ScriptedCapture)
+    assert capture.handed == [ts(0), ts(9), ts(10), ts(11), ts(12), ts(13)]
+    assert worker.frames == 3
+    assert segments(tmp_path) == [seg(0, TOKEN, 1, ts(0), ts(0)), seg(1, TOKEN, 2, ts(12), ts(13))]
+
+
+def test_renewal_after_expiry_resumes_and_frames_of_the_fenced_time_are_never_processed(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock)
+    during: list[tuple[bool, list[Seg]]] = []
+    play(
+        worker,
+        [
+            Frame(ts(0), 100.0),
+            Frame(ts(1), 100.1),
+            Frame(ts(2), D),  # at the deadline: dropped
+            Frame(ts(3), 100.6),  # while fenced: drained, not processed
+            Frame(ts(4), 100.7),
+            Do(lambda: during.append((worker.fenced, segments(tmp_path)))),  # written when the fence fell
+            Do(lambda: worker.renew(101.5)),
+            Frame(ts(12), 100.8),
+            Frame(ts(13), 100.9),
+        ],
+    )
+    assert during == [(True, [seg(0, TOKEN, 2, ts(0), ts(1))])]
+    assert worker.fenced is False
+    assert worker.fence_deadline == 101.5
+    assert worker.frames == 4
+    assert segments(tmp_path) == [seg(0, TOKEN, 2, ts(0), ts(1)), seg(1, TOKEN, 2, ts(12), ts(13))]
+
+
+def test_a_renewal_within_the_window_the_fence_closed_resumes_at_the_next_window(tmp_path: Path) -> None:
+    """The fence wrote the open window; frames of that window after the renewal are not processed (the segment is
+    written already and cannot change), the next window is written whole."""
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock)
+    play(
+        worker,
+        [
+            Frame(ts(0), 100.0),
+            Frame(ts(1), D),
+            Do(lambda: worker.renew(101.5)),
+            Frame(ts(2), 100.6),  # window T0 is written: not processed
+            Frame(ts(9), 100.7),  # nor this one
+            Frame(ts(10), 100.8),
+            Frame(ts(11), 100.9),
+        ],
+    )
+    assert worker.frames == 3
+    assert segments(tmp_path) == [seg(0, TOKEN, 1, ts(0), ts(0)), seg(1, TOKEN, 2, ts(10), ts(11))]
+
+
+def test_renew_never_moves_the_deadline_back_and_leaves_an_unfenced_worker_unfenced(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    fenced = make_worker(tmp_path / "a", clock)
+    seen = []
+    for d in (101.0, 103.25, 100.2, 103.0):
+        assert fenced.renew(d) is True
+        seen.append(fenced.fence_deadline)
+    assert seen == [101.0, 103.25, 103.25, 103.25]
+    free = make_worker(tmp_path / "b", clock, deadline=None)
+    free.renew(101.0)
+    assert free.fence_deadline is None
+    clock.advance_to(1e9)
+    assert (fenced._fence_expired(), free._fence_expired()) == (True, False)
+
+
+def test_activate_hands_a_standby_worker_its_token_rate_and_deadline(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, deadline=None, token=0)
+    worker.start = lambda: True  # type: ignore[method-assign]  # the loop is not started here
+    assert worker.activate(9, 5.0, 100.4) is True
+    assert (worker.token, worker.capture.target_fps, worker.fence_deadline) == (9, 5.0, 100.4)
+    clock.advance_to(100.4)
+    assert worker._fence_expired() is True
+
+
+# --- a stalled clock ---------------------------------------------------------------------------------------------
+
+
+def test_a_stalled_clock_never_expires_a_deadline_ahead_of_it(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, deadline=100.000001)
+    play(worker, [Frame(ts(k), 100.0, done=100.0) for k in range(30)])
+    assert clock.now == 100.0
+    assert worker.frames == 30
+    assert worker.fenced is False
+    assert segments(tmp_path) == [seg(s, TOKEN, 10, ts(10 * s), ts(10 * s + 9)) for s in range(3)]
+
+
+@pytest.mark.parametrize("deadline", [99.0, 100.0])
+def test_a_stalled_clock_never_unfences_a_deadline_behind_it(tmp_path: Path, deadline: float) -> None:
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, deadline=deadline)
+    steps: list[Frame | Do] = []
+    for k in range(20):
+        steps.append(Frame(ts(k), 100.0))
+        if k % 5 == 0:
+            steps.append(Do(lambda: worker.renew(99.5)))
+            steps.append(Do(lambda: worker.renew(100.0)))
+    play(worker, steps)
+    assert clock.now == 100.0
+    assert worker.fence_deadline == 100.0
+    assert worker.frames == 0
+    assert worker.fenced is True
+    assert segments(tmp_path) == []
+
+
+# --- a new token -------------------------------------------------------------------------------------------------
+
+
+def test_a_token_change_mid_window_applies_from_the_next_window(tmp_path: Path) -> None:
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, deadline=1000.0, token=5)
+    play(
+        worker,
+        [
+            Frame(ts(0), 100.0),
+            Frame(ts(5), 100.1),
+            Do(lambda: worker.retoken(7)),
+            Frame(ts(8), 100.2),
+            Frame(ts(12), 100.3),
+            Do(lambda: worker.retoken(9)),
+            Do(lambda: worker.retoken(4)),  # an older token is ignored
+            Frame(ts(15), 100.4),
+            Frame(ts(21), 100.5),
+        ],
+    )
+    assert worker.token == 9
+    assert segments(tmp_path) == [
+        seg(0, 5, 3, ts(0), ts(8)),
+        seg(1, 7, 2, ts(12), ts(15)),
+        seg(2, 9, 1, ts(21), ts(21)),
+    ]
