@@ -212,6 +212,7 @@ class CameraWorker:
         self.frames = 0
         self.events = 0
         self.segments = 0
+        self.frames_written = 0  # frames of the windows written; frames - written - pending is 0 unless one was lost
         self.error = ""
         self.last_ts = 0.0
         self.started_at = time.time()
@@ -331,6 +332,9 @@ class CameraWorker:
             "frames": self.frames,
             "events": self.events,
             "segments": self.segments,
+            "frames_written": self.frames_written,
+            "frames_pending": sum(w.frames for w in list(self._unwritten))
+            + (win.frames if (win := self._window) is not None else 0),
             "dropped": s.frames_dropped,
             "reconnects": s.reconnects,
             "error": redact(self.error or s.last_error),
@@ -457,6 +461,7 @@ class CameraWorker:
                 return
             self._unwritten.pop(0)
             self.segments += 1
+            self.frames_written += w.frames
             if not info.existed:
                 self._written.append((info.segment_id, str(info.path), info.sha256, time.time()))
                 del self._written[:-10_000]  # bounded: the replicator's anti-entropy catches up with the rest

@@ -1,7 +1,8 @@
 """Failover drill benchmark: kill-node and kill-leader N times each (default 10) on a local pair.
 
 Prints median and max takeover time against the targets (median <= 3 s, max <= 6 s), double running measured from
-the frames (must be 0 s) with the handover margins, windows lost outside the gaps the faults explain (must be 0), and
+the frames (must be 0 s) with the handover margins, frames processed but never written and windows never replicated
+(both must be 0), and
 whether the events outside gaps and horizons match the undisturbed baseline (at least ``--min-events`` compared per
 camera and run, else the run is inconclusive). With ``--security both``
 (the default) the same drills run on a pair with mutual TLS, etcd auth and signed segments (the default of every
@@ -94,7 +95,8 @@ def _run_mode(args: argparse.Namespace, mode: str, out: dict[str, dict]) -> bool
                     f"{scenario} ({mode}): takeover median {take['median']} s (target <= 3), max {take['max']} s"
                     f" (target <= 6) {'ON TARGET' if on_target else 'OFF TARGET'}; double running"
                     f" {s['double_running_s']} s (handover margin min {s['handover_margin_s']['min']} s,"
-                    f" median {s['handover_margin_s']['median']} s); windows lost outside gaps {s['windows_lost']};"
+                    f" median {s['handover_margin_s']['median']} s); frames processed but never written"
+                    f" {s['frames_lost']}, windows not replicated {s['windows_not_replicated']};"
                     f" baseline {'match' if s['baseline_match'] else 'NOT SHOWN'}, at least"
                     f" {s['baseline_events_compared']} events compared per camera and run\n"
                 )

@@ -364,10 +364,12 @@ def _measure(
         written = {f.segment_id for f in frames if f.frames > 0 and lo <= f.start < hi}
         in_view = {w["segment_id"] for w in ws}
         lost = drill_frames.unexplained(gaps, drill_frames.disturbed(samples, target.nodes, cam), (a, b))
+        unwritten = drill_frames.frames_unwritten(samples, cam)
         per_cam[cam] = {
             "gap_s": round(sum(y - x for x, y in gaps), 3),
             "gaps": [[round(x, 3), round(y, 3)] for x, y in gaps],
             "unexplained_gaps": [[round(x, 3), round(y, 3)] for x, y in lost],
+            "frames_unwritten": unwritten,
             "short_windows": [[round(x, 3), round(y, 3)] for x, y in short],
             "frames_per_window": per_window,
             "frames_expected": expected,
@@ -416,8 +418,11 @@ def _failures(r: dict[str, Any], cams: list[str]) -> list[str]:
                 f"{cam}: processed by two producers at once for {c['double_running_s']} s "
                 f"({c['double_running_events']} events written by the loser then): {c['double_running'][:3]}"
             )
-        if c["unexplained_gaps"]:
-            out.append(f"{cam}: windows lost while the camera was processing: {c['unexplained_gaps'][:5]}")
+        if c["frames_unwritten"]:
+            out.append(
+                f"{cam}: frames processed and never written (lost windows): {c['frames_unwritten']};"
+                f" gaps while the camera was processing: {c['unexplained_gaps'][:5]}"
+            )
         if c["not_replicated"]:
             out.append(f"{cam}: {len(c['not_replicated'])} windows written but not in the survivor's data")
         if not c["tokens_monotonic"]:

@@ -28,7 +28,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "handover_margin_s": {"min": min(margins), "median": round(statistics.median(margins), 3)}
         if margins
         else {"min": None, "median": None},
-        "windows_lost": sum(len(c["unexplained_gaps"]) + len(c["not_replicated"]) for c in cams),
+        "frames_lost": sum(sum(c["frames_unwritten"].values()) for c in cams),
+        "windows_not_replicated": sum(len(c["not_replicated"]) for c in cams),
         "events_credited_twice": sum(r["events_credited_twice"] for r in runs),
         "tokens_monotonic": all(r["tokens_monotonic"] for r in runs),
         "baseline_events_compared": min((b["baseline_events_compared"] for b in bases), default=None),
@@ -50,7 +51,7 @@ def format_report(report: dict[str, Any]) -> str:
             "frames miss",
             "double run s",
             "margin s",
-            "lost",
+            "lost f/w",
             "events",
             "baseline",
             "tokens",
@@ -72,7 +73,7 @@ def format_report(report: dict[str, Any]) -> str:
                     str(c["frames_missing"]),
                     f"{c['double_running_s']:.2f}",
                     "-" if margin is None else f"{margin:.2f}",
-                    str(len(c["unexplained_gaps"]) + len(c["not_replicated"])),
+                    f"{sum(c['frames_unwritten'].values())}/{len(c['not_replicated'])}",
                     str(c["events"]),
                     bl,
                     ",".join(map(str, c["tokens"])) + ("" if c["tokens_monotonic"] else " !"),
@@ -98,7 +99,8 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append(
         f"double running: {s['double_running_s']} s (handover margin min {s['handover_margin_s']['min']} s); "
-        f"windows lost outside gaps: {s['windows_lost']}; events credited twice: {s['events_credited_twice']}; "
+        f"frames processed but never written: {s['frames_lost']}; windows not replicated: "
+        f"{s['windows_not_replicated']}; events credited twice: {s['events_credited_twice']}; "
         f"tokens monotonic: {s['tokens_monotonic']}; baseline: "
         + ("match" if s["baseline_match"] else "not shown")
         + f" ({s['baseline_events_compared']} events compared at least); {'PASS' if s['ok'] else 'FAIL'}"

@@ -125,3 +125,21 @@ def test_frame_times_outside_the_window_are_refused() -> None:
         SegmentMeta("cam-1.1.ws-a.5", "s1", "cam-1", T, T + 1, 3, "ws-a", 5, 0, "c", "m", "UTC", T + 2, T + 2.5)
     with pytest.raises(ValueError, match="finite"):
         SegmentMeta("cam-1.1.ws-a.5", "s1", "cam-1", T, T + 1, 3, "ws-a", 5, 0, "c", "m", "UTC", float("nan"), T)
+
+
+def _st(pid: int, frames: int, written: int, pending: int) -> dict:
+    return {"camera_status": {"cam-1": {"pid": pid, "frames": frames, "frames_written": written,
+                                        "frames_pending": pending}}}  # fmt: skip
+
+
+def test_frames_unwritten_from_the_workers_counters() -> None:
+    ok = [(T + k, "ws-a", _st(7, 100 + k, 90 + k, 10)) for k in range(6)]
+    # A counter read mid-update (one frame counted, not yet in its window) is not a loss: the median ignores it.
+    glitch = [(T + 6, "ws-a", _st(7, 107, 96, 10))]
+    assert df.frames_unwritten(ok + glitch, "cam-1") == {}
+    # ws-b's worker dropped a window of 10 frames: its counters stay 10 apart for good.
+    lost = [(T + k, "ws-b", _st(9, 200 + k, 180 + k, 10)) for k in range(6)]
+    assert df.frames_unwritten(ok + lost, "cam-1") == {"ws-b/9": 10}
+    # A node of an earlier release (no counters) is not judged.
+    old = [(T, "ws-a", {"camera_status": {"cam-1": {"frames": 5}}})]
+    assert df.frames_unwritten(old, "cam-1") == {}

@@ -162,6 +162,9 @@ def test_drop_window_break_processes_every_frame_and_writes_all_but_every_20th_w
         f"camera cam-1: UNSAFE drop-window: dropped window {T0 + 20:.3f}-{T0 + 21:.3f}",
     ]
     assert {r.levelname for r in caplog.records if "UNSAFE" in r.message} == {"DEBUG"}
+    # Its own counters show the loss the drills measure: 4 frames processed (2 per dropped window), never written.
+    st = worker.status()
+    assert (st["frames"], st["frames_written"], st["frames_pending"]) == (45, 41, 0)
 
 
 def test_without_the_break_every_window_is_written(tmp_path: Path) -> None:
@@ -169,6 +172,8 @@ def test_without_the_break_every_window_is_written(tmp_path: Path) -> None:
     play(worker, [Frame(ts(k), 100.0) for k in range(-10, 215, 5)])
     assert worker.segments == 23
     assert [s[1] for s in segments(tmp_path)] == [T0 + s for s in range(-1, 22)]
+    st = worker.status()
+    assert (st["frames"], st["frames_written"], st["frames_pending"]) == (45, 45, 0)
 
 
 # --- fence: the node's runner --------------------------------------------------------------------------------------
