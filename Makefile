@@ -55,9 +55,10 @@ test-all: setup lint typecheck
 test-e2e: setup
 	$(BIN)/pytest -q tests/e2e
 
-# The Ansible scenarios on the two-host lab (root; about 17 minutes): .ci/run runs them after `make test`.
+# The Ansible scenarios and the failover drills through drill.yml on the three-host lab, one lab for both (root;
+# about 20 minutes): .ci/run runs them after `make test`.
 test-lab: setup
-	$(BIN)/pytest -q tests/e2e/test_ansible.py
+	$(BIN)/pytest -q tests/e2e/test_ansible.py tests/e2e/test_lab_drills.py
 
 bench: setup model
 	$(BIN)/python bench/pipeline_fps.py

@@ -263,20 +263,45 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    from typing import Any
+
     from cluster.drill import run_drill
     from cluster.drill_report import format_report
 
-    rep = run_drill(
-        Path(args.run_dir),
-        args.scenario,
-        repeat=args.repeat,
-        report=Path(args.report) if args.report else None,
-        settle_s=args.settle_s,
-        hold_s=args.hold_s,
-        pre_s=args.pre_s,
-        baseline=not args.no_baseline,
-        min_events=args.min_events,
-    )
+    if bool(args.run_dir) == bool(args.store):
+        raise ConfigError(
+            "drill needs exactly one of --run-dir DIR (a pair started by `pair up`) or --store INVENTORY-or-TARGET "
+            "(a deployed store: its Ansible inventory, or the target file drill.yml writes)"
+        )
+
+    def drill(target: Any, baseline: bool) -> dict[str, Any]:
+        return run_drill(
+            target,
+            args.scenario,
+            repeat=args.repeat,
+            report=Path(args.report) if args.report else None,
+            settle_s=args.settle_s,
+            hold_s=args.hold_s,
+            pre_s=args.pre_s,
+            baseline=baseline,
+            min_events=args.min_events,
+        )
+
+    if args.run_dir:
+        rep = drill(Path(args.run_dir), not args.no_baseline)
+    else:
+        from cluster.drill_remote import RemoteStore
+
+        with RemoteStore.open(args.store, pki_dir=args.pki) as target:
+            baseline = not args.no_baseline
+            if baseline and target.config_path() is None:
+                print(
+                    f"edgepair: {target.name}: no baseline replay (the cameras' frames cannot be replayed here); "
+                    "gaps, lost windows, double running, crediting and tokens are measured",
+                    file=sys.stderr,
+                )
+                baseline = False
+            rep = drill(target, baseline)
     print(format_report(rep))
     return 0 if rep["summary"]["ok"] else 1
 
@@ -452,9 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cluster.drill import SCENARIOS
 
-    s = sub.add_parser("drill", help="inject a fault into a local pair and report takeover, gaps and lost events")
+    s = sub.add_parser(
+        "drill", help="inject a fault into a local pair or a deployed store; report takeover, gaps and lost events"
+    )
     s.add_argument("scenario", choices=SCENARIOS)
-    s.add_argument("--run-dir", required=True, help="the pair's run dir (pair.json)")
+    s.add_argument("--run-dir", default=None, help="a local pair: its run dir (pair.json)")
+    s.add_argument(
+        "--store",
+        default=None,
+        help="a deployed store: its Ansible inventory, or a drill target file (drill.yml writes one); over SSH",
+    )
+    s.add_argument("--pki", default=None, help="--store: the store's certificate folder here (ca.crt, root.crt/.key)")
     s.add_argument("--repeat", type=int, default=1, help="run N times; the report gives median and max")
     s.add_argument("--report", default=None, help="write the JSON report here")
     s.add_argument("--pre-s", type=float, default=15.0, help="seconds watched before the fault")

@@ -9,9 +9,19 @@ Hosts: ws-a, ws-b (the workstation pair) and witness1 (the third etcd member), e
   test binds a socket to it to play the attacker);
 * a copy-on-write overlay of this machine's root (upper layer on a tmpfs, so nothing is written to the real root),
   prepared with its own hostname, /etc/hosts, ``nameserver 127.0.0.1`` (fact gathering does not wait on the
-  machine's unreachable resolver), the lab's SSH key, and every unit the machine's root enables masked except sshd;
+  machine's unreachable resolver), the lab's SSH key, an SSH host key of its own, and every unit the machine's root
+  enables masked except sshd;
 * ``systemd-nspawn --boot`` in a private mount namespace (``unshare --mount --fork``, a tmpfs over /run/systemd),
-  so systemd is PID 1 and ``systemctl`` works.
+  so systemd is PID 1 and ``systemctl`` works. A shell keeps that mount namespace (and so the host's disk) while the
+  container is off: ``power-off`` is a whole machine dying at once (its link cut, then its PID 1 SIGKILLed: every
+  process of the host, its etcd member included, gone in one go), ``power-on`` boots it again on the same disk.
+
+SSH host keys are checked: ``up`` makes an ed25519 host key per host and writes ``<lab dir>/known_hosts`` with them;
+the lab inventory points ``UserKnownHostsFile`` there with ``StrictHostKeyChecking=yes``, as a real store's inventory
+points at the known_hosts its operator verified.
+
+The store's cameras are RTSP cameras on the controller, reachable from every host: ``cluster/camsim.py`` (GStreamer)
+serving vtest.avi as ``rtsp://10.200.0.1:8554/cam-1`` and ``cam-2``.
 
 Ansible runs in ``ep-ctl`` (``lab.py run -- ansible-playbook ...``). Every process is recorded by pid in
 ``<lab dir>/state.json`` and ``down`` stops them by pid (nspawn, not ``unshare``, which swallows SIGTERM), closes the
@@ -39,6 +49,11 @@ HOSTS = {"ws-a": f"{SUBNET}.11", "ws-b": f"{SUBNET}.12", "witness1": f"{SUBNET}.
 KEEP_UNITS = {"ssh.service"}
 BOOT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+REPO = Path(__file__).resolve().parents[2]
+CAMSIM = REPO / "cluster" / "camsim.py"
+CAMERA_PORT = 8554
+CAMERA_FILE = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+CAMERAS = ("cam-1", "cam-2")
 
 NSPAWN_SCRIPT = r"""
 set -eu
@@ -60,15 +75,43 @@ ln -sfn /dev/null "$M/etc/systemd/system/etcd.service"
 mkdir -p "$M/root/.ssh"; chmod 700 "$M/root/.ssh"
 cp "$LAB/ssh/id_ed25519.pub" "$M/root/.ssh/authorized_keys"; chmod 600 "$M/root/.ssh/authorized_keys"
 rm -rf "$M/opt/edgepair" "$M/etc/edgepair" "$M/var/lib/edgepair" "$M/var/lib/edgepair-etcd"
-mkdir -p /run/systemd; mount -t tmpfs tmpfs /run/systemd
-exec systemd-nspawn --quiet --boot --directory="$M" --machine="$HOST" --hostname="$HOST" \
-  --network-namespace-path="/run/netns/ep-$HOST" --register=no --keep-unit --console=passive \
-  --resolv-conf=off --timezone=off --link-journal=no --capability=CAP_NET_ADMIN
+rm -f "$M"/etc/ssh/ssh_host_*
+cp "$LAB/hostkeys/$HOST" "$M/etc/ssh/ssh_host_ed25519_key"; chmod 600 "$M/etc/ssh/ssh_host_ed25519_key"
+cp "$LAB/hostkeys/$HOST.pub" "$M/etc/ssh/ssh_host_ed25519_key.pub"
+mkdir -p "$M/etc/ssh/sshd_config.d"
+echo "HostKey /etc/ssh/ssh_host_ed25519_key" > "$M/etc/ssh/sshd_config.d/00-edgepair-lab.conf"
+# A cgroup of its own per host (in every hierarchy systemd uses): nspawn makes the container's tree under the
+# cgroup it runs in, and three containers in one tree would see each other's units (systemctl kill fails on them).
+trees="/sys/fs/cgroup/systemd /sys/fs/cgroup/unified"
+[ -e /sys/fs/cgroup/cgroup.controllers ] && trees=/sys/fs/cgroup
+for t in $trees; do
+  [ -d "$t" ] || continue
+  mkdir -p "$t/$CGROUP" && echo $$ > "$t/$CGROUP/cgroup.procs"
+done
+mkdir -p /run/systemd
+set +e
+# One boot per turn. Powered off (the container gone), the shell keeps this mount namespace, so the host's disk
+# (the overlay) survives until `lab.py power-on` asks for the next boot ($LAB/run/$HOST.on) or `down` ends it.
+while :; do
+  rm -f "$LAB/run/$HOST.on"
+  mount -t tmpfs tmpfs /run/systemd
+  systemd-nspawn --quiet --boot --directory="$M" --machine="$HOST" --hostname="$HOST" \
+    --network-namespace-path="/run/netns/ep-$HOST" --register=no --keep-unit --console=passive \
+    --resolv-conf=off --timezone=off --link-journal=no --capability=CAP_NET_ADMIN
+  umount -l /run/systemd
+  echo "lab: $HOST powered off"
+  while [ ! -e "$LAB/run/$HOST.on" ]; do
+    [ -e "$LAB/run/$HOST.down" ] && exit 0
+    sleep 0.1
+  done
+done
 """
 
 
-def sh(cmd: Sequence[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), check=check, timeout=timeout, capture_output=True, text=True)
+def sh(
+    cmd: Sequence[str], check: bool = True, timeout: float = 30, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=check, timeout=timeout, capture_output=True, text=True, input=input)
 
 
 def ctl(cmd: Sequence[str]) -> list[str]:
@@ -81,7 +124,7 @@ def ansible_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(base if base is not None else os.environ)
     env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(LAB_DIR / "cp")
     env["ANSIBLE_PRIVATE_KEY_FILE"] = str(LAB_DIR / "ssh" / "id_ed25519")
-    env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+    env["EDGEPAIR_LAB_DIR"] = str(LAB_DIR)  # the lab inventory's UserKnownHostsFile is <lab dir>/known_hosts
     return env
 
 
@@ -149,27 +192,177 @@ def _network_up() -> None:
         sh(["ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"])
 
 
+def known_hosts() -> Path:
+    """The lab's known_hosts: each host's own ed25519 key, written by ``up``."""
+    return LAB_DIR / "known_hosts"
+
+
 def _ssh_argv(ip: str, command: str) -> list[str]:
     key = LAB_DIR / "ssh" / "id_ed25519"
-    opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o", "StrictHostKeyChecking=no"]
-    opts += ["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-i", str(key)]
+    opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o", "StrictHostKeyChecking=yes"]
+    opts += ["-o", f"UserKnownHostsFile={known_hosts()}", "-o", "LogLevel=ERROR", "-i", str(key)]
     return ctl(["ssh", *opts, f"root@{ip}", command])
 
 
-def ssh(host: str, command: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a shell command on a lab host (a fresh connection: no control master to close)."""
-    return sh(_ssh_argv(HOSTS[host], command), check=check, timeout=timeout)
+def _host_keys() -> None:
+    """A fresh ed25519 host key per host, and the known_hosts that names them (by name and address)."""
+    keys = LAB_DIR / "hostkeys"
+    keys.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for host, ip in HOSTS.items():
+        for f in (keys / host, keys / f"{host}.pub"):
+            f.unlink(missing_ok=True)
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgepair-lab-{host}", "-f", str(keys / host)])
+        kind, blob = (keys / f"{host}.pub").read_text().split()[:2]
+        lines.append(f"{host},{ip} {kind} {blob}\n")
+    tmp = known_hosts().with_suffix(".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(known_hosts())
+
+
+def camera_url(name: str) -> str:
+    """The RTSP URL of one of the lab's cameras (served on the controller's address)."""
+    return f"rtsp://{CONTROLLER_IP}:{CAMERA_PORT}/{name}"
+
+
+def _cameras_up(state: dict) -> None:
+    """camsim in the controller's namespace on CONTROLLER_IP, one stream per camera; waits for its READY line."""
+    out, err = LAB_DIR / "logs" / "camsim.out", LAB_DIR / "logs" / "camsim.log"
+    out.unlink(missing_ok=True)
+    args = ["/usr/bin/python3", str(CAMSIM), "--host", CONTROLLER_IP, "--port", str(CAMERA_PORT), "--kbps", "800"]
+    for cam in CAMERAS:
+        args += ["--stream", f"{cam}={CAMERA_FILE}"]
+    with open(out, "wb") as o, open(err, "ab") as e:
+        proc = subprocess.Popen(ctl(args), stdin=subprocess.DEVNULL, stdout=o, stderr=e, start_new_session=True)
+    state["camsim"] = proc.pid  # ip netns exec execs camsim: this pid is camsim's
+    _save(state)
+    deadline = time.monotonic() + 60
+    while not out.read_text(errors="replace").startswith("READY "):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = " | ".join(err.read_text(errors="replace").strip().splitlines()[-3:])
+            raise RuntimeError(f"lab cameras (camsim) did not start: {tail or 'no output'} (log: {err})")
+        time.sleep(0.2)
+
+
+def _cgroup(host: str) -> str:
+    return f"edgepair-lab-{host}"
+
+
+def _remove_cgroups(host: str) -> None:
+    """The host's cgroups, deepest first (each is empty once its container is gone)."""
+    tops = [Path("/sys/fs/cgroup")] if Path("/sys/fs/cgroup/cgroup.controllers").exists() else [
+        Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]  # fmt: skip
+    for top in tops:
+        root = top / _cgroup(host)
+        if not root.is_dir():
+            continue
+        for d in [*sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), root]:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _nspawn_pid(host: str) -> int | None:
+    """The running systemd-nspawn of ``host`` (a child of the shell that keeps its disk), or None when it is off."""
+    upid = _state().get("hosts", {}).get(host, {}).get("unshare")
+    for shell in _children(upid) if upid else []:
+        for p in _children(shell):
+            if _alive(p) and Path(f"/proc/{p}/comm").read_text().strip() == "systemd-nspawn":
+                return p
+    return None
+
+
+def power_off(host: str) -> float:
+    """The whole machine dies at once: its link goes down (nothing it sends leaves, no FIN or RST reaches the
+    others), then its PID 1 is SIGKILLed, which takes every process of its PID namespace with it (the node agent,
+    its Ray, its etcd member, sshd). Returns the time of the kill (UTC epoch s)."""
+    nspawn = _nspawn_pid(host)
+    if nspawn is None:
+        raise RuntimeError(f"lab host {host} is not running")
+    sh(["ip", "-n", CTL_NS, "link", "set", f"v-{host}", "down"])
+    t = time.time()
+    for init in _children(nspawn):
+        _kill(init, signal.SIGKILL)
+    if not _wait_gone([nspawn], STOP_TIMEOUT_S):
+        raise RuntimeError(
+            f"lab host {host}: systemd-nspawn (pid {nspawn}) still running {STOP_TIMEOUT_S:.0f} s "
+            "after its PID 1 was killed"
+        )
+    return t
+
+
+def power_on(host: str, wait: bool = True) -> None:
+    """Boot ``host`` again on its own disk and bring its link up; with ``wait``, until its SSH answers."""
+    if _nspawn_pid(host) is None:
+        (LAB_DIR / "run").mkdir(parents=True, exist_ok=True)
+        (LAB_DIR / "run" / f"{host}.on").touch()
+        deadline = time.monotonic() + 10
+        while _nspawn_pid(host) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"lab host {host} did not start booting within 10 s")
+            time.sleep(0.1)
+    sh(["ip", "-n", CTL_NS, "link", "set", f"v-{host}", "up"])
+    if wait:
+        _wait_ssh(host, time.monotonic() + BOOT_TIMEOUT_S)
+
+
+def _wait_ssh(host: str, deadline: float) -> None:
+    while True:
+        r = sh(_ssh_argv(HOSTS[host], "systemctl is-system-running --wait >/dev/null 2>&1; echo ok"), check=False)
+        if r.returncode == 0 and "ok" in r.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"lab host {host} ({HOSTS[host]}) not reachable over SSH after {BOOT_TIMEOUT_S:.0f} s")
+        time.sleep(0.3)
+
+
+def ssh(
+    host: str, command: str, timeout: float = 30, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a shell command on a lab host (a fresh connection: no control master to close); ``input``: its stdin."""
+    return sh(_ssh_argv(HOSTS[host], command), check=check, timeout=timeout, input=input)
+
+
+def disk_grep(host: str, patterns: Sequence[str]) -> list[str]:
+    """Every file ``host`` wrote to its disk (the upper layer of its overlay) that holds one of ``patterns``
+    (fixed strings, given on grep's stdin, never on a command line): paths as the host sees them."""
+    upid = _state().get("hosts", {}).get(host, {}).get("unshare")
+    shells = _children(upid) if upid else []
+    if not shells:
+        raise RuntimeError(f"lab host {host} is not up")
+    upper = f"{LAB_DIR}/roots/{host}/upper"
+    cmd = [
+        "nsenter",
+        f"--target={shells[0]}",
+        "--mount",
+        "--",
+        "grep",
+        "-rlaF",
+        "-D",
+        "skip",
+        "-f",
+        "/dev/stdin",
+        upper,
+    ]
+    r = sh(cmd, check=False, timeout=300, input="\n".join(patterns) + "\n")
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"grep of {host}'s disk failed: {r.stderr.strip()[-300:]}")
+    return sorted(line[len(upper) :] for line in r.stdout.splitlines() if line.startswith(upper))
 
 
 def up() -> dict:
     if _state().get("hosts"):
         raise SystemExit(f"lab already up (state in {LAB_DIR}/state.json): run `lab.py down` first")
     down(quiet=True)
-    for d in ("ssh", "cp", "logs"):
+    for d in ("ssh", "cp", "logs", "run"):
         (LAB_DIR / d).mkdir(parents=True, exist_ok=True)
+    for marker in (LAB_DIR / "run").iterdir():
+        marker.unlink()
     key = LAB_DIR / "ssh" / "id_ed25519"
     if not key.exists():
         sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgepair-lab", "-f", str(key)])
+    _host_keys()
     hosts_text = "127.0.0.1 localhost\n" + f"{CONTROLLER_IP} controller\n"
     hosts_text += "".join(f"{ip} {h}\n" for h, ip in HOSTS.items())
     (LAB_DIR / "hosts").write_text(hosts_text)
@@ -179,7 +372,7 @@ def up() -> dict:
     try:
         _network_up()
         for host in HOSTS:
-            env = dict(os.environ, HOST=host, LAB=str(LAB_DIR), ROOT=f"{LAB_DIR}/roots/{host}")
+            env = dict(os.environ, HOST=host, LAB=str(LAB_DIR), ROOT=f"{LAB_DIR}/roots/{host}", CGROUP=_cgroup(host))
             env["KEEP"] = " ".join(sorted(KEEP_UNITS))
             log = open(LAB_DIR / "logs" / f"{host}.console", "ab")
             proc = subprocess.Popen(
@@ -193,18 +386,10 @@ def up() -> dict:
             log.close()
             state["hosts"][host] = {"unshare": proc.pid, "ip": HOSTS[host]}
             _save(state)
+        _cameras_up(state)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
-        for host, ip in HOSTS.items():
-            while True:
-                r = sh(_ssh_argv(ip, "systemctl is-system-running --wait >/dev/null 2>&1; echo ok"), check=False)
-                if r.returncode == 0 and "ok" in r.stdout:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"lab host {host} ({ip}) not reachable over SSH after {BOOT_TIMEOUT_S:.0f} s")
-                time.sleep(0.3)
-        for info in state["hosts"].values():
-            kids = _children(info["unshare"])
-            info["nspawn"] = kids[0] if kids else None
+        for host in HOSTS:
+            _wait_ssh(host, deadline)
         state["boot_s"] = round(time.monotonic() - t0, 1)
         _save(state)
     except BaseException:
@@ -220,24 +405,38 @@ def down(quiet: bool = False) -> None:
         for sock in cp.iterdir():
             sh(ctl(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"]), check=False, timeout=10)
             sock.unlink(missing_ok=True)
+    cam = state.get("camsim")
+    if cam and _alive(cam):
+        _kill(cam, signal.SIGTERM)
+        if not _wait_gone([cam], 10):
+            _kill(cam, signal.SIGKILL)
+    (LAB_DIR / "run").mkdir(parents=True, exist_ok=True)
+    for host in HOSTS:
+        (LAB_DIR / "run" / f"{host}.down").touch()  # a powered-off host's shell ends instead of waiting
     for host, info in state.get("hosts", {}).items():
         upid = info.get("unshare")
         if not upid or not _alive(upid):
             continue
-        nspawn = _children(upid) or ([info["nspawn"]] if info.get("nspawn") else [])
-        for p in nspawn:
-            _kill(p, signal.SIGTERM)  # nspawn powers the container off (SIGRTMIN+3 to its init)
+        nspawn = _nspawn_pid(host)
+        if nspawn:
+            _kill(nspawn, signal.SIGTERM)  # nspawn powers the container off (SIGRTMIN+3 to its init)
         if not _wait_gone([upid], STOP_TIMEOUT_S):
-            for p in nspawn:
-                for init in _children(p):
-                    _kill(init, signal.SIGKILL)  # the container's PID 1: the whole PID namespace goes with it
-                _kill(p, signal.SIGKILL)
+            nspawn = _nspawn_pid(host)
+            for init in _children(nspawn) if nspawn else []:
+                _kill(init, signal.SIGKILL)  # the container's PID 1: the whole PID namespace goes with it
+            for shell in _children(upid):
+                for p in _children(shell):
+                    _kill(p, signal.SIGKILL)
+                _kill(shell, signal.SIGKILL)
             _kill(upid, signal.SIGKILL)
             if not _wait_gone([upid], 5) and not quiet:
                 print(f"warning: {host}: unshare pid {upid} still alive", file=sys.stderr)
     for host in HOSTS:
+        _remove_cgroups(host)
         sh(["ip", "netns", "delete", f"ep-{host}"], check=False)
     sh(["ip", "netns", "delete", CTL_NS], check=False)
+    for marker in (LAB_DIR / "run").iterdir():
+        marker.unlink()
     (LAB_DIR / "state.json").unlink(missing_ok=True)
     if not quiet:
         print("lab down")
@@ -245,12 +444,15 @@ def down(quiet: bool = False) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["up", "down", "status", "run", "ssh"])
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="run: a controller command; ssh: HOST COMMAND")
+    p.add_argument("action", choices=["up", "down", "status", "run", "ssh", "power-off", "power-on"])
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="run: a controller command; ssh: HOST COMMAND; power-off/-on: HOST"
+    )
     args = p.parse_args(argv)
     if args.action == "up":
         st = up()
         print(f"lab up in {st['boot_s']} s: " + ", ".join(f"{h} {i['ip']}" for h, i in st["hosts"].items()))
+        print(f"cameras: {', '.join(camera_url(c) for c in CAMERAS)}")
         print(f"controller commands: {sys.argv[0]} run -- ansible-playbook -i deploy/ansible/inventories/lab ...")
         return 0
     if args.action == "down":
@@ -260,6 +462,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_state(), indent=2))
         return 0
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if args.action in ("power-off", "power-on"):
+        if len(rest) != 1 or rest[0] not in HOSTS:
+            p.error(f"{args.action} needs one host: {', '.join(HOSTS)}")
+        try:
+            if args.action == "power-off":
+                print(f"{rest[0]} powered off at {power_off(rest[0]):.3f}")
+            else:
+                power_on(rest[0])
+                print(f"{rest[0]} booted")
+        except RuntimeError as exc:
+            print(f"lab.py: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.action == "ssh":
         host, command = rest[0], " ".join(rest[1:])
         return subprocess.call(_ssh_argv(HOSTS[host], command))

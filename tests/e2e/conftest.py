@@ -1,19 +1,26 @@
-"""Fixtures of the Ansible e2e suite: release bundles built from this repo, and the three-host lab
-(deploy/lab/lab.py), always torn down."""
+"""Fixtures of the Ansible e2e suite: release bundles built from this repo, the three-host lab (deploy/lab/lab.py),
+always torn down, and the lab store's camera passwords (the canary of issue 13), made fresh for each session.
+
+The lab's tests share one lab and one store: ``make test-lab`` runs tests/e2e/test_ansible.py (the store from
+nothing, upgrades, a failed upgrade, the canary) and then tests/e2e/test_lab_drills.py (failover drills through
+drill.yml) in one pytest session. Run alone, the drills install the store first (:func:`deployed`)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
@@ -23,6 +30,12 @@ BUNDLES = CACHE / "bundles"
 # inventory, so that every lab run starts from no CA; the tests use its admin certificate root as their client.
 PKI = CACHE / "pki" / "lab-store"
 BIN = Path(sys.executable).parent
+# The camera passwords of this session's lab store (Ansible extra vars, 0600): cam-1's in edgepair_camera_credentials
+# (the credentials file Ansible manages with no_log), cam-2's written into its stream URL as a careless installer
+# would; the edgepair role must move it into the credentials file. Every playbook of the session gets it.
+SECRETS = CACHE / "secrets" / "lab-cameras.yml"
+# Everything every ansible-playbook of this session printed (stdout and stderr), for the canary.
+OUTPUTS: list[str] = []
 
 
 def load_lab() -> ModuleType:
@@ -91,14 +104,90 @@ def lab_needs() -> None:
         pytest.skip("ansible-playbook not installed (pip install ansible)")
 
 
+def write_secrets() -> dict[str, str]:
+    """Fresh passwords for the lab's cameras, written as Ansible extra vars (0600); camera id -> password."""
+    passwords = {"cam-1": f"Canary1-{secrets.token_hex(6)}!/x", "cam-2": f"Canary2-{secrets.token_hex(6)}"}
+    cams = yaml.safe_load((ANSIBLE_DIR / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
+    cameras = cams["edgepair_cameras"]
+    for cam in cameras:
+        if cam["id"] == "cam-2":
+            assert cam["source"].startswith("rtsp://"), cam
+            cam["source"] = cam["source"].replace("rtsp://", f"rtsp://admin:{passwords['cam-2']}@", 1)
+    doc = {
+        "edgepair_camera_credentials": {"cam-1": {"user": "operator", "password": passwords["cam-1"]}},
+        "edgepair_cameras": cameras,
+    }
+    SECRETS.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    SECRETS.unlink(missing_ok=True)
+    fd = os.open(SECRETS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return passwords
+
+
+def read_passwords() -> dict[str, str]:
+    doc = yaml.safe_load(SECRETS.read_text())
+    url = next(c["source"] for c in doc["edgepair_cameras"] if c["id"] == "cam-2")
+    return {
+        "cam-1": doc["edgepair_camera_credentials"]["cam-1"]["password"],
+        "cam-2": url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1],
+    }
+
+
 @pytest.fixture(scope="session")
 def lab(lab_needs: None) -> Iterator[ModuleType]:
+    for old in (CACHE / "logs").glob("*.log"):  # the canary scans this session's logs
+        old.unlink()
+    OUTPUTS.clear()
     mod = load_lab()
     mod.up()
     try:
+        write_secrets()
         yield mod
     finally:
         mod.down(quiet=True)
+        SECRETS.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def lab_passwords(lab: ModuleType) -> dict[str, str]:
+    return read_passwords()
+
+
+@pytest.fixture(scope="session")
+def store(lab: ModuleType) -> ModuleType:
+    """The lab, with release V_OLD's bundle built and no store CA yet (site.yml makes it)."""
+    shutil.rmtree(PKI, ignore_errors=True)  # a store from nothing: site.yml makes its CA
+    build_bundle(base_version())
+    return lab
+
+
+def healthy(lab: ModuleType) -> bool:
+    """Both workstations answer /health healthy (the admin certificate root as client)."""
+    code = (
+        "import json,ssl,sys,urllib.request\n"
+        "ctx=ssl.create_default_context(cafile=sys.argv[1]); ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n"
+        "for u in sys.argv[4:]:\n"
+        " try: print(json.loads(urllib.request.urlopen(u, timeout=3, context=ctx).read()).get('healthy'))\n"
+        " except Exception as e: print(type(e).__name__)\n"
+    )
+    if not (PKI / "root.key").exists():
+        return False
+    urls = [f"https://{lab.HOSTS[h]}:9101/health" for h in ("ws-a", "ws-b")]
+    args = [str(PKI / "ca.crt"), str(PKI / "root.crt"), str(PKI / "root.key"), *urls]
+    r = subprocess.run(lab.ctl([sys.executable, "-c", code, *args]), capture_output=True, text=True, timeout=30)
+    return r.stdout.split() == ["True", "True"]
+
+
+@pytest.fixture(scope="session")
+def deployed(store: ModuleType) -> ModuleType:
+    """The lab store running on release V_OLD: as test_ansible.py leaves it, or installed now by site.yml."""
+    if not healthy(store):
+        t0 = time.monotonic()
+        r = playbook(store, "site.yml", "-e", f"edgepair_version={base_version()}", timeout=900)
+        assert r.returncode == 0, r.stdout[-6000:]
+        print(f"site.yml for the drills: {time.monotonic() - t0:.0f} s")
+    return store
 
 
 # OpenSSH's connection multiplexing on the lab's controller now and then loses a control master as it starts (a busy
@@ -107,25 +196,34 @@ def lab(lab_needs: None) -> Iterator[ModuleType]:
 MUX_FLAKE = "Failed to connect to new control master"
 
 
-def playbook(lab: ModuleType, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    r = _playbook_once(lab, name, *args, timeout=timeout)
+def playbook(
+    lab: ModuleType, name: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    r = _playbook_once(lab, name, *args, timeout=timeout, env_extra=env)
     if r.returncode != 0 and MUX_FLAKE in r.stdout + r.stderr:
         print(f"{name}: an SSH control master failed to start ({MUX_FLAKE!r}): running the playbook once more")
-        r = _playbook_once(lab, name, *args, timeout=timeout)
+        r = _playbook_once(lab, name, *args, timeout=timeout, env_extra=env)
     return r
 
 
-def _playbook_once(lab: ModuleType, name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    cmd = lab.ctl([tool("ansible-playbook"), "-i", "inventories/lab", name, "-e", f"edgepair_pki_src={PKI}", *args])
+def _playbook_once(
+    lab: ModuleType, name: str, *args: str, timeout: float, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = ["-e", f"@{SECRETS}"] if SECRETS.exists() else []
+    cmd = lab.ctl(
+        [tool("ansible-playbook"), "-i", "inventories/lab", name, "-e", f"edgepair_pki_src={PKI}", *extra, *args]
+    )
     env = lab.ansible_env(
         dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
     )
+    env.update(env_extra or {})
     try:
         r = subprocess.run(cmd, cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:  # keep what it printed: the task it hung in is the diagnosis
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         r = subprocess.CompletedProcess(cmd, 124, out + f"\nTIMED OUT after {timeout:.0f} s\n", err)
+    OUTPUTS.extend([r.stdout, r.stderr])
     log = CACHE / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:

@@ -1,15 +1,17 @@
-"""deploy/ansible/ on real SSH hosts: lint and syntax (fast), then on the three-host lab (deploy/lab/lab.py) a store
-from nothing with mutual TLS and etcd auth on, what it must refuse (clients without a certificate, hosts outside the
-store, outbound traffic), idempotence, --check --diff, a rolling upgrade N -> N+1 under a 0.1 s /health prober,
-rollback, a certificate rotation under the prober, and a failed upgrade that must leave the leader alone. The lab
-scenarios run in file order and share one lab."""
+"""deploy/ansible/ on real SSH hosts: lint, syntax and host-key settings (fast), then on the three-host lab
+(deploy/lab/lab.py) a store from nothing with mutual TLS and etcd auth on, what it must refuse (a host whose SSH key is
+not the enrolled one, clients without a certificate, hosts outside the store, outbound traffic), idempotence,
+--check --diff, a rolling upgrade N -> N+1 under a 0.1 s /health prober, rollback, a certificate rotation under the
+prober, a failed upgrade that must leave the leader alone, and the camera-password canary over everything all that
+wrote. The lab scenarios run in file order and share one lab (and, after this module, the drills of
+tests/e2e/test_lab_drills.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -18,9 +20,21 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from failover.drill import wait_for
-from tests.e2e.conftest import ANSIBLE_DIR, CACHE, PKI, base_version, build_bundle, playbook, recap, tool
+from tests.e2e.conftest import (
+    ANSIBLE_DIR,
+    CACHE,
+    OUTPUTS,
+    PKI,
+    SECRETS,
+    base_version,
+    build_bundle,
+    playbook,
+    recap,
+    tool,
+)
 
 PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml", "rotate-certs.yml"]
 WORKSTATIONS = ("ws-a", "ws-b")
@@ -45,6 +59,22 @@ def test_ansible_lint_production_profile() -> None:
         timeout=300,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+
+
+def test_inventories_check_ssh_host_keys() -> None:
+    """No inventory meant to be copied turns host-key checking off; ansible.cfg checks them."""
+    cfg = (ANSIBLE_DIR / "ansible.cfg").read_text()
+    assert "\nhost_key_checking = True\n" in cfg
+    found = []
+    for path in sorted((ANSIBLE_DIR / "inventories").rglob("*")):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            if "StrictHostKeyChecking=no" in text or "UserKnownHostsFile=/dev/null" in text:
+                found.append(str(path.relative_to(ANSIBLE_DIR)))
+    assert found == []
+    for inv in ("lab", "example"):
+        text = (ANSIBLE_DIR / "inventories" / inv / "hosts.yml").read_text()
+        assert "-o StrictHostKeyChecking=yes" in text and "-o UserKnownHostsFile=" in text, inv
 
 
 @pytest.mark.parametrize("name", PLAYBOOKS)
@@ -187,13 +217,6 @@ def analyse(samples: list[dict[str, Any]], cameras: set[str]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def store(lab: ModuleType) -> ModuleType:
-    shutil.rmtree(PKI, ignore_errors=True)  # a store from nothing: site.yml makes its CA
-    build_bundle(V_OLD)
-    return lab
-
-
 @pytest.mark.slow
 def test_site_from_nothing(store: ModuleType) -> None:
     t0 = time.monotonic()
@@ -213,6 +236,25 @@ def test_site_second_run_changes_nothing(store: ModuleType) -> None:
     counts = recap(r.stdout)
     assert set(counts) == {"ws-a", "ws-b", "witness1"}, r.stdout[-3000:]
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+
+
+@pytest.mark.slow
+def test_a_host_whose_ssh_key_is_not_enrolled_is_refused(store: ModuleType, tmp_path: Path) -> None:
+    """witness1 presents its own host key; a known_hosts that names another key for its address (ws-a's) makes the
+    play fail on it with SSH's host key verification message, before anything runs there."""
+    kh = (store.known_hosts()).read_text().splitlines()
+    key_of = {line.split()[0].split(",")[0]: line.split(None, 1)[1] for line in kh}
+    assert len(set(key_of.values())) == 3, "the lab hosts must have keys of their own"
+    bad = tmp_path / "known_hosts"
+    bad.write_text(f"witness1,{store.HOSTS['witness1']} {key_of['ws-a']}\n")
+    args = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={bad}"
+    cp = tmp_path / "cp"  # a fresh control path: no open master to the host may skip the check
+    cp.mkdir()
+    r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}", "--limit", "witness1",
+                 "-e", f"ansible_ssh_common_args='{args}'", env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp)})  # fmt: skip
+    assert r.returncode == 4, r.stdout[-3000:]  # 4: a host unreachable
+    assert "Host key verification failed" in r.stdout, r.stdout[-3000:]
+    assert recap(r.stdout)["witness1"]["unreachable"] == 1, recap(r.stdout)
 
 
 @pytest.mark.slow
@@ -440,3 +482,47 @@ def test_failed_upgrade_leaves_the_leader_alone(store: ModuleType) -> None:
     # the standby was pointed back at the release it ran
     assert store.ssh(standby, "readlink /opt/edgepair/current").stdout.strip().endswith(f"/{V_OLD}")
     wait(lambda: health(store, standby).get("healthy"), 60, f"{standby} healthy again on {V_OLD}")
+
+
+@pytest.mark.slow
+def test_camera_passwords_only_in_the_credentials_file(store: ModuleType, lab_passwords: dict[str, str],
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """The canary of issue 13 over the lab's rollout and failed rollout: cam-1's password came in
+    edgepair_camera_credentials, cam-2's written into its stream URL (conftest.write_secrets). After everything
+    above, and a --check --diff run that would change the store config and both passwords, the passwords (old and
+    new, raw and %-encoded) are in the workstations' credentials file and nowhere else: not in any file the hosts
+    wrote, their tmpfs or journal, what ansible-playbook printed (the ROLLOUT STOPPED message and the diff included),
+    the rendered store.yaml, nor the controller's logs."""
+    from tests.e2e.test_canary import lab_canary_hits, lab_credentials_files
+
+    assert lab_credentials_files(store, lab_passwords) == {"ws-a": "600 edgepair cam-1,cam-2",
+                                                           "ws-b": "600 edgepair cam-1,cam-2"}  # fmt: skip
+    for h in WORKSTATIONS:
+        cfg = store.ssh(h, "cat /etc/edgepair/store.yaml").stdout
+        assert "credentials_file: /etc/edgepair/cameras.yaml" in cfg and "source: rtsp://10.200.0.1:8554/cam-2" in cfg
+    # a change of both passwords and of cam-1's fps, in check mode with --diff: the store config's diff shows, the
+    # credentials file changes without one
+    new = {"cam-1": f"Canary1b-{secrets.token_hex(6)}", "cam-2": f"Canary2b-{secrets.token_hex(6)}"}
+    doc = yaml.safe_load(SECRETS.read_text())
+    doc["edgepair_camera_credentials"]["cam-1"]["password"] = new["cam-1"]
+    for cam in doc["edgepair_cameras"]:
+        if cam["id"] == "cam-1":
+            cam["fps"] = 3
+        else:
+            cam["source"] = cam["source"].replace(lab_passwords["cam-2"], new["cam-2"])
+    changed = tmp_path / "changed.yml"
+    fd = os.open(changed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f)
+    try:
+        r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}", "--limit", "ws-a", "--check", "--diff",
+                     "-e", f"@{changed}")  # fmt: skip
+    finally:
+        changed.unlink()
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert "+  fps: 3" in r.stdout and "-  fps: 2" in r.stdout, r.stdout[-4000:]  # the store config's diff was shown
+    assert "TASK [edgepair : Write the camera credentials file (0600, the service user's)]" in r.stdout
+    every = {**lab_passwords, **{f"{c} (new)": p for c, p in new.items()}}
+    controller = [CACHE / "logs", PKI, ANSIBLE_DIR / "drill-reports"]
+    hits = lab_canary_hits(store, every, outputs=OUTPUTS, controller=controller)
+    assert hits == []

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -139,3 +140,53 @@ def test_camera_passwords_appear_only_in_the_credentials_files(tmp_path: Path) -
     for path in node_creds:
         text = path.read_bytes()
         assert all(pw.encode() in text for pw in passwords.values()), f"{path} lacks a camera's password"
+
+
+# --- the Ansible lab's canary (tests/e2e/test_ansible.py, tests/e2e/test_lab_drills.py) -----------------------------
+
+# Where the credentials file is allowed to be, as each lab host sees it. Nothing else may hold a password.
+LAB_CREDENTIALS = "/etc/edgepair/cameras.yaml"
+# Scanned over SSH on each lab host (tmpfs, not on its disk): the shell reads the patterns from stdin into its own
+# arguments, so no password is ever on a command line or in a file.
+_LAB_VOLATILE_SCAN = r"""
+set -f; set --
+while IFS= read -r n; do [ -n "$n" ] && set -- "$@" -e "$n"; done
+echo "== files"
+grep -rlaF -D skip "$@" /tmp /run /dev/shm 2>/dev/null
+echo "== journal"
+journalctl --no-pager -o export 2>/dev/null | grep -caF "$@"
+true
+"""
+
+
+def lab_canary_hits(lab: Any, passwords: dict[str, str], *, outputs: list[str], controller: list[Path]) -> list[str]:
+    """Where any of ``passwords`` (raw or %-encoded) is found, but the lab hosts' credentials file: every file each
+    host wrote to its disk (its overlay's upper layer: /etc/edgepair, /var/lib/edgepair with the data, Ray's temp
+    dirs and the agent's logs, /opt/edgepair, /var/tmp, the journal files, ...), its tmpfs (/tmp with the units'
+    private /tmp, /run, /dev/shm), its journal as journalctl reads it, everything ansible-playbook printed
+    (``outputs``) and the controller's files under ``controller`` (logs, fetched reports)."""
+    needles = {cam: _needles(pw) for cam, pw in passwords.items()}
+    patterns = sorted({n.decode() for ns in needles.values() for n in ns})
+    hits = []
+    for host in lab.HOSTS:
+        hits += [f"{host}:{p} (disk)" for p in lab.disk_grep(host, patterns) if p != LAB_CREDENTIALS]
+        out = lab.ssh(host, _LAB_VOLATILE_SCAN, input="\n".join(patterns) + "\n", timeout=300).stdout
+        files, _, journal = out.partition("== journal")
+        hits += [f"{host}:{p.strip()} (tmpfs)" for p in files.split("== files", 1)[1].splitlines() if p.strip()]
+        assert journal.strip().isdigit(), f"{host}: journalctl scan said {journal!r}"
+        if int(journal.strip()):
+            hits.append(f"{host}: journal, {journal.strip()} entries")
+    hits += [f"ansible-playbook output: password of {cam}" for cam, ns in needles.items()
+             if any(n in o.encode() for o in outputs for n in ns)]  # fmt: skip
+    hits += _scan([p for p in controller if p.exists()], needles, allowed=set())
+    return hits
+
+
+def lab_credentials_files(lab: Any, passwords: dict[str, str]) -> dict[str, str]:
+    """Each workstation's credentials file: its mode and owner, and which cameras' passwords it holds."""
+    out = {}
+    for host in ("ws-a", "ws-b"):
+        st = lab.ssh(host, f"stat -c '%a %U' {LAB_CREDENTIALS}").stdout.strip()
+        text = lab.ssh(host, f"cat {LAB_CREDENTIALS}").stdout
+        out[host] = f"{st} " + ",".join(cam for cam, pw in sorted(passwords.items()) if pw in text)
+    return out
