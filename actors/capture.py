@@ -53,6 +53,7 @@ class CaptureStats:
     frames_delivered: int = 0
     frames_dropped: int = 0
     reconnects: int = 0
+    reader_restarts: int = 0  # reader threads that raised unexpectedly and were started again (after a backoff)
     last_error: str = ""
     source_fps: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -173,17 +174,24 @@ class Capture:
 
     def _watch(self) -> None:
         while not self._stop.wait(min(1.0, self.watchdog_s / 4)):
-            if self._ended or self.stats.state in ("reconnecting", "unreachable"):
-                continue
-            stalled = time.monotonic() - self._last_progress
-            if stalled > self.watchdog_s:
-                log.warning(
-                    "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.source
-                )
-                self.stats.last_error = f"read hung for {stalled:.0f} s"
-                self.stats.reconnects += 1
-                self.stats.state = "reconnecting"
-                self._spawn_reader()  # the hung thread exits when its read returns: its generation is stale
+            try:
+                self._watch_once()
+            except Exception:  # the watchdog never dies: it is what reopens a hung source
+                self.stats.reader_restarts += 1
+                log.exception("camera %s: watchdog check failed; checking again", self.camera_id)
+
+    def _watch_once(self) -> None:
+        if self._ended or self.stats.state in ("reconnecting", "unreachable"):
+            return
+        stalled = time.monotonic() - self._last_progress
+        if stalled > self.watchdog_s:
+            log.warning(
+                "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.source
+            )
+            self.stats.last_error = f"read hung for {stalled:.0f} s"
+            self.stats.reconnects += 1
+            self.stats.state = "reconnecting"
+            self._spawn_reader()  # the hung thread exits when its read returns: its generation is stale
 
     def _connect(self, generation: int) -> cv2.VideoCapture:
         attempts = 0
@@ -225,6 +233,14 @@ class Capture:
             return
         try:
             self._read_frames(cap, generation)
+        except Exception as exc:  # the reader never dies silently: log, count, back off, open the source again
+            self.stats.reader_restarts += 1
+            self.stats.last_error = redact(f"reader failed: {type(exc).__name__}: {exc}")
+            self.stats.state = "reconnecting"
+            log.exception("camera %s: reader failed (%d so far), reopening", self.camera_id, self.stats.reader_restarts)
+            if not self._stop.wait(min(30.0, 0.5 * 2 ** min(self.stats.reader_restarts - 1, 6))):
+                if generation == self._generation:
+                    self._spawn_reader()
         finally:
             cap.release()
 

@@ -122,8 +122,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     endpoints, store, identity = _etcd_target(args)
     st = admin.status(endpoints, store, identity=identity)
-    print(json.dumps(st, indent=2, default=str) if args.json else admin.format_status(st))
+    health = _member_health(endpoints, store, identity) if "members" in st else {}
+    for name, h in health.items():
+        if name in st["members"]:
+            st["members"][name].update(h)
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    print(admin.format_status(st))
+    for name, h in sorted(health.items()):
+        for reason in h["reasons"]:
+            print(f"  {name}: {reason}")
+        if h["failing"]:
+            print(f"  {name}: cameras failing at their source from it: {', '.join(h['failing'])}")
     return 0
+
+
+def _member_health(endpoints: list[str], store: str, identity: Identity | None) -> dict[str, dict[str, list[str]]]:
+    """Each member's health reasons and failing cameras, as its member key says (cluster.health)."""
+    from cluster.errors import DCSError
+    from failover.etcd_dcs import EtcdDCS
+
+    dcs = EtcdDCS(list(endpoints), store, ttl=2.0, timeout=1.0, identity=identity)
+    try:
+        members = dcs.get_cluster().members
+    except DCSError:
+        return {}
+    finally:
+        dcs.close()
+    return {n: {"reasons": list(m.reasons), "failing": list(m.failing)} for n, m in members.items()}
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -205,6 +232,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": Path(args.model).resolve()})})
         if not Path(args.footage).exists():
             raise ConfigError(f"footage {args.footage} not found: pass --footage with a video file")
+        if args.random_lines:
+            from cluster.accuracy import cmd_evaluate_random
+
+            return cmd_evaluate_random(args, cfg, resolve_model(cfg))
         result = evaluate(cfg, resolve_model(cfg), Path(args.gt) if args.gt else None)
     if args.json:
         print(
@@ -459,7 +490,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="ONNX detector (default: the config's)")
     s.add_argument("--fps", type=float, default=None, help="frames a second processed (default: the source's)")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--random-lines", type=int, default=0, help="count on N random lines instead (cluster/accuracy.py)")
+    s.add_argument("--random-zones", type=int, default=0, help="with --random-lines: also N random zones")
+    s.add_argument("--seed", type=int, default=1, help="with --random-lines: the first seed")
+    s.add_argument("--seeds", type=int, default=1, help="with --random-lines: how many seeds from --seed")
     s.set_defaults(func=cmd_evaluate)
+
+    from cluster import acceptance, calibrate
+
+    acceptance.add_parser(sub)
+    calibrate.add_parser(sub)
 
     s = sub.add_parser("analytics", help="a DuckDB file of KPI views for analysts (open), or several stores (merge)")
     s.add_argument("action", choices=["open", "merge"])

@@ -388,6 +388,60 @@ class NodeConfig(Strict):
     capacity: int = Field(default=16, ge=1, le=256, description="Cameras this workstation can run at full rate.")
 
 
+class HealthConfig(Strict):
+    """How a node measures its own health (:mod:`cluster.health`) and how fast a verdict may change."""
+
+    period_s: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=10,
+        description="Seconds between two health evaluations. 0.1 to 10: faster costs CPU on a shared workstation,"
+        " slower delays a gray failure's handover by bad_ticks x period_s.",
+    )
+    bad_ticks: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Consecutive bad evaluations before the node calls itself unhealthy (and hands its cameras"
+        " over). 1 to 20: 1 bounces cameras on a single slow probe.",
+    )
+    good_ticks: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="Consecutive good evaluations before an unhealthy node calls itself healthy again (and gets"
+        " cameras back). At least 1; at most 600 (a node that never comes back is a node to repair).",
+    )
+    inference_deadline_s: float = Field(
+        default=2.0,
+        ge=0.2,
+        le=30,
+        description="The inference actor must answer a probe frame within this. 0.2 to 30 s: below, a busy CPU"
+        " fails the probe; above, a hung GPU keeps its cameras for half a minute.",
+    )
+    camera_stale_s: float = Field(
+        default=5.0,
+        ge=1,
+        le=120,
+        description="A camera this node runs that processed no frame for this long (its source being fine) counts"
+        " against the node. 1 to 120 s: below 1 s a GC pause or a restart counts.",
+    )
+    min_free_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        le=1024**4,
+        description="Free bytes the data dir's filesystem must keep (default 256 MiB: several minutes of segments"
+        " of 16 cameras with room for compaction). At most 1 TiB: a larger minimum marks every ordinary disk full.",
+    )
+    max_clock_offset_s: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=3600,
+        description="Largest wall-clock offset to the peer. 0.5 to 3600 s: below 0.5 s the member key's age alone"
+        " exceeds it; segments are timed by the wall clock, so an offset of minutes misplaces windows.",
+    )
+
+
 class ClusterConfig(Strict):
     etcd_endpoints: list[str] = Field(
         default_factory=list,
@@ -406,6 +460,9 @@ class ClusterConfig(Strict):
         max_length=8,
         description="The workstations of the store (two). At most 8: election and assignment are built and tested for"
         " a pair.",
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="How the node measures its health (cluster.health)."
     )
     raft_leader: str | None = Field(
         default=None,
@@ -548,8 +605,9 @@ class Config(Strict):
         to the credentials file, or TLS turned on gives the same version. Leaving them out also keeps the version
         of a config without secrets exactly what it was before these keys existed, so rows written before and after
         an upgrade, under the same store config, carry the same version (``test_version_is_stable`` pins it).
+        ``cluster.health`` (how a node measures its health) is left out for the same reason.
         """
-        text = self.model_dump_json(exclude={"credentials_file", "security"})
+        text = self.model_dump_json(exclude={"credentials_file": True, "security": True, "cluster": {"health"}})
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

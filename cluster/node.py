@@ -32,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from cluster import unsafe
 from cluster.config import Config
 from cluster.errors import ConfigError
+from cluster.health import HealthMonitor, LoopRestarts, Settings, Sources, backoff, disk_state
 from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
 from failover.fence import FENCE_FRACTION
 
@@ -266,6 +267,39 @@ class RayCameraRunner:
         return out
 
 
+class InferenceProber:
+    """The inference probe: a small black frame sent to the inference actor, at most one in flight at a time (a
+    hung actor is not sent a pile of them); :meth:`probe` waits for it up to the deadline."""
+
+    def __init__(self, inference: Any, ray_api: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if ray_api is None:
+            import ray as ray_api
+        import numpy as np
+
+        self.inference = inference
+        self.ray = ray_api
+        self.clock = clock
+        self.frame = np.zeros((96, 96, 3), dtype=np.uint8)
+        self.ref: Any = None
+        self.sent_at = 0.0
+
+    def probe(self, deadline_s: float) -> tuple[float | None, str]:
+        if self.ref is None:
+            self.ref = self.inference.detect.remote(self.frame)
+            self.sent_at = self.clock()
+        waited = self.clock() - self.sent_at
+        ready, _ = self.ray.wait([self.ref], timeout=max(0.0, deadline_s - waited))
+        elapsed = self.clock() - self.sent_at
+        if not ready:
+            return None, ""
+        ref, self.ref = self.ref, None
+        try:
+            self.ray.get(ref, timeout=1)
+        except Exception as exc:
+            return elapsed, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return elapsed, ""
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -282,6 +316,16 @@ class NodeMetrics:
         self.cameras = Gauge("edgepair_cameras_running", "Cameras running on this node", registry=r)
         self.refused = Gauge(
             "edgepair_replication_refused", "Files or calls refused by replication, by reason", ["reason"], registry=r
+        )
+        self.healthy = Gauge("edgepair_node_healthy", "1 when this node's health verdict is healthy", registry=r)
+        self.probe_ok = Gauge(
+            "edgepair_health_probe_ok", "1 when the health probe passes (cluster.health)", ["probe"], registry=r
+        )
+        self.loop_restarts = Gauge(
+            "edgepair_loop_restarts_total",
+            "Iterations of a long-running loop that raised and were retried, by loop",
+            ["loop"],
+            registry=r,
         )
         self.cert_expiry = Gauge(
             "edgepair_certificate_expiry_timestamp_seconds", "When this node's TLS certificate expires", registry=r
@@ -303,6 +347,8 @@ class Node:
         self.runner: RayCameraRunner | None = None
         self.inference: Any = None
         self.replicator: Any = None
+        self.monitor: Any = None  # cluster.health.HealthMonitor, once Ray and the HA loop run
+        self.restarts = LoopRestarts()
         self.unsafe_break = unsafe.breaks()  # test-only (cluster.unsafe); ConfigError on an unknown value
         if self.unsafe_break:
             log.warning(
@@ -366,16 +412,35 @@ class Node:
             )
             self.runner.prepare_standby()
             cameras = {c.id: float(c.fps or 10.0) for c in cfg.cameras}
-            self.loop = HALoop(dcs, self.me.name, cameras, self.me.capacity, self.runner, ttl=cfg.cluster.ttl_s)
+            self.monitor = self._health_monitor()
+            self.loop = HALoop(
+                dcs,
+                self.me.name,
+                cameras,
+                self.me.capacity,
+                self.runner,
+                ttl=cfg.cluster.ttl_s,
+                health=self.monitor.report,
+            )
             self._start_replication()
             ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
             ha.start()
+            threading.Thread(
+                target=self.monitor.run, args=(self.stop_event, lambda: self.restarts.add("health")), daemon=True
+            ).start()
             threading.Thread(target=self._push_loop, name="push", daemon=True).start()
             threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True).start()
             if cfg.cluster.raft_leader:
                 threading.Thread(target=self._raft_leader_loop, name="raft-leader", daemon=True).start()
-            while not self.stop_event.wait(1.0):
-                self._refresh_health()
+            failures = 0
+            while not self.stop_event.wait(1.0 + backoff(failures)):
+                try:
+                    self._refresh_health()
+                    failures = 0
+                except Exception:  # the metrics loop never dies: log, count, back off, go on
+                    failures += 1
+                    self.restarts.add("metrics")
+                    log.exception("node %s: refreshing /health and /metrics failed", self.me.name)
             log.info("node %s: draining (SIGTERM)", self.me.name)
             self.runner.shutting_down = True
             self.loop.shutdown(release=True)
@@ -413,6 +478,7 @@ class Node:
                 for seg_id, path, sha, at in self.runner.drain_written():
                     self.replicator.notify(seg_id, Path(path), sha, at)
             except Exception as exc:
+                self.restarts.add("push")
                 log.warning("node %s: push of new segments failed: %s", self.me.name, exc)
 
     def _housekeeping_loop(self) -> None:
@@ -444,6 +510,7 @@ class Node:
                     verifier=verifier,
                 )
             except Exception as exc:
+                self.restarts.add("housekeeping")
                 log.warning("node %s: housekeeping failed: %s", self.me.name, exc)
 
     def _raft_leader_loop(self, period_s: float = 5.0) -> None:
@@ -459,6 +526,7 @@ class Node:
             try:
                 what = keep_raft_leader_on(cfg.etcd_endpoints, cfg.raft_leader, identity=self.identity)
             except Exception as exc:  # never let this housekeeping take the agent down
+                self.restarts.add("raft-leader")
                 what = f"raft leader: check failed: {exc}"
             if what != said:
                 log.info("node %s: %s", self.me.name, what)
@@ -504,6 +572,43 @@ class Node:
         return max(tokens) + self.TOKEN_MARGIN
 
     # --- health and metrics -------------------------------------------------------------------------------------
+    def _health_monitor(self) -> HealthMonitor:
+        """The health probes (cluster.health) on this node's Ray, data dir, replicator and last etcd read."""
+        assert self.runner is not None
+        runner = self.runner
+        prober = InferenceProber(self.inference)
+
+        def replication() -> tuple[str, bool | None, str]:
+            rep = self.replicator
+            if rep is None:
+                peers = [n.name for n in self.config.cluster.nodes if n.name != self.me.name]
+                return (peers[0], False, "replication not started") if peers else ("", None, "")
+            for peer, p in rep.status().get("peers", {}).items():
+                return str(peer), bool(p.get("connected")), str(p.get("last_error") or "")
+            return "", None, ""
+
+        def peer_wall() -> tuple[str, float | None]:
+            cluster = getattr(self.loop, "last_cluster", None)
+            if cluster is None:
+                return "", None
+            for name, m in sorted(cluster.members.items()):
+                if name != self.me.name and m.wall > 0:
+                    return name, m.wall
+            return "", None
+
+        data_dir = self.config.storage.data_dir
+        return HealthMonitor(
+            self.me.name,
+            Settings.from_config(self.config.cluster.health),
+            Sources(
+                inference=prober.probe,
+                cameras=runner.statuses,
+                disk=lambda: disk_state(data_dir),
+                replication=replication,
+                peer_wall=peer_wall,
+            ),
+        )
+
     def _refresh_health(self) -> None:
         if self.loop is None or self.runner is None:
             return
@@ -536,9 +641,25 @@ class Node:
             m.latency.set(inf["busy_s"] / max(1, inf["frames"]))
         except Exception:
             pass
+        verdict = self.monitor.verdict().as_dict() if self.monitor is not None else {}
+        m.healthy.set(1 if st.get("healthy", True) else 0)
+        for name, p in (verdict.get("probes") or {}).items():
+            m.probe_ok.labels(name).set(1 if p["ok"] else 0)
+        restarts = self.restarts.snapshot()
+        restarts["ha"] = int(getattr(self.loop, "tick_errors", 0))
+        if self.replicator is not None:
+            restarts.update(getattr(self.replicator, "loop_restarts", {}))
+        for loop_name, n in restarts.items():
+            m.loop_restarts.labels(loop_name).set(n)
         self.health = {
             "node": self.me.name,
+            # Answering and not fenced; the measured health is "member_healthy" (what the member key says).
             "healthy": st.get("mode") in ("normal", "failsafe"),
+            "member_healthy": st.get("healthy", True),
+            "health_reasons": st.get("health_reasons", []),
+            "failing": st.get("failing", []),
+            "probes": verdict.get("probes", {}),
+            "loop_restarts": restarts,
             "leader": st.get("leader"),
             "token": max(tokens) if tokens else st.get("token"),
             "cameras": sorted(cams),

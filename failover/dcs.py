@@ -46,6 +46,9 @@ class Member:
     running: tuple[str, ...] = ()
     session: int = 0
     mode: str = "normal"
+    reasons: tuple[str, ...] = ()  # why the node is unhealthy (or what it reports without counting), one per probe
+    failing: tuple[str, ...] = ()  # cameras failing at their source from this node (not the node's fault)
+    wall: float = 0.0  # the node's wall clock when it wrote the key (UTC epoch s; 0: not said)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,6 +58,9 @@ class Member:
                 "capacity": self.capacity,
                 "running": sorted(self.running),
                 "mode": self.mode,
+                "reasons": list(self.reasons),
+                "failing": sorted(self.failing),
+                "wall": self.wall,
             },
             sort_keys=True,
         )
@@ -69,6 +75,9 @@ class Member:
             running=tuple(data.get("running", ())),
             session=session,
             mode=str(data.get("mode", "normal")),
+            reasons=tuple(str(r) for r in data.get("reasons", ())),
+            failing=tuple(str(c) for c in data.get("failing", ())),
+            wall=float(data.get("wall", 0.0)),
         )
 
 
@@ -86,7 +95,8 @@ class Assignment:
 
     ``cameras[c] is None`` while ``c`` is being moved: ``moving[c]`` names the node it is leaving, and the leader
     gives it to another node only once that node no longer reports running it (or is gone). ``sessions`` holds the
-    session of every node the assignment gives cameras to.
+    session of every node the assignment gives cameras to. ``displaced[c]`` names the node ``c`` was moved off
+    because that node was unhealthy: ``c`` goes back there, balanced, once it is healthy again.
     """
 
     cameras: dict[str, str | None]
@@ -94,6 +104,7 @@ class Assignment:
     token: int
     sessions: dict[str, int] = field(default_factory=dict)
     moving: dict[str, str] = field(default_factory=dict)
+    displaced: dict[str, str] = field(default_factory=dict)
 
     def cameras_of(self, node: str) -> list[str]:
         return sorted(c for c, n in self.cameras.items() if n == node)
@@ -106,6 +117,7 @@ class Assignment:
             and self.fps == other.fps
             and self.sessions == other.sessions
             and self.moving == other.moving
+            and self.displaced == other.displaced
         )
 
     def to_json(self) -> str:
@@ -116,6 +128,7 @@ class Assignment:
                 "token": self.token,
                 "sessions": self.sessions,
                 "moving": self.moving,
+                "displaced": self.displaced,
             },
             sort_keys=True,
         )
@@ -129,6 +142,7 @@ class Assignment:
             token=int(data["token"]),
             sessions={str(k): int(v) for k, v in data.get("sessions", {}).items()},
             moving={str(k): str(v) for k, v in data.get("moving", {}).items()},
+            displaced={str(k): str(v) for k, v in data.get("displaced", {}).items()},
         )
 
 

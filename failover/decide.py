@@ -13,6 +13,12 @@ Assignment rules (``plan``), applied by the leader only, never while paused:
 - cameras are spread evenly over the live healthy members (least cameras first, then most spare capacity, then name);
 - sticky: a camera moves only when its owner is gone (member lease expired), restarted (new session), unhealthy,
   over capacity while another member has room, or when a rebalance is asked for;
+- a camera moved off an unhealthy member is remembered as *displaced* from it, and goes back there once that member
+  is healthy again, when that evens the spread (its current owner runs at least two cameras more);
+- per-camera failover: a camera whose source fails from its owner (the owner lists it as ``failing``) moves alone to
+  a healthy member that does not list it as failing; a camera failing from every member stays where it is;
+- a camera that no assignment names (none yet, or the key was malformed and read as absent) stays on the one live
+  healthy member that reports running it, so a lost assignment never starts a camera twice;
 - a move between two live nodes is done in two steps: the camera is first unassigned (``moving``), and given to
   its new owner only once the old one no longer reports running it, so no camera ever runs twice;
 - a member given more cameras than its capacity (cameras it can run at full rate) runs them all at a lower frame
@@ -206,6 +212,8 @@ def plan_assignment(
     notes: list[str] = []
     owner: dict[str, str | None] = {}
     moving: dict[str, str] = {}
+    # Displaced cameras are remembered while their home member lives and they are not back on it.
+    displaced = {c: n for c, n in (previous.displaced if previous else {}).items() if c in cameras and n in members}
 
     def gone_reason(node: str) -> str | None:
         m = members.get(node)
@@ -231,14 +239,24 @@ def plan_assignment(
                 orphans.append((cam, f"{src} stopped it"))
             continue
         if node is None:
+            runs = [n for n, m in eligible.items() if cam in m.running]
+            if len(runs) == 1 and (previous is None or cam not in previous.cameras):
+                owner[cam] = runs[0]  # the assignment lost it (a malformed key read as absent): it stays where it runs
+                notes.append(f"keeping {cam} on {runs[0]}: it runs it and no assignment names it")
+                continue
             orphans.append((cam, "unassigned"))
             continue
         why = gone_reason(node)
-        if why is None:
+        if why is None and cam in members[node].failing and _works_elsewhere(cam, node, eligible):
+            owner[cam] = None  # its source fails from this node only: it moves alone, stopped there first
+            moving[cam] = node
+            notes.append(f"moving {cam} from {node}: its source fails from {node}, waiting for {node} to stop it")
+        elif why is None:
             owner[cam] = node
         elif why == "member unhealthy" and eligible:
             owner[cam] = None  # live but unhealthy: it must stop the camera before anyone else starts it
             moving[cam] = node
+            displaced[cam] = node
             notes.append(f"moving {cam} from {node}: member unhealthy, waiting for {node} to stop it")
         elif why == "member unhealthy":
             owner[cam] = node
@@ -252,7 +270,11 @@ def plan_assignment(
     for cam, why in orphans:
         if not eligible:
             break
-        target = _least_loaded(owner, eligible)
+        home = displaced.get(cam)
+        if home is not None and home in eligible and cam not in eligible[home].failing:
+            target = home
+        else:
+            target = _least_loaded(owner, {n: m for n, m in eligible.items() if cam not in m.failing} or eligible)
         owner[cam] = target
         if why == "unassigned":
             notes.append(f"assigning {cam} to {target}")
@@ -260,6 +282,21 @@ def plan_assignment(
             notes.append(f"moved {cam} to {target}: {why}")
         else:
             notes.append(f"reassigning {cam} {why} to {target}")
+
+    # Displaced cameras go home, one move at a time, while that evens the spread.
+    for cam, home in sorted(displaced.items()):
+        current = owner.get(cam)
+        if current is None:
+            continue
+        src = current
+        if src == home or src not in eligible or home not in eligible or cam in eligible[home].failing:
+            continue
+        counts = _counts(owner, eligible)
+        if counts[src] - counts[home] < 2 or any(moving.get(c) == src for c in displaced):
+            continue
+        owner[cam] = None
+        moving[cam] = src
+        notes.append(f"moving {cam} back to {home}: {home} is healthy again, waiting for {src} to stop it")
 
     # Moves between live members: over capacity while another has room, or an asked-for even spread.
     for _ in range(len(cameras)):
@@ -300,7 +337,15 @@ def plan_assignment(
             fps[cam] = round(cameras[cam] * scale, 3)
     assigned = {n for n in owner.values() if n}
     sessions = {n: members[n].session for n in sorted(assigned | set(moving.values())) if n in members}
-    return Plan(Assignment(cameras=owner, fps=fps, token=token, sessions=sessions, moving=moving), notes)
+    displaced = {c: n for c, n in displaced.items() if owner.get(c) != n}
+    return Plan(
+        Assignment(cameras=owner, fps=fps, token=token, sessions=sessions, moving=moving, displaced=displaced), notes
+    )
+
+
+def _works_elsewhere(cam: str, node: str, eligible: dict[str, Member]) -> bool:
+    """True when a healthy member other than ``node`` does not list ``cam`` as failing at its source."""
+    return any(n != node and cam not in m.failing for n, m in eligible.items())
 
 
 def _counts(owner: dict[str, str | None], eligible: dict[str, Member]) -> dict[str, int]:

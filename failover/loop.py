@@ -33,7 +33,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cluster.errors import DCSError
@@ -58,8 +59,24 @@ class SystemClock:
         time.sleep(seconds)
 
 
+@dataclass(frozen=True)
+class HealthReport:
+    """A node's health as its probes measured it (:mod:`cluster.health`), read by the loop at every tick.
+
+    ``healthy`` is the verdict after hysteresis; ``reasons`` say why (one sentence per probe that failed or that is
+    reported without counting); ``failing`` names the cameras whose source fails from this node (not its fault)."""
+
+    healthy: bool = True
+    reasons: tuple[str, ...] = ()
+    failing: tuple[str, ...] = ()
+
+
 class HALoop:
-    """One node's HA loop. ``runner`` gets wrapped in an in-process ``FencedRunner`` unless it already fences."""
+    """One node's HA loop. ``runner`` gets wrapped in an in-process ``FencedRunner`` unless it already fences.
+
+    ``health`` (optional) is read at the start of every tick and must not block (it returns the latest verdict of
+    probes that run elsewhere); its verdict goes into the member key and into the decision. Without it the node
+    stays as healthy as ``healthy`` says."""
 
     def __init__(
         self,
@@ -73,6 +90,8 @@ class HALoop:
         loop_wait: float | None = None,
         full_fps: float = 15.0,
         healthy: bool = True,
+        health: Callable[[], HealthReport] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1 camera, got {capacity}")
@@ -86,6 +105,9 @@ class HALoop:
         self.ttl = ttl
         self.loop_wait = loop_wait if loop_wait is not None else ttl / 5
         self.healthy = healthy
+        self.health_source = health
+        self.health = HealthReport(healthy)
+        self.wall = wall
         self.own_fence: FencedRunner | None = None
         if isinstance(runner, Fenced):
             self.runner: Fenced = runner
@@ -106,6 +128,7 @@ class HALoop:
     # -- one tick --------------------------------------------------------------------------------------------------
 
     def run_once(self) -> Decision:
+        self._read_health()
         cluster, error = self._refresh()
         probe = None
         if cluster is None:
@@ -117,6 +140,24 @@ class HALoop:
             decision, cluster = self._acquire(decision, cluster)
         self._apply(decision, cluster)
         return decision
+
+    def _read_health(self) -> None:
+        if self.health_source is None:
+            return
+        try:
+            report = self.health_source()
+        except Exception:  # a broken probe must not stop the tick: keep the last verdict
+            log.exception("%s: reading the health verdict failed; keeping the last one", self.name)
+            return
+        if report.healthy != self.healthy:
+            log.warning(
+                "%s: now %s: %s",
+                self.name,
+                "healthy" if report.healthy else "UNHEALTHY",
+                "; ".join(report.reasons) or "every probe passes",
+            )
+        self.health = report
+        self.healthy = report.healthy
 
     def _refresh(self) -> tuple[Cluster | None, str]:
         sent = self.clock.monotonic()
@@ -144,7 +185,16 @@ class HALoop:
 
     def _member(self) -> Member:
         mode = self.mode if self.mode in ("normal", "failsafe", "fenced") else "normal"
-        return Member(self.name, self.healthy, self.capacity, tuple(sorted(self.runner.running())), mode=mode)
+        return Member(
+            self.name,
+            self.healthy,
+            self.capacity,
+            tuple(sorted(self.runner.running())),
+            mode=mode,
+            reasons=self.health.reasons,
+            failing=self.health.failing,
+            wall=round(self.wall(), 3),
+        )
 
     def _snapshot(self, cluster: Cluster | None, error: str, probe: QuorumProbe | None) -> Snapshot:
         self.last_probe = probe
@@ -325,6 +375,9 @@ class HALoop:
             "running": sorted(self.runner.running()),
             "reason": self.last.reason if self.last else "",
             "quorum": self.last_probe.describe() if self.last_probe else "",
+            "healthy": self.healthy,
+            "health_reasons": list(self.health.reasons),
+            "failing": list(self.health.failing),
         }
 
     def _cluster_leader(self) -> str | None:

@@ -9,10 +9,15 @@ calls raise ``DCSError`` and its probe hears from no member, while the other nod
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cluster.errors import DCSError
 from failover.dcs import AbstractDCS, Assignment, Cluster, Leader, Member, QuorumProbe, Switchover
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -99,6 +104,7 @@ class MemoryDCS(AbstractDCS):
         self.store = store
         self.lease_id = 0
         self.cut = False
+        self.malformed_keys = 0  # keys that could not be parsed (read as absent)
 
     def _check(self) -> None:
         if self.cut:
@@ -114,24 +120,33 @@ class MemoryDCS(AbstractDCS):
         return self.lease_id
 
     def get_cluster(self) -> Cluster:
+        """As the etcd DCS: a malformed key is counted in ``malformed_keys`` and read as absent, never raised."""
         self._check()
         keys = self.store.keys
-        members = {
-            kv_key.rsplit("/", 1)[1]: Member.from_json(kv.value, session=kv.create_revision)
-            for kv_key, kv in keys.items()
-            if kv_key.startswith(self.key("members", ""))
-        }
+        members: dict[str, Member] = {}
+        for kv_key, kv in keys.items():
+            if kv_key.startswith(self.key("members", "")):
+                member = self._parse(functools.partial(Member.from_json, kv.value, session=kv.create_revision))
+                if member is not None:
+                    members[member.name] = member
         lk = keys.get(self.key("leader"))
         ak = keys.get(self.key("assignment"))
         sk = keys.get(self.key("switchover"))
         return Cluster(
             members=members,
             leader=Leader(lk.value, lk.create_revision) if lk else None,
-            assignment=Assignment.from_json(ak.value) if ak else None,
+            assignment=self._parse(lambda: Assignment.from_json(ak.value)) if ak else None,
             paused=self.key("pause") in keys,
-            switchover=Switchover.from_json(sk.value) if sk else None,
+            switchover=self._parse(lambda: Switchover.from_json(sk.value)) if sk else None,
             rebalance=self.key("rebalance") in keys,
         )
+
+    def _parse(self, read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except Exception:
+            self.malformed_keys += 1
+            return None
 
     def renew(self) -> bool:
         self._check()

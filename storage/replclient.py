@@ -102,6 +102,7 @@ class PeerClient:
             except Exception as exc:  # never dies (module rules): log, count, back off, reconnect
                 error = f"{type(exc).__name__}: {str(exc)[:500]}"
                 peer.errors += 1
+                repl.loop_restarts["replication"] = repl.loop_restarts.get("replication", 0) + 1
                 expected = isinstance(exc, flight.FlightError | OSError | pa.ArrowException | Refused)
                 if not expected:
                     log.error("node %s: replication round with %s failed: %s", repl.node, repl.peer_url, error,

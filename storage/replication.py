@@ -176,6 +176,7 @@ class Replicator:
         self._queue: deque[tuple[str, float]] = deque()
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.loop_restarts: dict[str, int] = {}  # rounds of the replication loop that raised and were retried
         self._server: FlightService | None = None
         self._threads: list[threading.Thread] = []
         self._peer_missing: dict[str, float] = {}
