@@ -59,7 +59,7 @@ class CameraAnalytics:
             for zone in self.zones:
                 events.extend(zone.close(removed, ts))
             for line in self.lines:
-                line.forget(removed)
+                events.extend(line.forget(removed))
         events.sort(key=lambda e: e.ts)
         return tracked, events
 
@@ -70,6 +70,8 @@ class CameraAnalytics:
         ``finish`` (a restarted source) never reuse a track id nor re-enter a zone for a visit already closed.
         """
         events: list[Event] = []
+        for line in self.lines:
+            events.extend(line.flush())
         for zone in self.zones:
             events.extend(zone.finish())
         for line in self.lines:

@@ -43,6 +43,9 @@ class LineCounter:
         in_point: Point,
         hysteresis: float = 0.02,
         anchor: str = "bottom_center",
+        band_scale: float = 0.0,
+        smooth: int = 1,
+        confirm_s: float = 0.0,
     ) -> None:
         self.line_id = line_id
         self.camera_id = camera_id
@@ -62,7 +65,12 @@ class LineCounter:
         if abs(side) < 1e-9:
             raise ValueError(f"line {line_id}: in_point {tuple(in_point)} lies on the line; it must be on the in side")
         self.in_sign = 1 if side > 0 else -1
+        self.band_scale = float(band_scale)
+        self.smooth = int(smooth)
+        self.confirm_s = float(confirm_s)
         self._last: dict[int, tuple[int, np.ndarray]] = {}  # track id -> (definite side, anchor seen there)
+        self._recent: dict[int, list[np.ndarray]] = {}  # track id -> its last ``smooth`` anchors
+        self._pending: dict[int, list[Event]] = {}  # track id -> crossings not final yet (confirm_s)
         self.in_count = 0
         self.out_count = 0
 
@@ -86,13 +94,21 @@ class LineCounter:
         if frame_w <= 0 or frame_h <= 0:
             raise ValueError(f"line {self.line_id}: frame size must be positive, got {frame_w}x{frame_h}")
         pts = detections.anchors(self.anchor).astype(np.float64) / np.array([frame_w, frame_h], np.float64)
+        heights = (detections.xyxy[:, 3] - detections.xyxy[:, 1]).astype(np.float64) / frame_h
+        events.extend(self._finalise(ts))
         for i in np.argsort(detections.tracker_id, kind="stable"):
             tid = int(detections.tracker_id[i])
             if tid < 0:
                 continue
             p = pts[i]
+            if self.smooth > 1:
+                recent = self._recent.setdefault(tid, [])
+                recent.append(p)
+                del recent[: -self.smooth]
+                p = np.mean(recent, axis=0)
             s = self._signed(p)
-            if abs(s) <= self.hysteresis:
+            band = max(self.hysteresis, self.band_scale * float(heights[i]))
+            if abs(s) <= band:
                 continue  # dead band: the definite side does not change
             side = 1 if s > 0 else -1
             prev = self._last.get(tid)
@@ -105,18 +121,55 @@ class LineCounter:
                 )
                 continue
             direction = "in" if side == self.in_sign else "out"
-            if direction == "in":
-                self.in_count += 1
-            else:
-                self.out_count += 1
-            events.append(Event(ts, self.camera_id, tid, LINE_CROSS, line_id=self.line_id, direction=direction))
+            event = Event(ts, self.camera_id, tid, LINE_CROSS, line_id=self.line_id, direction=direction)
+            if self.confirm_s > 0:
+                pending = self._pending.setdefault(tid, [])
+                if pending and pending[-1].direction != direction:
+                    pending.pop()  # back across within confirm_s: neither crossing counts
+                else:
+                    pending.append(event)
+                continue
+            self._count(event)
+            events.append(event)
+        events.sort(key=lambda e: e.ts)
         return events
 
-    def forget(self, track_ids: list[int]) -> None:
-        """Drop the state of tracks the tracker removed."""
-        for t in track_ids:
-            self._last.pop(int(t), None)
+    def _count(self, e: Event) -> None:
+        if e.direction == "in":
+            self.in_count += 1
+        else:
+            self.out_count += 1
+
+    def _finalise(self, ts: float | None) -> list[Event]:
+        """Crossings pending for at least ``confirm_s`` at ``ts`` (None: all of them) become final."""
+        out: list[Event] = []
+        for tid in sorted(self._pending):
+            pending = self._pending[tid]
+            while pending and (ts is None or ts - pending[0].ts >= self.confirm_s - 1e-6):
+                e = pending.pop(0)
+                self._count(e)
+                out.append(e)
+            if not pending:
+                del self._pending[tid]
+        return out
+
+    def forget(self, track_ids: list[int]) -> list[Event]:
+        """Drop the state of tracks the tracker removed; their pending crossings become final and are returned."""
+        out: list[Event] = []
+        for t in sorted(int(t) for t in track_ids):
+            self._last.pop(t, None)
+            self._recent.pop(t, None)
+            for e in self._pending.pop(t, []):
+                self._count(e)
+                out.append(e)
+        return out
+
+    def flush(self) -> list[Event]:
+        """Every pending crossing becomes final now (end of stream)."""
+        return self._finalise(None)
 
     def reset(self) -> None:
-        """Forget every track (the counters are kept)."""
+        """Forget every track (the counters are kept); pending crossings are dropped: call ``flush`` first."""
         self._last.clear()
+        self._recent.clear()
+        self._pending.clear()

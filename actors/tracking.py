@@ -17,10 +17,18 @@ Rules, applied in this order at every ``update(detections, ts)``:
    unconfirmed track unmatched in any update is dropped at once, so a flicker never lives long.
 6. A high detection still unmatched and scoring at least ``new_track_thresh`` starts a new unconfirmed track.
    A track is confirmed on its ``min_hits``-th matched update (in consecutive updates).
+7. Re-linking (``link_s`` > 0): a track confirmed in this update continues a lost confirmed track, taking over its
+   id, when the lost track was last seen before the new one was born, at most ``link_s`` earlier, and its feet,
+   carried forward at its last velocity to the new track's birth, are within ``link_dist`` box heights of the new
+   track's first feet (box heights within a factor 1.5). Several at once: the Hungarian assignment on that distance.
+   The lost track is then dropped without being reported removed: the person goes on under the same id. This is
+   what keeps a crossing when a detector misses someone for a few frames near a line and the Kalman prediction no
+   longer overlaps them when they come back (the tracker's own re-finding needs that overlap).
 
 Only confirmed tracks matched in this update are returned, with the *detection's* box, score and class (not the
 Kalman prediction), ordered by id. Ids are given at confirmation, so a flicker costs no id: they are 1, 2, 3, ...
-in order of confirmation and never reused by this tracker (``reset()`` starts again from 1).
+in order of confirmation (a re-linked track takes the id it continues) and never reused by this tracker
+(``reset()`` starts again from 1).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from actors.detections import Detections
 log = logging.getLogger(__name__)
 
 EPS_S = 1e-6  # time comparisons tolerate the rounding of epoch-second floats (about 2e-7 s today)
+VELOCITY_S = 1.0  # a track's velocity for re-linking is measured over its last second of matched feet
+LINK_HEIGHT_RATIO = 1.5  # re-linking: box heights of the two fragments within this factor
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,9 @@ class TrackerConfig:
     - ``nominal_dt`` (1/30): seconds of one Kalman step, the frame interval ByteTrack's noise weights were tuned
       for (30 fps); velocities are per step and the process noise grows with the steps, so predictions and their
       uncertainty do not depend on the frame rate.
+    - ``link_s`` (LINK_S): how long after a confirmed track was last seen a newly confirmed track may continue it
+      (rule 7); 0 turns re-linking off. At most ``max_lost_s`` in effect (a removed track is never continued).
+    - ``link_dist`` (LINK_DIST): gate of rule 7, in box heights of the lost track.
     """
 
     high_thresh: float = 0.5
@@ -76,6 +89,8 @@ class TrackerConfig:
     max_lost_s: float = 3.0
     fuse_score: bool = True
     nominal_dt: float = 1 / 30
+    link_s: float = 0.0
+    link_dist: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_thresh <= self.high_thresh <= 1:
@@ -89,6 +104,10 @@ class TrackerConfig:
                 raise ValueError(f"TrackerConfig.{name} must be in 0..1, got {value}")
         if self.min_hits < 1:
             raise ValueError(f"TrackerConfig.min_hits must be at least 1, got {self.min_hits}")
+        if self.link_s < 0 or self.link_dist < 0:
+            raise ValueError(
+                f"TrackerConfig: expected link_s >= 0 and link_dist >= 0, got {self.link_s}, {self.link_dist}"
+            )
         if self.max_lost_s < 0 or self.nominal_dt <= 0:
             raise ValueError(
                 f"TrackerConfig: expected max_lost_s >= 0 and nominal_dt > 0, got {self.max_lost_s}, {self.nominal_dt}"
@@ -180,8 +199,24 @@ class KalmanBox:
         return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float64)
 
 
+def _feet(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, box[3]], np.float64)
+
+
 class _Track:
-    __slots__ = ("box", "class_id", "hits", "id", "kf", "last_seen", "matched_now", "score", "tracked")
+    __slots__ = (
+        "birth",
+        "box",
+        "class_id",
+        "feet",
+        "hits",
+        "id",
+        "kf",
+        "last_seen",
+        "matched_now",
+        "score",
+        "tracked",
+    )
 
     def __init__(self, box: np.ndarray, score: float, class_id: int, ts: float) -> None:
         self.kf = KalmanBox(box)
@@ -193,6 +228,13 @@ class _Track:
         self.id = 0  # public id, given at confirmation
         self.tracked = True  # matched in the last update; False: lost
         self.matched_now = True
+        self.birth = (ts, _feet(box), float(box[3] - box[1]))  # when and where it was first seen, its height
+        self.feet: list[tuple[float, np.ndarray]] = [(ts, _feet(box))]  # matched feet of the last VELOCITY_S
+
+    def velocity(self) -> np.ndarray:
+        """Feet velocity in pixels a second over the last matched updates (0 with less than 0.2 s of them)."""
+        (t0, p0), (t1, p1) = self.feet[0], self.feet[-1]
+        return (p1 - p0) / (t1 - t0) if t1 - t0 >= 0.2 else np.zeros(2)
 
     @property
     def confirmed(self) -> bool:
@@ -218,6 +260,7 @@ class ByteTracker:
             self._next_id = 1
         self._last_ts: float | None = None
         self.removed_ids: list[int] = []
+        self._to_confirm: list[_Track] = []
 
     def active_ids(self) -> list[int]:
         """Ids of the confirmed tracks still kept (matched in the last update, or lost for at most ``max_lost_s``)."""
@@ -292,7 +335,15 @@ class ByteTracker:
                 t = _Track(boxes[d], float(scores[d]), int(detections.class_id[d]), ts)
                 self._tracks.append(t)
                 if c.min_hits <= 1:
+                    self._to_confirm.append(t)
+
+        # 7. Confirmation, continuing lost tracks where rule 7 allows.
+        if self._to_confirm:
+            self._relink(self._to_confirm)
+            for t in self._to_confirm:
+                if not t.confirmed:
                     self._confirm(t)
+            self._to_confirm = []
 
         self._tracks = [t for t in self._tracks if t.confirmed or t.matched_now]
         for t in self._tracks:
@@ -315,8 +366,46 @@ class ByteTracker:
         t.last_seen = ts
         t.hits += 1
         t.matched_now = True
+        t.feet.append((ts, _feet(t.box)))
+        while t.feet[-1][0] - t.feet[0][0] > VELOCITY_S + EPS_S:
+            t.feet.pop(0)
         if not t.confirmed and t.hits >= self.config.min_hits:
-            self._confirm(t)
+            self._to_confirm.append(t)
+
+    def _relink(self, new: list[_Track]) -> None:
+        """Rule 7: give each new track the id of the lost track it continues, if any; drop those lost tracks."""
+        c = self.config
+        lost = [t for t in self._tracks if t.confirmed and not t.matched_now]
+        if c.link_s <= 0 or not lost:
+            return
+        cost = np.full((len(new), len(lost)), np.inf)
+        for i, n in enumerate(new):
+            born, feet, height = n.birth
+            for j, o in enumerate(lost):
+                gap = born - o.last_seen
+                o_h = float(o.box[3] - o.box[1])
+                if gap <= EPS_S or gap > c.link_s + EPS_S or o_h <= 0:
+                    continue
+                if not 1 / LINK_HEIGHT_RATIO <= height / o_h <= LINK_HEIGHT_RATIO:
+                    continue
+                expected = o.feet[-1][1] + o.velocity() * gap
+                dist = float(np.hypot(*(feet - expected))) / o_h
+                if dist <= c.link_dist:
+                    cost[i, j] = dist
+        if not np.isfinite(cost).any():
+            return
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+        gone: set[int] = set()
+        for i, j in zip(rows, cols, strict=True):
+            if not np.isfinite(cost[i, j]):
+                continue
+            n, o = new[i], lost[j]
+            n.id = o.id
+            gone.add(id(o))
+            log.debug(
+                "camera %s: new track continues lost track %d (%.2f box heights)", self.camera_id, o.id, cost[i, j]
+            )
+        self._tracks = [t for t in self._tracks if id(t) not in gone]
 
     def _confirm(self, t: _Track) -> None:
         t.id = self._next_id

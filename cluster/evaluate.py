@@ -176,6 +176,8 @@ def true_crossings(
         dets = Detections(xyxy=boxes, confidence=np.ones(len(ids), np.float32), tracker_id=ids)
         for c in counters:
             events.extend(c.trigger(dets, (frame - 1) / fps, width, height))
+    for c in counters:
+        events.extend(c.flush())
     return events
 
 
