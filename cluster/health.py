@@ -5,7 +5,8 @@ slow probe cannot delay a lease renewal) runs these probes; each returns a :clas
 
 - **inference**: the inference actor answers a probe frame within ``inference_deadline_s`` (one probe in flight at a
   time: a hung actor is not sent a pile of them);
-- **camera:<id>**, for each camera the node runs: it processed a frame within ``camera_stale_s``. A camera whose
+- **camera:<id>**, for each camera the node runs: it processed a frame within ``camera_stale_s`` (a camera still
+  starting, without a first frame, is reported only: opening a source is slow on a loaded machine). A camera whose
   *source* fails (capture reconnecting or unreachable, or ended) is not the node's fault: it is reported and listed
   in ``failing`` (so that the leader can move that camera alone, see :mod:`failover.decide`), never counted;
 - **disk**: a small file can be written, fsynced and removed in the data dir, and its filesystem keeps
@@ -134,6 +135,11 @@ def probe_camera(camera: str, status: Mapping[str, Any], idle_s: float, stale_s:
         return Probe(f"camera:{camera}", False, f"{camera}: source {state}{detail}", counts=False)
     if state == "fenced":
         return Probe(f"camera:{camera}", False, f"{camera}: paused on its fence", counts=False)
+    if state in ("starting", "") and not status.get("first_frame_at"):
+        # Opening its source and warming up (slow on a loaded machine): a hung inference shows in its own probe.
+        if idle_s > stale_s:
+            return Probe(f"camera:{camera}", False, f"{camera}: starting, no frame yet after {idle_s:.1f}s", False)
+        return Probe(f"camera:{camera}", True, f"{camera}: starting")
     if idle_s > stale_s:
         return Probe(
             f"camera:{camera}",
@@ -216,7 +222,7 @@ class Settings:
     period_s: float = 0.5
     bad_ticks: int = 3
     good_ticks: int = 10
-    inference_deadline_s: float = 2.0
+    inference_deadline_s: float = 3.0
     camera_stale_s: float = 5.0
     min_free_bytes: int = 256 * 1024 * 1024
     max_clock_offset_s: float = 5.0

@@ -84,7 +84,7 @@ def test_an_unhealthy_node_hands_its_camera_over_and_gets_it_back(cluster: EtcdC
         for name in ("ws-a", "ws-b"):
             monitor = HealthMonitor(
                 name,
-                Settings(period_s=0.2, bad_ticks=3, good_ticks=5),
+                Settings(period_s=0.2, bad_ticks=3, good_ticks=5, inference_deadline_s=2.0),
                 Sources(
                     inference=lambda deadline, name=name: (0.01, "") if answers[name] else (None, ""),  # type: ignore[misc]
                     cameras=lambda: {},

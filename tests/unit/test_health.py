@@ -60,6 +60,12 @@ def test_inference_probe(latency: float | None, error: str, expected: Probe) -> 
         ),
         ({"state": "unreachable"}, 60.0, Probe("camera:cam-1", False, "cam-1: source unreachable", counts=False)),
         ({"state": "fenced"}, 60.0, Probe("camera:cam-1", False, "cam-1: paused on its fence", counts=False)),
+        ({"state": "starting", "first_frame_at": None}, 3.0, Probe("camera:cam-1", True, "cam-1: starting")),
+        (
+            {"state": "starting", "first_frame_at": None},
+            12.2,
+            Probe("camera:cam-1", False, "cam-1: starting, no frame yet after 12.2s", counts=False),
+        ),
         (
             {"state": "restarting", "error": "actor died"},
             5.5,
@@ -179,7 +185,9 @@ class Fake:
 
 
 def monitor(fake: Fake) -> HealthMonitor:
-    return HealthMonitor("ws-a", Settings(bad_ticks=3, good_ticks=4, camera_stale_s=5.0), fake.sources())
+    return HealthMonitor(
+        "ws-a", Settings(bad_ticks=3, good_ticks=4, inference_deadline_s=2.0, camera_stale_s=5.0), fake.sources()
+    )
 
 
 def test_a_healthy_node_reports_no_reason() -> None:
