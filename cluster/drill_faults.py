@@ -280,3 +280,79 @@ class Partition:
         if self.member_pid and _alive(self.member_pid):
             os.kill(self.member_pid, signal.SIGCONT)
         log.info("drill: %s reconnected", self.node)
+
+
+# ---- gray failures: a workstation alive but broken --------------------------------------------------------------
+
+
+def inference_pid(state: dict[str, Any], node: str) -> int:
+    """The pid of the node's Ray ``InferenceServer`` actor process (one per node), among the agent's descendants."""
+    found = [
+        p
+        for p in descendants(int(state["nodes"][node]["pid"]))
+        if cmdline(p)[:1] and cmdline(p)[0].startswith("ray::InferenceServer")
+    ]
+    if len(found) != 1:
+        raise EdgepairError(f"hang-inference: {len(found)} ray::InferenceServer processes under {node}'s agent, not 1")
+    return found[0]
+
+
+def tmpfs_of(data_dir: Path) -> Path:
+    """The data dir itself when it is a dedicated tmpfs mount; the drill fills or remounts nothing else."""
+    path = Path(data_dir).resolve()
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == str(path) and parts[2] == "tmpfs":
+            return path
+    raise EdgepairError(
+        f"{path} is not a dedicated tmpfs mount: disk-full and readonly-disk fill or remount only such a mount "
+        f"(mount one before `pair up`: mount -t tmpfs -o size=512m tmpfs {path}); never the real disk"
+    )
+
+
+FILL_NAME = ".drill-fill"
+
+
+def fill_tmpfs(data_dir: Path, leave_bytes: int) -> Path:
+    """Fill the data dir's dedicated tmpfs until ``leave_bytes`` are free (below the node's minimum)."""
+    mount = tmpfs_of(data_dir)
+    free = shutil.disk_usage(mount).free
+    path = mount / FILL_NAME
+    with open(path, "wb") as f:
+        chunk = b"\0" * (1 << 20)
+        left = max(0, free - leave_bytes)
+        while left > 0:
+            f.write(chunk[: min(len(chunk), left)])
+            left -= min(len(chunk), left)
+        f.flush()
+        os.fsync(f.fileno())
+    log.info("drill: filled %s: %d bytes free now", mount, shutil.disk_usage(mount).free)
+    return path
+
+
+def remount(data_dir: Path, mode: str) -> None:
+    """``mode``: "ro" or "rw", on the data dir's dedicated tmpfs only."""
+    mount = tmpfs_of(data_dir)
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True, capture_output=True)
+    log.info("drill: remounted %s %s", mount, mode)
+
+
+def write_bad_key(state: dict[str, Any], key: str, value: str) -> None:
+    """Write ``value`` (malformed on purpose) at ``/edgepair/<store>/<key>`` with the pair's admin identity."""
+    from failover.etcd_dcs import EtcdDCS
+
+    dcs = EtcdDCS(list(state["endpoints"]), str(state["store"]), ttl=2.0, timeout=2.0, identity=admin_identity(state))
+    try:
+        dcs.etcd.call("drill bad key", lambda c: c.put(dcs.key(key), value))
+    finally:
+        dcs.close()
+
+
+def delete_key(state: dict[str, Any], key: str) -> None:
+    from failover.etcd_dcs import EtcdDCS
+
+    dcs = EtcdDCS(list(state["endpoints"]), str(state["store"]), ttl=2.0, timeout=2.0, identity=admin_identity(state))
+    try:
+        dcs.etcd.call("drill bad key removal", lambda c: c.delete(dcs.key(key)))
+    finally:
+        dcs.close()

@@ -20,6 +20,17 @@ from cluster import drill_faults as faults
 from cluster.errors import EdgepairError
 from cluster.pair import admin_identity, load_state, node_health
 
+GRAY_SCENARIOS = ("hang-inference", "disk-full", "readonly-disk", "bad-key")
+"""Gray failures (a workstation alive but broken): the victim's health probes (cluster.health) see it and the leader
+moves its cameras. ``bad-key`` breaks nothing on a workstation: a malformed member and assignment key in etcd."""
+
+GRAY_NODE_FAULTS = ("hang-inference", "disk-full", "readonly-disk")
+"""Gray failures whose victim is the leader workstation: its cameras must move to the other one."""
+
+DISK_FULL_LEAVE_BYTES = 32 * 1024 * 1024
+"""What ``disk-full`` leaves free on the victim's data dir tmpfs: below the node's minimum (256 MiB by default), so
+the node reports it and hands its cameras over before a write fails."""
+
 SCENARIOS = (
     "kill-node",
     "kill-leader",
@@ -29,10 +40,11 @@ SCENARIOS = (
     "lose-quorum",
     "kill-actor",
     "switchover",
+    *GRAY_SCENARIOS,
 )
 """Every drill scenario, in the order the README explains them."""
 
-NODE_FAULTS = ("kill-node", "kill-leader", "freeze-node", "partition")
+NODE_FAULTS = ("kill-node", "kill-leader", "freeze-node", "partition", *GRAY_NODE_FAULTS)
 """Scenarios whose victim is the leader workstation: its cameras must move to the other one."""
 
 Restore = Callable[[], None]
@@ -165,7 +177,33 @@ class LocalPair:
 
             admin.switchover(state["endpoints"], state["store"], to=other, identity=admin_identity(state))
             return leader, lambda: None
+        gray = self._inject_gray(scenario, leader, hold_s)
+        if gray is not None:
+            return gray
         raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+
+    def _inject_gray(self, scenario: str, leader: str, hold_s: float) -> tuple[str, Restore] | None:
+        state = self.state
+        data_dir = Path(state["nodes"][leader]["data_dir"])
+        if scenario == "hang-inference":
+            pid = faults.inference_pid(state, leader)
+            faults.signal_all([pid], 19)  # SIGSTOP: the process lives, answers nothing
+            return f"{leader} inference (pid {pid})", seq(
+                lambda: time.sleep(hold_s), lambda: faults.signal_all([pid], 18)
+            )
+        if scenario == "disk-full":
+            fill = faults.fill_tmpfs(data_dir, DISK_FULL_LEAVE_BYTES)
+            return f"{leader} data dir", seq(lambda: time.sleep(hold_s), lambda: fill.unlink())
+        if scenario == "readonly-disk":
+            faults.remount(data_dir, "ro")
+            return f"{leader} data dir", seq(lambda: time.sleep(hold_s), lambda: faults.remount(data_dir, "rw"))
+        if scenario == "bad-key":
+            faults.write_bad_key(state, "members/ws-bad", '{"healthy": true}')  # no name
+            faults.write_bad_key(state, "assignment", '{"cameras": "not a mapping", "token": "x"}')
+            return "etcd keys members/ws-bad and assignment", seq(
+                lambda: time.sleep(hold_s), lambda: faults.delete_key(state, "members/ws-bad")
+            )
+        return None
 
     def _actor_pid(self, node: str, cam: str) -> int:
         """The camera actor's pid: from /health (``pid`` in the status) or the node's one ``ray::CameraWorker``."""

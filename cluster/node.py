@@ -647,6 +647,7 @@ class Node:
             m.probe_ok.labels(name).set(1 if p["ok"] else 0)
         restarts = self.restarts.snapshot()
         restarts["ha"] = int(getattr(self.loop, "tick_errors", 0))
+        restarts["camera-reader"] = sum(int((s.get("capture") or {}).get("reader_restarts", 0)) for s in cams.values())
         if self.replicator is not None:
             restarts.update(getattr(self.replicator, "loop_restarts", {}))
         for loop_name, n in restarts.items():

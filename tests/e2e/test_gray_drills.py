@@ -1,0 +1,63 @@
+"""Gray-failure drills against one real local pair: a workstation alive but broken hands its cameras over.
+
+The pair is brought up as in ``tests/e2e/test_drills.py`` (its helpers are imported, not copied), except that each
+node's data dir is a dedicated 320 MiB tmpfs mounted before ``pair up``: ``disk-full`` fills only that tmpfs and
+``readonly-disk`` remounts only it, never the real disk. Mounting needs root (CAP_SYS_ADMIN); without it the module is
+skipped with that reason.
+
+Each scenario runs the shared drill measurement (``cluster.drill``) and is checked exactly with ``_check``: no double
+running measured from the frames, no window lost outside the gaps the fault explains, every event outside gaps and
+horizons equal to the undisturbed baseline, the leader's cameras taken over by the other workstation for the gray
+failures that break the leader's workstation, no camera disturbed by ``bad-key``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_drills import _check, _drill, _pair_up
+
+TMPFS_SIZE = "320m"  # above the node's 256 MiB free minimum when empty; disk-full leaves 32 MiB
+
+
+@pytest.fixture(scope="module")
+def gray_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("the gray drills mount a tmpfs for each node's data dir: run as root (CAP_SYS_ADMIN)")
+    tmp = tmp_path_factory.mktemp("gray")
+    mounts: list[Path] = []
+    try:
+        for node in ("ws-a", "ws-b"):  # the data dirs `pair up` gives the nodes: <run_dir>/<node>/data
+            data = tmp / "run" / node / "data"
+            data.mkdir(parents=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(data)], check=True)
+            mounts.append(data)
+        yield from _pair_up(tmp)
+    finally:
+        for data in mounts:
+            subprocess.run(["mount", "-o", "remount,rw", str(data)], check=False)
+            subprocess.run(["umount", str(data)], check=False)
+
+
+GRAY = [
+    ("hang-inference", True),
+    ("disk-full", True),
+    ("readonly-disk", True),
+    ("bad-key", False),
+]
+
+
+@pytest.mark.parametrize(("scenario", "moved"), GRAY, ids=[s for s, _ in GRAY])
+def test_gray_drill(gray_pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
+    report = _drill(gray_pair, scenario, tmp_path, pre_s=10.0, settle_s=10.0, hold_s=3.0)
+    assert json.loads((tmp_path / f"{scenario}.json").read_text())["summary"] == report["summary"]
+    _check(report, moved=moved)
+    if not moved:
+        (run,) = report["runs"]
+        assert all(v is None for v in run["takeover_s"].values()), run["takeover_s"]
