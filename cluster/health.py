@@ -129,6 +129,10 @@ def probe_inference(latency_s: float | None, error: str, deadline_s: float) -> P
 def probe_camera(camera: str, status: Mapping[str, Any], idle_s: float, stale_s: float) -> Probe:
     """``idle_s``: seconds since the camera last processed a frame (or since this node started running it)."""
     state = str(status.get("state", ""))
+    capture = status.get("capture")
+    if state == "ended" and isinstance(capture, Mapping) and capture.get("state") not in SOURCE_FAILING_STATES:
+        error = str(status.get("error") or "")
+        return Probe(f"camera:{camera}", False, f"{camera}: pipeline ended: {error or 'no error given'}")
     if state in SOURCE_FAILING_STATES:
         error = str(status.get("error") or "")
         detail = f": {error}" if error else ""

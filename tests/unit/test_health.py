@@ -59,6 +59,16 @@ def test_inference_probe(latency: float | None, error: str, expected: Probe) -> 
             Probe("camera:cam-1", False, "cam-1: source reconnecting: cannot open rtsp://10.0.0.5/s1", counts=False),
         ),
         ({"state": "unreachable"}, 60.0, Probe("camera:cam-1", False, "cam-1: source unreachable", counts=False)),
+        (
+            {"state": "ended", "error": "RuntimeError: session broken", "capture": {"state": "stopped"}},
+            1.0,
+            Probe("camera:cam-1", False, "cam-1: pipeline ended: RuntimeError: session broken"),
+        ),
+        (
+            {"state": "ended", "error": "", "capture": {"state": "ended"}},
+            1.0,
+            Probe("camera:cam-1", False, "cam-1: source ended", counts=False),
+        ),
         ({"state": "fenced"}, 60.0, Probe("camera:cam-1", False, "cam-1: paused on its fence", counts=False)),
         ({"state": "starting", "first_frame_at": None}, 3.0, Probe("camera:cam-1", True, "cam-1: starting")),
         (
