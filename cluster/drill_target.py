@@ -20,11 +20,11 @@ from cluster import drill_faults as faults
 from cluster.errors import EdgepairError
 from cluster.pair import admin_identity, load_state, node_health
 
-GRAY_SCENARIOS = ("hang-inference", "disk-full", "readonly-disk", "bad-key")
+GRAY_SCENARIOS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk", "bad-key")
 """Gray failures (a workstation alive but broken): the victim's health probes (cluster.health) see it and the leader
 moves its cameras. ``bad-key`` breaks nothing on a workstation: a malformed member and assignment key in etcd."""
 
-GRAY_NODE_FAULTS = ("hang-inference", "disk-full", "readonly-disk")
+GRAY_NODE_FAULTS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk")
 """Gray failures whose victim is the leader workstation: its cameras must move to the other one."""
 
 DISK_FULL_LEAVE_BYTES = 32 * 1024 * 1024
@@ -190,6 +190,19 @@ class LocalPair:
             faults.signal_all([pid], 19)  # SIGSTOP: the process lives, answers nothing
             return f"{leader} inference (pid {pid})", seq(
                 lambda: time.sleep(hold_s), lambda: faults.signal_all([pid], 18)
+            )
+        if scenario == "fail-inference":
+            from cluster import unsafe
+
+            if unsafe.FAIL_INFERENCE not in ((self.health(leader) or {}).get("test_faults") or ()):
+                raise EdgepairError(
+                    f"fail-inference: {leader} runs without the test-only hook: start the pair with"
+                    f" {unsafe.FAULTS_ENV}={unsafe.FAIL_INFERENCE}"
+                )
+            trigger = unsafe.fail_inference_trigger(data_dir, leader)
+            trigger.touch()
+            return f"{leader} inference (ONNX session raising)", seq(
+                lambda: time.sleep(hold_s), lambda: trigger.unlink(missing_ok=True)
             )
         if scenario == "disk-full":
             fill = faults.fill_tmpfs(data_dir, DISK_FULL_LEAVE_BYTES)

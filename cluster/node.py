@@ -350,6 +350,14 @@ class Node:
         self.monitor: Any = None  # cluster.health.HealthMonitor, once Ray and the HA loop run
         self.restarts = LoopRestarts()
         self.unsafe_break = unsafe.breaks()  # test-only (cluster.unsafe); ConfigError on an unknown value
+        self.test_faults = unsafe.test_faults()  # test-only fault hooks (cluster.unsafe)
+        if self.test_faults:
+            log.warning(
+                "node %s: test-only fault hook %s active (%s): for the gray-failure drills only, never in production",
+                name,
+                ",".join(sorted(self.test_faults)),
+                unsafe.FAULTS_ENV,
+            )
         if self.unsafe_break:
             log.warning(
                 "node %s: UNSAFE: test-only break %s active (%s): for tests of the drills only, never in production",
@@ -399,7 +407,11 @@ class Node:
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, lambda *_: self.stop_event.set())
         try:
-            self.inference = start_inference(cfg, str(model_path))
+            if unsafe.FAIL_INFERENCE in self.test_faults:
+                trigger = unsafe.fail_inference_trigger(cfg.storage.data_dir, self.me.name)
+                self.inference = unsafe.start_failable_inference(cfg, str(model_path), trigger)
+            else:
+                self.inference = start_inference(cfg, str(model_path))
             inf = ray.get(self.inference.info.remote())
             log.info("node %s: inference on %s", self.me.name, inf["provider"])
             self.runner = RayCameraRunner(
@@ -670,6 +682,7 @@ class Node:
             "version": VERSION,
             "uptime_s": round(time.time() - self.started, 1),
             "unsafe_break": sorted(self.unsafe_break),
+            "test_faults": sorted(self.test_faults),
         }
 
     def live_role(self) -> dict[str, Any]:

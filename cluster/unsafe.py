@@ -16,13 +16,23 @@ reaching the Ray worker processes). An unknown value is a :class:`~cluster.error
 - ``drop-window``: a camera worker processes every frame as usual but never writes a window whose start is a whole
   multiple of 20 seconds (``round(start) % 20 == 0``: with the default 1 s flush interval one window in 20), and logs
   each dropped window at DEBUG. Nothing else changes: the gap shows in the coverage, not in the logs at INFO.
+
+Test-only fault hooks (``EDGEPAIR_TEST_FAULTS``, comma-separated; FOR THE GRAY-FAILURE DRILLS ONLY). Unlike a
+break, a hook removes no guarantee: it lets a drill inject a fault that cannot be caused from outside the process.
+The node logs each hook as a WARNING at start and reports them in ``/health`` (``"test_faults"``). An unknown value is
+a :class:`~cluster.errors.ConfigError`.
+
+- ``fail-inference``: the node's inference actor is an :class:`~actors.worker.InferenceServer` whose ONNX session
+  raises while the file :func:`fail_inference_trigger` exists (the ``fail-inference`` drill creates it, and removes
+  it to restore). Inert while the file is absent.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cluster.errors import ConfigError
 
@@ -34,6 +44,13 @@ FENCE = "fence"
 DROP_WINDOW = "drop-window"
 ALLOWED = frozenset({FENCE, DROP_WINDOW})
 DROP_EVERY_S = 20
+
+FAULTS_ENV = "EDGEPAIR_TEST_FAULTS"
+FAIL_INFERENCE = "fail-inference"
+FAULTS_ALLOWED = frozenset({FAIL_INFERENCE})
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def breaks(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -65,3 +82,49 @@ def given_elsewhere(cluster: Cluster | None, me: str, camera_id: str) -> bool:
         return False
     owner = assignment.cameras.get(camera_id)
     return (owner is not None and owner != me) or assignment.moving.get(camera_id) == me
+
+
+def test_faults(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The fault hooks named in ``EDGEPAIR_TEST_FAULTS`` (of ``environ``, default the process environment)."""
+    raw = (os.environ if environ is None else environ).get(FAULTS_ENV, "")
+    values = frozenset(v.strip() for v in raw.split(",") if v.strip())
+    bad = sorted(values - FAULTS_ALLOWED)
+    if bad:
+        raise ConfigError(
+            f"{FAULTS_ENV}={raw!r}: unknown value {', '.join(repr(b) for b in bad)}; allowed values:"
+            f" {', '.join(sorted(FAULTS_ALLOWED))} (comma-separated; test-only fault hooks for the drills)"
+        )
+    return values
+
+
+def fail_inference_trigger(data_dir: Path, node: str) -> Path:
+    """``fail-inference``: while this file exists, the node's ONNX session raises (beside the data dir, not in it)."""
+    return Path(data_dir).parent / f".{node}.fail-inference"
+
+
+def failing_while(trigger: Path, fn: Callable[[T], R]) -> Callable[[T], R]:
+    """``fn``, raising ``RuntimeError`` instead while ``trigger`` exists (checked at every call)."""
+
+    def wrapped(arg: T) -> R:
+        if trigger.exists():
+            raise RuntimeError(f"test-only fail-inference: the ONNX session raises while {trigger} exists")
+        return fn(arg)
+
+    return wrapped
+
+
+def start_failable_inference(config: Any, model_path: str, trigger: Path) -> Any:
+    """``fail-inference``: the node's inference actor, its detector wrapped by :func:`failing_while`. The class keeps
+    the name ``InferenceServer`` (its process is ``ray::InferenceServer``, as the hang-inference drill looks for)."""
+    import ray
+
+    from actors import worker
+    from actors.ray_actors import INFERENCE_OPTIONS
+
+    class InferenceServer(worker.InferenceServer):
+        def __init__(self, config: Any, model_path: str, max_batch: int, trigger: Path) -> None:
+            super().__init__(config, model_path, max_batch)
+            self.detector.detect_batch = failing_while(trigger, self.detector.detect_batch)  # type: ignore[method-assign,assignment]
+
+    actor = ray.remote(InferenceServer).options(**INFERENCE_OPTIONS)
+    return actor.remote(config, model_path, config.runtime.inference_batch, trigger)

@@ -3,7 +3,8 @@
 The pair is brought up as in ``tests/e2e/test_drills.py`` (its helpers are imported, not copied), except that each
 node's data dir is a dedicated 320 MiB tmpfs mounted before ``pair up``: ``disk-full`` fills only that tmpfs and
 ``readonly-disk`` remounts only it, never the real disk. Mounting needs root (CAP_SYS_ADMIN); without it the module is
-skipped with that reason.
+skipped with that reason. The nodes run with the test-only fault hook ``EDGEPAIR_TEST_FAULTS=fail-inference``
+(``cluster.unsafe``: inert until the drill creates its trigger file).
 
 Each scenario runs the shared drill measurement (``cluster.drill``) and is checked exactly with ``_check``: no double
 running measured from the frames, no window lost outside the gaps the fault explains, every event outside gaps and
@@ -38,7 +39,9 @@ def gray_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             data.mkdir(parents=True)
             subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(data)], check=True)
             mounts.append(data)
-        yield from _pair_up(tmp)
+        with pytest.MonkeyPatch.context() as mp:  # the nodes inherit it: the fail-inference hook, inert until armed
+            mp.setenv("EDGEPAIR_TEST_FAULTS", "fail-inference")
+            yield from _pair_up(tmp)
     finally:
         for data in mounts:
             subprocess.run(["mount", "-o", "remount,rw", str(data)], check=False)
@@ -47,6 +50,7 @@ def gray_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 GRAY = [
     ("hang-inference", True),
+    ("fail-inference", True),
     ("disk-full", True),
     ("readonly-disk", True),
     ("bad-key", False),

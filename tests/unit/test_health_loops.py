@@ -1,4 +1,5 @@
-"""Loops that never die: a camera reader that raises is logged, counted and started again after a backoff."""
+"""Loops that never die (a camera reader that raises is logged, counted and started again after a backoff), and the
+test-only fault hook of the fail-inference drill."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import pytest
 
 from actors.capture import Capture
+from cluster import unsafe
+from cluster.errors import ConfigError
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -39,3 +42,26 @@ def test_a_reader_that_raises_is_counted_and_reopened() -> None:
         assert cap.stats.state == "running"
     finally:
         cap.stop()
+
+
+def test_test_faults_parse_and_refuse_unknown_values() -> None:
+    assert unsafe.test_faults({}) == frozenset()
+    assert unsafe.test_faults({"EDGEPAIR_TEST_FAULTS": " fail-inference "}) == frozenset({"fail-inference"})
+    with pytest.raises(ConfigError, match="EDGEPAIR_TEST_FAULTS='fail-disk': unknown value 'fail-disk'; allowed"):
+        unsafe.test_faults({"EDGEPAIR_TEST_FAULTS": "fail-disk"})
+
+
+def test_fail_inference_raises_only_while_its_trigger_exists(tmp_path: Path) -> None:
+    trigger = unsafe.fail_inference_trigger(tmp_path / "data", "ws-a")
+    assert trigger == tmp_path / ".ws-a.fail-inference"
+
+    def count(frames: list[int]) -> list[int]:
+        return [len(frames)]
+
+    detect = unsafe.failing_while(trigger, count)
+    assert detect([1, 2]) == [2]
+    trigger.touch()
+    with pytest.raises(RuntimeError, match="test-only fail-inference: the ONNX session raises while"):
+        detect([1, 2])
+    trigger.unlink()
+    assert detect([1]) == [1]
