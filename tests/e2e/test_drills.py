@@ -124,7 +124,7 @@ def _check(report: dict, *, moved: bool, baseline: bool = True) -> None:
 def _drill(run_dir: Path, scenario: str, out: Path, **kw: object) -> dict:
     from cluster.drill import run_drill
 
-    args: dict = {"settle_s": 15.0, "pre_s": 15.0, "hold_s": 5.0, "min_events": MIN_EVENTS, **kw}
+    args: dict = {"settle_s": 10.0, "pre_s": 10.0, "hold_s": 5.0, "min_events": MIN_EVENTS, **kw}
     return run_drill(run_dir, scenario, report=out / f"{scenario}.json", **args)
 
 
@@ -147,6 +147,9 @@ def test_drill(pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
     _check(report, moved=moved)
 
 
+# Slow: every lab drill of `make test-lab` (tests/e2e/test_lab_drills.py) already runs on RTSP cameras, which keeps
+# CI within its time; this one runs the same on one machine in `make test-all`.
+@pytest.mark.slow
 def test_kill_leader_on_rtsp_cameras(rtsp_pair: Path, tmp_path: Path) -> None:
     """The same drill on live RTSP streams. No baseline here: a stream's frames cannot be replayed exactly (the
     file-backed live cameras above can), so this checks takeover, double running, lost windows and crediting."""
