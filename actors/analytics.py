@@ -8,7 +8,10 @@ Order within one frame (``process``):
    zone and are forgotten by every line.
 
 The events of one call are sorted by ts (stable: equal ts keep the order above). A zone exit carries the last time
-the track was seen inside, so it can be earlier than the frame that caused it.
+the track was seen inside, so it can be earlier than the frame that caused it; so does a line crossing, which is
+final ``confirm_s`` (0.5 s) after the frame where it happened and keeps that frame's ts (``actors.lines``). A
+removed track's pending crossings are returned at once, and ``finish`` returns every pending one. Zones (and so
+live occupancy) are not delayed. The same frames and timestamps always give the same events.
 """
 
 from __future__ import annotations

@@ -61,10 +61,19 @@ class Setup:
 DEFAULT_MODEL = "default"  # Setup.model: the model `edgepair model install` caches (cluster.models)
 
 SETUPS = [
-    Setup("ssd", "SSDLite (default), full frame, t=0.3", "ssdlite_pedestrian.onnx"),
+    Setup("default", "SSDLite (default, installed), full frame, t=0.3", DEFAULT_MODEL),
+    Setup(
+        "default2",
+        "SSDLite (default, installed), 2 halves, t=0.1, track >= 0.3",
+        DEFAULT_MODEL,
+        tiles=2,
+        threshold=0.1,
+        tracking={"high_thresh": 0.3, "new_track_thresh": 0.4},
+    ),
+    Setup("ssd", "SSDLite (../shared copy), full frame, t=0.3", "ssdlite_pedestrian.onnx"),
     Setup(
         "ssd2",
-        "SSDLite, 2 halves, t=0.1, track >= 0.3",
+        "SSDLite (../shared copy), 2 halves, t=0.1, track >= 0.3",
         "ssdlite_pedestrian.onnx",
         tiles=2,
         threshold=0.1,
@@ -149,14 +158,16 @@ def seed_list(text: str) -> list[int]:
 def measure_random(setup: Setup, seeds: list[int], n_lines: int, n_zones: int, fps: float | None) -> dict[str, Any]:
     from actors.inference import Detector
     from cluster.accuracy import evaluate_random
-    from cluster.accuracy_data import clip_detections
+    from cluster.accuracy_data import cache_threshold, clip_detections
     from cluster.evaluate import GroundTruth
 
     with tempfile.TemporaryDirectory(prefix="edgepair-acc-") as tmp:
         cfg = configure(load_config(CONFIG), setup, fps, Path(tmp))
     model = model_path(setup)
-    threshold = setup.threshold if setup.threshold is not None else Detector(model, tiles=setup.tiles).threshold
-    clip = clip_detections(model, VTEST, threshold=threshold, tiles=setup.tiles)
+    probe = Detector(model, tiles=setup.tiles, threshold=setup.threshold)
+    threshold = probe.threshold
+    floor = cache_threshold(probe.family, threshold)
+    clip = clip_detections(model, VTEST, threshold=floor, tiles=setup.tiles)
     every = max(1, round(clip.fps / fps)) if fps else 1
     r = evaluate_random(
         cfg, clip, GroundTruth.load(GT), seeds, n_lines=n_lines, n_zones=n_zones, threshold=threshold, every=every

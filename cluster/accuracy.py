@@ -32,7 +32,15 @@ import numpy as np
 from actors.detections import Detections
 from actors.events import LINE_CROSS, ZONE_EXIT, Event
 from actors.zones import PolygonZone
-from cluster.accuracy_data import ClipDetections, Walkable, clip_detections, foot_points, random_lines, random_zones
+from cluster.accuracy_data import (
+    ClipDetections,
+    Walkable,
+    cache_threshold,
+    clip_detections,
+    foot_points,
+    random_lines,
+    random_zones,
+)
 from cluster.config import Config
 from cluster.evaluate import GroundTruth, line_table, true_crossings
 
@@ -220,8 +228,9 @@ def cmd_evaluate_random(args: argparse.Namespace, config: Config, model: Path) -
         raise ConfigError("--random-lines needs --gt: the true crossings come from the ground-truth tracks")
     footage = Path(args.footage).resolve()
     m = config.model
-    threshold = clip_detections_threshold(m.threshold, m.family, model, m.tiles)
-    clip = clip_detections(model, footage, threshold=threshold, tiles=m.tiles, family=m.family, threads=m.threads or 1)
+    threshold, family = clip_detections_threshold(m.threshold, m.family, model, m.tiles)
+    floor = cache_threshold(family, threshold)
+    clip = clip_detections(model, footage, threshold=floor, tiles=m.tiles, family=m.family, threads=m.threads or 1)
     cam = config.cameras[0]
     every = max(1, round(clip.fps / cam.fps)) if cam.fps else 1
     seeds = [args.seed + i for i in range(args.seeds)]
@@ -236,11 +245,9 @@ def cmd_evaluate_random(args: argparse.Namespace, config: Config, model: Path) -
     return 0
 
 
-def clip_detections_threshold(threshold: float | None, family: str, model: Path, tiles: int) -> float:
-    """The threshold detections are cached at: the requested one (the cache filters upwards only)."""
-    if threshold is not None:
-        return threshold
+def clip_detections_threshold(threshold: float | None, family: str, model: Path, tiles: int) -> tuple[float, str]:
+    """The operating threshold (the config's, or the family default) and the model's family."""
     from actors.inference import Detector
 
-    probe = Detector(model, family=family, tiles=tiles, threads=1)
-    return probe.threshold
+    probe = Detector(model, family=family, tiles=tiles, threshold=threshold, threads=1)
+    return probe.threshold, probe.family

@@ -32,6 +32,10 @@ from cluster.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# Detections are cached down to this score (per family: SSD's scores sit lower than the COCO models'); any higher
+# threshold is a filter on the cache, so one detector pass serves every operating point tried.
+CACHE_THRESHOLD = {"ssd": 0.05}
+CACHE_THRESHOLD_OTHERS = 0.1
 LINE_LENGTH = (0.16, 0.44)
 ZONE_SIDE = (0.10, 0.30)
 CACHE_VERSION = 1
@@ -77,6 +81,11 @@ def _cache_key(sha: str, family: str, threshold: float, tiles: int, clip: Path) 
     st = clip.stat()
     text = json.dumps([CACHE_VERSION, sha, family, round(threshold, 6), tiles, clip.name, st.st_size, int(st.st_mtime)])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cache_threshold(family: str, wanted: float) -> float:
+    """The score detections are cached down to for an operating point at ``wanted``."""
+    return min(wanted, CACHE_THRESHOLD.get(family, CACHE_THRESHOLD_OTHERS))
 
 
 def clip_detections(

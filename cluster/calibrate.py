@@ -34,7 +34,7 @@ from typing import Any
 
 from actors.events import LINE_CROSS
 from cluster.accuracy import line_figures, replay, with_random_geometry
-from cluster.accuracy_data import ClipDetections, Walkable, clip_detections, foot_points
+from cluster.accuracy_data import ClipDetections, Walkable, cache_threshold, clip_detections, foot_points
 from cluster.config import Config, load_config, parse_config
 from cluster.errors import ConfigError
 from cluster.evaluate import GroundTruth, line_table, true_crossings
@@ -337,12 +337,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model = resolve_model(config)
     family = Detector(model, family=config.model.family, threads=1).family
     tiles = sorted({int(x) for x in args.tiles.split(",")})
-    lowest = min(THRESHOLDS[family])
-    clips = {x: clip_detections(model, footage, threshold=lowest, tiles=x, family=family) for x in tiles}
+    floor = cache_threshold(family, min(THRESHOLDS[family]))
+    clips = {x: clip_detections(model, footage, threshold=floor, tiles=x, family=family) for x in tiles}
     fps = next(iter(clips.values())).fps
-    every = max(1, round(fps / cam.fps)) if cam.fps else 1
+    rate = args.fps or cam.fps
+    every = max(1, round(fps / rate)) if rate else 1
     if args.gt:
-        cal = calibrate_gt(cfg1, clips, GroundTruth.load(Path(args.gt)), every=every)
+        cal = calibrate_gt(cfg1, clips, GroundTruth.load(Path(args.gt)), every=every, n_lines=args.lines)
     else:
         cal = calibrate_counts(cfg1, clips, load_truth(Path(args.truth)), every=every)
     print(format_calibration(cal))
@@ -360,5 +361,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--gt", default=None, help="MOT ground truth of the clip")
     s.add_argument("--truth", default=None, help="or true counts {line: {in: N, out: M}} (at least 2 lines)")
     s.add_argument("--tiles", default="1,2", help="tilings to try, e.g. 1,2 (one detector pass each)")
+    s.add_argument("--fps", type=float, default=None, help="frames a second processed (default: the camera's)")
+    s.add_argument("--lines", type=int, default=24, help="random lines per seed (MOT labels; 2 tuning, 2 held-out)")
     s.add_argument("--write", action="store_true", help="write the chosen settings into the config (keeps .bak)")
     s.set_defaults(func=cmd_calibrate)

@@ -32,7 +32,9 @@ def frame_dets(points: list[tuple[float, float]]) -> Detections:
 
 
 def build(exit_grace_s: float) -> CameraAnalytics:
-    line = LineCounter("door", CAM, (0.2, 0.5), (0.8, 0.5), in_point=(0.5, 0.9))
+    # confirm_s=0: crossings at the flip, so that the frame of each event is the frame that caused it (the
+    # confirmation delay through the analytics is tested in test_lines_confirm.py)
+    line = LineCounter("door", CAM, (0.2, 0.5), (0.8, 0.5), in_point=(0.5, 0.9), confirm_s=0.0)
     zone = PolygonZone("aisle", CAM, [(0.0, 0.62), (1.0, 0.62), (1.0, 1.0), (0.0, 1.0)], exit_grace_s=exit_grace_s)
     return CameraAnalytics(CAM, ByteTracker(TrackerConfig()), [line], [zone])
 

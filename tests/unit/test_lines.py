@@ -1,4 +1,7 @@
-"""Table-driven tests of line crossing: direction, hysteresis dead band, segment extent, diagonal lines."""
+"""Table-driven tests of line crossing: direction, hysteresis dead band, segment extent, diagonal lines.
+
+These are the geometric rules, tested with ``confirm_s=0`` (a crossing is returned at the flip);
+``test_lines_confirm.py`` tests the confirmation delay on top of them."""
 
 from __future__ import annotations
 
@@ -154,14 +157,14 @@ def test_crossings(
     paths: dict[int, Path],
     expected: list[tuple[int, int, str]],
 ) -> None:
-    line = LineCounter("door", "cam-1", segment[0], segment[1], in_point, hysteresis=hysteresis)
+    line = LineCounter("door", "cam-1", segment[0], segment[1], in_point, hysteresis=hysteresis, confirm_s=0.0)
     assert run(line, paths) == expected
     assert line.in_count == sum(1 for *_, d in expected if d == "in")
     assert line.out_count == sum(1 for *_, d in expected if d == "out")
 
 
 def test_center_anchor() -> None:
-    line = LineCounter("door", "cam-1", *DOOR, INSIDE, anchor="center")
+    line = LineCounter("door", "cam-1", *DOOR, INSIDE, anchor="center", confirm_s=0.0)
     assert run(line, {1: vertical(0.5, 0.3, 0.7)}, anchor="center") == [(1, 1, "in")]
 
 
@@ -175,7 +178,7 @@ def test_untracked_rows_ignored() -> None:
 
 
 def test_forget_drops_side() -> None:
-    line = LineCounter("door", "cam-1", *DOOR, INSIDE)
+    line = LineCounter("door", "cam-1", *DOOR, INSIDE, confirm_s=0.0)
     line.trigger(frame_dets({1: (0.5, 0.3)}), T0, W, H)
     line.forget([1])
     assert line.trigger(frame_dets({1: (0.5, 0.7)}), T0 + 1, W, H) == []
