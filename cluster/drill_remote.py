@@ -216,17 +216,23 @@ def local_dates(since: float, until: float, tz: str) -> list[str]:
     return [str(first + timedelta(days=k)) for k in range((last - first).days + 1)]
 
 
-def tar_command(data_dir: str, store: str, dates: list[str]) -> str:
-    """A shell command that writes a tar of the date folders (those that exist) and the top-level metadata files."""
+def tar_command(data_dir: str, store: str, dates: list[str], since: float, until: float) -> str:
+    """A shell command that writes a tar of the segments (and their signatures) of the date folders ``dates`` that
+    may overlap [since, until): a segment's name holds its window start in ms (``<camera>.<start ms>.<...>``); a
+    1 s segment is taken from a minute before ``since``, a compacted one (``~`` in its name) whatever its start.
+    Plus the top-level metadata files. Files that compaction removes meanwhile are left out, not an error."""
     folders = " ".join(shlex.quote(f"events/store={store}/date={d}") for d in dates)
+    lo, hi = int((since - 60) * 1000), int(until * 1000) + 1
+    pick = f'{{ split($NF, p, "[.]"); s = p[2] + 0; if (s < {hi} && (s >= {lo} || $NF ~ /~/)) print }}'
     return (
-        f"cd -- {shlex.quote(data_dir)} || exit 3; set --; "
-        f"for d in {folders}; do [ -d \"$d\" ] && set -- \"$@\" \"$d\"; done; "
-        'for f in store.json kpi_definitions.jsonl; do [ -f "$f" ] && set -- "$@" "$f"; done; '
-        '[ $# -gt 0 ] || exec tar -cf - --files-from=/dev/null; '
-        'tar -cf - --ignore-failed-read --warning=no-file-changed --warning=no-file-removed -- "$@"; '
+        f"cd -- {shlex.quote(data_dir)} || exit 3; "
+        f'{{ for d in {folders}; do [ -d "$d" ] && '
+        "find \"$d\" -type f \\( -name '*.parquet' -o -name '*.sig' \\); done "
+        f"| awk -F/ {shlex.quote(pick)}; "
+        'for f in store.json kpi_definitions.jsonl; do [ -f "$f" ] && echo "$f"; done; } '
+        "| tar -cf - --ignore-failed-read --warning=no-file-changed --warning=no-file-removed --files-from=-; "
         "rc=$?; [ $rc -le 1 ]"
-    )  # fmt: skip
+    )
 
 
 def partition_script(peers: list[str]) -> str:
@@ -360,10 +366,20 @@ class RemoteStore:
             raise DrillTargetError(f"{host}: `{redact(command)[:120]}` exited {r.returncode}: {err or 'no message'}")
         return r.stdout
 
-    def _on_all(self, hosts: list[str], command: str, timeout: float = 30.0) -> None:
+    def _on_all(self, hosts: list[str], command: str, timeout: float = 30.0, fault: bool = False) -> None:
+        run = self._fault if fault else self.run
         with concurrent.futures.ThreadPoolExecutor(len(hosts) or 1) as pool:
-            for f in [pool.submit(self.run, h, command, timeout=timeout) for h in hosts]:
+            for f in [pool.submit(run, h, command, timeout=timeout) for h in hosts]:
                 f.result()
+
+    def _fault(self, host: str, command: str, timeout: float = 30.0) -> float:
+        """Run a fault's command; how long after the drill asked it had done its work (the SSH round trip and
+        systemctl: part of every takeover time this drill reports, so the victim's description says it)."""
+        t = time.monotonic()
+        self.run(host, command, timeout=timeout)
+        took = time.monotonic() - t
+        log.info("drill: fault applied on %s %.2f s after the drill asked", host, took)
+        return took
 
     def _local(self, argv: tuple[str, ...], what: str, timeout: float) -> None:
         try:
@@ -433,9 +449,10 @@ class RemoteStore:
 
     def data_dirs(self, since: float, until: float) -> dict[str, Path]:
         data_dir = str((self._config.get("storage") or {}).get("data_dir") or "/var/lib/edgepair/data")
-        cmd = tar_command(data_dir, self.store, local_dates(since, until, self.timezone))
+        cmd = tar_command(data_dir, self.store, local_dates(since, until, self.timezone), since, until)
         out: dict[str, Path] = {}
         for node in self.nodes:
+            t = time.monotonic()
             raw = self.run(node, cmd, timeout=300)
             fresh = Path(tempfile.mkdtemp(prefix=f"{node}-", dir=self.tmp))
             with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
@@ -447,6 +464,7 @@ class RemoteStore:
                 shutil.rmtree(old, ignore_errors=True)
             fresh.rename(dest)
             out[node] = dest
+            log.info("drill: copied %.1f MB of %s's data in %.1f s", len(raw) / 1e6, node, time.monotonic() - t)
         return out
 
     def prepare(self) -> None:
@@ -459,36 +477,40 @@ class RemoteStore:
         if scenario == "kill-node":
             h = sp.hosts[leader]
             if h.power_off:
+                t = time.monotonic()
                 self._local(h.power_off, f"kill-node: power off {leader}", timeout=60)
+                took = time.monotonic() - t
+                log.info("drill: %s powered off %.2f s after the drill asked", leader, took)
                 self._close_master(leader)
-                return f"{leader} (machine powered off)", seq(
+                return f"{leader} (machine powered off, in {took:.2f} s)", seq(
                     lambda: self._local(h.power_on, f"kill-node: power on {leader}", timeout=BOOT_WAIT_S),
                     lambda: self._wait_ssh(leader),
                 )
-            self.run(leader, kill_units([sp.node_unit, sp.etcd_unit], keep_down=True))
-            return f"{leader} (edgepair and its etcd member)", seq(
+            took = self._fault(leader, kill_units([sp.node_unit, sp.etcd_unit], keep_down=True))
+            return f"{leader} (edgepair and its etcd member, in {took:.2f} s)", seq(
                 lambda: self.run(leader, f"systemctl start {sp.etcd_unit} {sp.node_unit}", timeout=120)
             )
         if scenario == "kill-leader":
-            self.run(leader, kill_units([sp.node_unit]))
-            return leader, seq(lambda: self.run(leader, f"systemctl start {sp.node_unit}", timeout=120))
+            took = self._fault(leader, kill_units([sp.node_unit]))
+            start = f"systemctl start {sp.node_unit}"
+            return f"{leader} (in {took:.2f} s)", seq(lambda: self.run(leader, start, timeout=120))
         if scenario == "freeze-node":
-            self.run(leader, kill_units([sp.node_unit], "SIGSTOP"))
-            return leader, seq(
+            took = self._fault(leader, kill_units([sp.node_unit], "SIGSTOP"))
+            return f"{leader} (in {took:.2f} s)", seq(
                 lambda: time.sleep(hold_s), lambda: self.run(leader, kill_units([sp.node_unit], "SIGCONT"))
             )
         if scenario == "partition":
             peers = [self._ip(h) for n, h in sp.hosts.items() if n != leader]
             unit = f"edgepair-drill-heal-{int(time.time())}"
-            self.run(leader, cut_command(peers, hold_s + DEAD_MAN_S, unit))
-            return f"{leader} (cut from {', '.join(n for n in sp.hosts if n != leader)})", seq(
+            took = self._fault(leader, cut_command(peers, hold_s + DEAD_MAN_S, unit))
+            return f"{leader} (cut from {', '.join(n for n in sp.hosts if n != leader)}, in {took:.2f} s)", seq(
                 lambda: time.sleep(hold_s), lambda: self.run(leader, heal_command(unit))
             )
         if scenario in ("kill-etcd-leader", "lose-quorum"):
             members = (
                 [self.etcd_leader()] if scenario == "kill-etcd-leader" else [n for n in sp.hosts if n != leader][:2]
             )
-            self._on_all(members, kill_units([sp.etcd_unit], keep_down=True))
+            self._on_all(members, kill_units([sp.etcd_unit], keep_down=True), fault=True)
             return ",".join(members), seq(
                 lambda: time.sleep(hold_s), lambda: self._on_all(members, f"systemctl start {sp.etcd_unit}", 120)
             )
@@ -498,7 +520,7 @@ class RemoteStore:
             pid = ((self.health(node, timeout=3.0) or {}).get("camera_status") or {}).get(cam, {}).get("pid")
             if not pid:
                 raise DrillTargetError(f"kill-actor: {node}'s /health gives no pid for {cam}'s actor")
-            self.run(node, f"kill -KILL {int(pid)}")
+            self._fault(node, f"kill -KILL {int(pid)}")
             return f"{node}/{cam} (pid {pid})", lambda: None
         if scenario == "switchover":
             from failover import admin

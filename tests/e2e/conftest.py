@@ -134,12 +134,22 @@ def read_passwords() -> dict[str, str]:
     }
 
 
+# EDGEPAIR_LAB_REUSE=1: a developer's shortcut: use the lab that `lab.py up` brought up (and its store, CA and
+# camera passwords) and leave it up, instead of a new lab and a store from nothing. CI never sets it.
+REUSE = os.environ.get("EDGEPAIR_LAB_REUSE") == "1"
+
+
 @pytest.fixture(scope="session")
 def lab(lab_needs: None) -> Iterator[ModuleType]:
+    mod = load_lab()
+    if REUSE and mod._state().get("hosts"):
+        if not SECRETS.exists():
+            write_secrets()
+        yield mod
+        return
     for old in (CACHE / "logs").glob("*.log"):  # the canary scans this session's logs
         old.unlink()
     OUTPUTS.clear()
-    mod = load_lab()
     mod.up()
     try:
         write_secrets()
@@ -157,6 +167,8 @@ def lab_passwords(lab: ModuleType) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def store(lab: ModuleType) -> ModuleType:
     """The lab, with release V_OLD's bundle built and no store CA yet (site.yml makes it)."""
+    if REUSE and (BUNDLES / f"edgepair-{base_version()}-bundle.tar").exists():
+        return lab
     shutil.rmtree(PKI, ignore_errors=True)  # a store from nothing: site.yml makes its CA
     build_bundle(base_version())
     return lab
