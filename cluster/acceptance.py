@@ -150,7 +150,13 @@ def count_window(
         cfg = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": Path(tmp)})})
         start_ts = None if cam.is_stream else 0.0
         worker = CameraWorker(
-            cfg, camera_id, det.detect, lambda d: d, autostart=False, start_ts=start_ts, model_version=""
+            cfg,
+            camera_id,
+            det.detect,
+            lambda d: d,
+            autostart=False,
+            start_ts=start_ts,
+            model_version=det.model_sha256[:12],
         )
         original = worker.analytics.process
         started = [False]

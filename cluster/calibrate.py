@@ -70,9 +70,10 @@ class Candidate:
         )
 
 
-def candidates(family: str, tiles: list[int]) -> list[Candidate]:
+def candidates(family: str, tiles: list[int], thresholds: list[float] | None = None) -> list[Candidate]:
     out = []
-    for x, t, (hi, new), mh in itertools.product(tiles, THRESHOLDS[family], TRACKER_GRID[family], MIN_HITS):
+    grid = itertools.product(tiles, thresholds or THRESHOLDS[family], TRACKER_GRID[family], MIN_HITS)
+    for x, t, (hi, new), mh in grid:
         if t > hi:
             continue  # detections below high_thresh but above the detector threshold: the second association
         out.append(Candidate(x, t, hi, new, mh))
@@ -126,7 +127,13 @@ class Calibration:
 
 
 def calibrate_gt(
-    config: Config, clips: dict[int, ClipDetections], gt: GroundTruth, *, every: int = 1, n_lines: int = 24
+    config: Config,
+    clips: dict[int, ClipDetections],
+    gt: GroundTruth,
+    *,
+    every: int = 1,
+    n_lines: int = 24,
+    thresholds: list[float] | None = None,
 ) -> Calibration:
     """Rank candidates on the tuning seeds' random lines, validate the best on the validation seeds' lines."""
     any_clip = next(iter(clips.values()))
@@ -136,7 +143,7 @@ def calibrate_gt(
     w, h, fps = any_clip.width, any_clip.height, any_clip.fps
     tune_truth = true_crossings(tune_cfg, config.cameras[0].id, gt, w, h, fps, every)
     val_truth = true_crossings(val_cfg, config.cameras[0].id, gt, w, h, fps, every)
-    cands = candidates(any_clip.family, sorted(clips))
+    cands = candidates(any_clip.family, sorted(clips), thresholds)
     ranked = []
     for c in cands:
         rows = _score_lines(apply(tune_cfg, c), clips[c.tiles], c.threshold, every, tune_truth)
@@ -162,7 +169,12 @@ def calibrate_gt(
 
 
 def calibrate_counts(
-    config: Config, clips: dict[int, ClipDetections], truth: dict[str, dict[str, int]], *, every: int = 1
+    config: Config,
+    clips: dict[int, ClipDetections],
+    truth: dict[str, dict[str, int]],
+    *,
+    every: int = 1,
+    thresholds: list[float] | None = None,
 ) -> Calibration:
     """Rank on every other line of the camera (by its order in the config), validate on the others."""
     cam = config.cameras[0]
@@ -190,7 +202,7 @@ def calibrate_counts(
     tune_ids = [ln.id for ln in lines[::2]]
     val_ids = [ln.id for ln in lines[1::2]]
     any_clip = next(iter(clips.values()))
-    cands = candidates(any_clip.family, sorted(clips))
+    cands = candidates(any_clip.family, sorted(clips), thresholds)
     ranked = []
     for c in cands:
         f = line_figures(
@@ -337,15 +349,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model = resolve_model(config)
     family = Detector(model, family=config.model.family, threads=1).family
     tiles = sorted({int(x) for x in args.tiles.split(",")})
-    floor = cache_threshold(family, min(THRESHOLDS[family]))
+    thresholds = [float(x) for x in args.thresholds.split(",")] if args.thresholds else THRESHOLDS[family]
+    floor = cache_threshold(family, min(thresholds))
     clips = {x: clip_detections(model, footage, threshold=floor, tiles=x, family=family) for x in tiles}
     fps = next(iter(clips.values())).fps
     rate = args.fps or cam.fps
     every = max(1, round(fps / rate)) if rate else 1
     if args.gt:
-        cal = calibrate_gt(cfg1, clips, GroundTruth.load(Path(args.gt)), every=every, n_lines=args.lines)
+        gt = GroundTruth.load(Path(args.gt))
+        cal = calibrate_gt(cfg1, clips, gt, every=every, n_lines=args.lines, thresholds=thresholds)
     else:
-        cal = calibrate_counts(cfg1, clips, load_truth(Path(args.truth)), every=every)
+        cal = calibrate_counts(cfg1, clips, load_truth(Path(args.truth)), every=every, thresholds=thresholds)
     print(format_calibration(cal))
     if args.write:
         write_config(path, config, cal)
@@ -361,6 +375,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--gt", default=None, help="MOT ground truth of the clip")
     s.add_argument("--truth", default=None, help="or true counts {line: {in: N, out: M}} (at least 2 lines)")
     s.add_argument("--tiles", default="1,2", help="tilings to try, e.g. 1,2 (one detector pass each)")
+    s.add_argument("--thresholds", default=None, help="detector thresholds to try (default: per family)")
     s.add_argument("--fps", type=float, default=None, help="frames a second processed (default: the camera's)")
     s.add_argument("--lines", type=int, default=24, help="random lines per seed (MOT labels; 2 tuning, 2 held-out)")
     s.add_argument("--write", action="store_true", help="write the chosen settings into the config (keeps .bak)")

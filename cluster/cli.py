@@ -36,7 +36,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     from cluster import models
 
-    if args.action == "install":
+    if args.action == "install" and args.source:
+        if not args.sha256:
+            raise ConfigError("model install FILE-or-URL needs --sha256 (the file's SHA-256, from its publisher)")
+        path, info = models.install_model_file(args.source, args.sha256, args.name)
+        print(f"model installed: {path} (family {info.get('family')}, sha256 {info.get('sha256')}): set model.path")
+    elif args.action == "install":
         info = models.install_default_model(force=args.force)
         print(f"default model installed: {models.default_model_path()} (sha256 {info['sha256']})")
     elif args.action == "path":
@@ -437,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("model", help="the default detector: install (convert once, cache), info, path")
     s.add_argument("action", choices=["install", "info", "path"])
     s.add_argument("--force", action="store_true", help="convert again even if a valid copy is cached")
+    s.add_argument("source", nargs="?", default=None, help="install: an ONNX file path or http(s) URL instead")
+    s.add_argument("--sha256", default=None, help="install SOURCE: the file's expected SHA-256 (required)")
+    s.add_argument("--name", default=None, help="install SOURCE: cache name (default: the file's stem)")
     s.set_defaults(func=cmd_model)
 
     s = sub.add_parser("run", help="run one workstation on every camera of the config (no etcd)")

@@ -161,3 +161,72 @@ def _check_loads(path: Path) -> None:
     names = {i.name for i in sess.get_inputs()}
     if GRAPH_INPUTS not in names:
         raise ModelError(f"the converted model has inputs {sorted(names)}, expected {GRAPH_INPUTS}")
+
+
+def install_model_file(source: str, sha256: str, name: str | None = None) -> tuple[Path, dict[str, str]]:
+    """Install an ONNX detector from a local path or an http(s) URL into the model cache, checking its sha256.
+
+    The file is copied (or downloaded) to a temporary name, its sha256 compared with ``sha256`` (a mismatch is
+    refused and nothing is installed), loaded once in ONNX Runtime with the family detected from its inputs and
+    outputs, then renamed to ``<cache>/<name>.onnx`` with a manifest beside it. Point ``model.path`` at the path
+    it returns. Idempotent: the same file again changes nothing.
+    """
+    import urllib.parse
+    import urllib.request
+
+    want = sha256.strip().lower()
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise ModelError(f"--sha256 must be the 64 hex digits of the file's SHA-256, got {sha256!r}")
+    scheme = urllib.parse.urlsplit(source).scheme
+    stem = name or Path(urllib.parse.urlsplit(source).path if scheme else source).stem
+    if not stem or not all(c.isalnum() or c in "-_." for c in stem):
+        raise ModelError(f"cannot name the model from {source!r}: pass --name (letters, digits, - _ .)")
+    target = cache_dir() / f"{stem}.onnx"
+    if target.exists() and sha256_file(target) == want:
+        log.info("model install: %s already installed (sha256 %s)", target, want[:12])
+        return target, json.loads(_manifest_path(target).read_text()) if _manifest_path(target).exists() else {}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.tmp")
+    try:
+        if scheme in ("http", "https"):
+            try:
+                with urllib.request.urlopen(source, timeout=60) as resp, open(partial, "wb") as out:
+                    shutil.copyfileobj(resp, out)
+            except OSError as exc:
+                raise ModelError(f"cannot download {source}: {exc}") from None
+        elif scheme in ("", "file"):
+            path = Path(urllib.parse.urlsplit(source).path if scheme else source)
+            if not path.is_file():
+                raise ModelError(f"model file {path} not found")
+            shutil.copyfile(path, partial)
+        else:
+            raise ModelError(f"cannot install a model from {source!r}: give a file path or an http(s) URL")
+        got = sha256_file(partial)
+        if got != want:
+            raise ModelError(f"{source}: sha256 {got} does not match the expected {want}: not installed")
+        family = _check_detector(partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    info = {
+        "name": stem,
+        "sha256": want,
+        "source": source,
+        "family": family,
+        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _manifest_path(target).write_text(json.dumps(info, indent=2) + "\n")
+    log.info("model install: %s installed from %s (family %s)", target, source, family)
+    return target, info
+
+
+def _check_detector(path: Path) -> str:
+    """Load the file in ONNX Runtime and detect its decoder family; ModelError when either fails."""
+    from actors.inference import Detector
+
+    try:
+        return Detector(path, threads=1).family
+    except ModelError as exc:
+        raise ModelError(f"not installed: {exc}") from None
