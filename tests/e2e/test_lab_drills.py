@@ -151,7 +151,7 @@ def test_drill_through_drill_yml(
     before = _spread(deployed) if takeover else _placement(deployed)
     leader = next(h for h, v in before.items() if v[0] == "leader")
     t0 = time.monotonic()
-    r = playbook(deployed, "drill.yml", "-e", f"drill_scenario={scenario}", *DRILL_VARS, timeout=900)
+    r = playbook(deployed, "drill.yml", "-e", f"drill_scenario={scenario}", *DRILL_VARS)
     TIMES[scenario] = time.monotonic() - t0
     print(r.stdout[-3000:])
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
