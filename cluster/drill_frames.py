@@ -274,20 +274,23 @@ def frame_s(fps: float) -> float:
 
 def frames_unwritten(samples: list[tuple[float, str, dict[str, Any]]], cam: str) -> dict[str, int]:
     """Frames each camera worker processed and never wrote, from its own counters in ``/health``: per node and
-    process, ``frames - frames_written - frames_pending`` (the median of its last 5 samples, which a counter read
-    mid-update cannot move). A correct worker writes every frame it processed (a fenced one closes its window first;
-    a failing disk keeps windows pending); only a worker killed before its flush loses its open window, and its
-    last samples were taken before that. Keyed ``node/pid``; only non-zero entries."""
-    seen: dict[str, list[int]] = {}
+    process, ``frames - frames_written - frames_pending``, the median of its last 5 *distinct* readings (a node
+    refreshes ``/health`` about once a second, so consecutive samples repeat one reading; a counter read mid-update
+    is off in one reading, a lost window in all of them). A correct worker writes every frame it processed (a fenced
+    one closes its window first; a failing disk keeps windows pending); only a worker killed before its flush loses
+    its open window, and its last readings were taken before that. Keyed ``node/pid``; only non-zero entries."""
+    seen: dict[str, list[tuple[int, int, int]]] = {}
     for _t, node, h in sorted(samples, key=lambda s: s[0]):
         st = (h.get("camera_status") or {}).get(cam) or {}
         if "frames_written" not in st or "frames_pending" not in st:
             continue
-        key = f"{node}/{st.get('pid', '?')}"
-        seen.setdefault(key, []).append(int(st["frames"]) - int(st["frames_written"]) - int(st["frames_pending"]))
+        reading = (int(st["frames"]), int(st["frames_written"]), int(st["frames_pending"]))
+        readings = seen.setdefault(f"{node}/{st.get('pid', '?')}", [])
+        if not readings or readings[-1] != reading:
+            readings.append(reading)
     out = {}
-    for key, xs in seen.items():
-        last = sorted(xs[-5:])
+    for key, readings in seen.items():
+        last = sorted(f - w - p for f, w, p in readings[-5:])
         lost = last[len(last) // 2]
         if lost:
             out[key] = lost

@@ -24,6 +24,11 @@ import pytest
 
 from tests.e2e.test_drills import _check, _drill, _pair_up
 
+# Slow (not in `make test`) until these drills have passed on a quiet machine: the one run so far (hang-inference,
+# at load 60 beside an Ansible lab and accuracy sweeps) was safe (no double running, nothing lost) but took 29 s to
+# take over and compared no baseline event. `make test-all` runs them.
+pytestmark = pytest.mark.slow
+
 TMPFS_SIZE = "320m"  # above the node's 256 MiB free minimum when empty; disk-full leaves 32 MiB
 
 

@@ -134,8 +134,9 @@ def _st(pid: int, frames: int, written: int, pending: int) -> dict:
 
 def test_frames_unwritten_from_the_workers_counters() -> None:
     ok = [(T + k, "ws-a", _st(7, 100 + k, 90 + k, 10)) for k in range(6)]
-    # A counter read mid-update (one frame counted, not yet in its window) is not a loss: the median ignores it.
-    glitch = [(T + 6, "ws-a", _st(7, 107, 96, 10))]
+    # A counter read mid-update (one frame counted, not yet in its window) is not a loss, even when the node's
+    # cached /health repeats that one reading in every sample until its next refresh: readings are deduplicated.
+    glitch = [(T + 6 + k / 10, "ws-a", _st(7, 107, 96, 10)) for k in range(10)]
     assert df.frames_unwritten(ok + glitch, "cam-1") == {}
     # ws-b's worker dropped a window of 10 frames: its counters stay 10 apart for good.
     lost = [(T + k, "ws-b", _st(9, 200 + k, 180 + k, 10)) for k in range(6)]
