@@ -336,6 +336,12 @@ def cmd_acceptance(args: argparse.Namespace) -> int:
         raise ConfigError("give the true counts with exactly one of --truth FILE (counts per line) or --gt (MOT)")
     if cam.is_stream and args.seconds is None:
         raise ConfigError("a live camera needs --seconds: how long the acceptance window lasts")
+    truth: dict[str, dict[str, int]] = {}
+    if args.truth:  # checked before the window, not after the installer has walked it
+        truth = load_truth(Path(args.truth))
+        unknown = sorted(set(truth) - {ln.id for ln in cam.lines})
+        if unknown:
+            raise ConfigError(f"the true counts name lines {unknown} that camera {cam.id} does not have")
     window = count_window(config, camera_id, resolve_model(config), args.seconds)
     if args.gt:
         import cv2
@@ -345,8 +351,6 @@ def cmd_acceptance(args: argparse.Namespace) -> int:
         cap.release()
         every = max(1, round(src_fps / cam.fps)) if cam.fps else 1
         truth = truth_from_gt(config, camera_id, Path(args.gt), window, every)
-    else:
-        truth = load_truth(Path(args.truth))
     rep = report(config, window, truth, args.target)
     print(format_report(rep))
     if args.out:
