@@ -304,6 +304,12 @@ class CameraWorker:
         inflight.clear()
         if self._window is not None:
             self._resume_from = max(self._resume_from, self._window.end)
+        w = self._window
+        if w is not None and w.start <= self.last_ts < w.end:
+            # The open visits and crossings end with the last frame processed, in the window written now: once it is
+            # written no later event can join it (a stop after this pause would otherwise write the window again,
+            # with these events, and the writer refuses a second version: they would be lost).
+            self._add_events(self.analytics.finish(self.last_ts), self.last_ts)
         self._flush()
         while not self._stop.is_set() and self._fence_expired():
             self.capture.next(timeout=0.05)  # keep the source drained: old frames are not processed later
@@ -395,15 +401,15 @@ class CameraWorker:
 
     def _process(self, dets: Detections, meta: FrameMeta) -> None:
         _tracked, events = self.analytics.process(dets, meta.ts, meta.width, meta.height)
-        self.frames += 1
         self.last_ts = meta.ts
         self.last_frame_at = time.time()
-        if self.frames == 1:
+        if not self.first_frame_at:
             self.first_frame_at = self.last_frame_at
-        self._roll_window(meta.ts)
+        self._roll_window(meta.ts)  # may flush the previous window (a write) before this frame is counted
         w = self._window
         assert w is not None
         w.frames += 1
+        self.frames += 1  # after its window's count: status() never sees a frame in neither (drills read them)
         w.first_frame = w.first_frame or meta.ts
         w.last_frame = meta.ts
         self._add_events(events, meta.ts)
@@ -450,8 +456,8 @@ class CameraWorker:
                     token=w.token,
                     config_version=self.config_version,
                     model_version=self.model_version,
-                    first_frame=w.first_frame,
-                    last_frame=w.last_frame,
+                    first_frame=min(max(w.first_frame, w.start), w.end) if w.frames else 0.0,
+                    last_frame=min(max(w.last_frame, w.first_frame, w.start), w.end) if w.frames else 0.0,
                 )
             except StorageError as exc:
                 self.error = redact(exc)

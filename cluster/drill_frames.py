@@ -100,7 +100,15 @@ def read_windows(data_dirs: dict[str, Path], store: str, camera: str, since: flo
                         meta.segment_id, camera, meta.window_start, meta.window_end, meta.node, meta.token,
                         meta.frames, meta.first_frame, meta.last_frame, str(path),
                     )  # fmt: skip
-    return sorted(out.values(), key=lambda w: (w.start, w.token, w.node))
+    # A compacted run knows no frame times (its whole span is assumed): where the segments it absorbed are still
+    # here, they are the finer record, and the run is left out.
+    fine = [w for w in out.values() if w.first_frame]
+    kept = [
+        w
+        for w in out.values()
+        if w.first_frame or not any(f.producer == w.producer and f.start < w.end and f.end > w.start for f in fine)
+    ]
+    return sorted(kept, key=lambda w: (w.start, w.token, w.node))
 
 
 def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.drill_target import NODE_FAULTS
 from cluster.models import default_model_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +115,9 @@ def _check(report: dict, *, moved: bool, baseline: bool = True) -> None:
     moved_cams = [c for c, v in run["takeover_s"].items() if v is not None]
     if moved:
         assert moved_cams, "no camera was taken over"
-        # A camera that moved has a handover between two producers in its frames.
+    if report["scenario"] in NODE_FAULTS:
+        # A camera that moved to the other workstation has a handover between two producers in its frames (a camera
+        # actor that Ray restarts on the same node carries on as the same producer: same node, same token).
         for cam in moved_cams:
             assert run["cameras"][cam]["handovers"], (cam, run["cameras"][cam])
     assert report["summary"]["ok"]

@@ -357,3 +357,37 @@ def test_a_token_change_mid_window_applies_from_the_next_window(tmp_path: Path) 
         seg(1, 7, 2, ts(12), ts(15)),
         seg(2, 9, 1, ts(21), ts(21)),
     ]
+
+
+# --- open visits when the fence pauses the worker ------------------------------------------------------------------
+
+
+def test_open_visits_end_in_the_window_the_fence_writes_and_a_later_stop_loses_nothing(tmp_path: Path) -> None:
+    """A fenced worker that is then stopped (the node hands its camera over) used to end its open visits at the
+    stop, in the window the fence had already written: the writer refused that second version and the exits were
+    lost. They now end when the fence pauses the worker, in the window it writes then."""
+    from actors.events import Event
+
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock)
+    finished: list[float] = []
+    real_finish = worker.analytics.finish
+
+    def finish(ts_: float) -> list[Event]:
+        finished.append(ts_)
+        real_finish(ts_)
+        exits = [Event(ts=ts_, camera_id="cam-1", track_id=7, kind="zone_exit", zone_id="z", dwell_s=1.5)]
+        return exits if len(finished) == 1 else []  # one visit open: closed once
+
+    worker.analytics.finish = finish  # type: ignore[method-assign]
+    play(worker, [Frame(ts(k), 100.0 + k / 10) for k in range(4)] + [Frame(ts(6), 100.6), Frame(ts(7), 100.7)])
+    assert worker.error == ""
+    assert finished == [ts(3), ts(3)]  # at the pause (the visit closed), and at the stop (nothing left open)
+    assert segments(tmp_path) == [seg(0, TOKEN, 4, ts(0), ts(3))]
+    import pyarrow.parquet as pq
+
+    (path,) = (tmp_path / "data").rglob("*.parquet")
+    rows = pq.read_table(path).to_pylist()
+    assert [(r["kind"], r["track_id"], r["ts"].timestamp()) for r in rows] == [("zone_exit", 7, ts(3))]
+    st = worker.status()
+    assert (st["frames"], st["frames_written"], st["frames_pending"]) == (4, 4, 0)
