@@ -351,7 +351,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     tiles = sorted({int(x) for x in args.tiles.split(",")})
     thresholds = [float(x) for x in args.thresholds.split(",")] if args.thresholds else THRESHOLDS[family]
     floor = cache_threshold(family, min(thresholds))
-    clips = {x: clip_detections(model, footage, threshold=floor, tiles=x, family=family) for x in tiles}
+    # the family as the config names it (usually auto): the cache key is the same as the other tools'
+    fam = config.model.family
+    clips = {x: clip_detections(model, footage, threshold=floor, tiles=x, family=fam) for x in tiles}
     fps = next(iter(clips.values())).fps
     rate = args.fps or cam.fps
     every = max(1, round(fps / rate)) if rate else 1
