@@ -513,14 +513,15 @@ def test_camera_passwords_only_in_the_credentials_file(store: ModuleType, lab_pa
     changed = tmp_path / "changed.yml"
     fd = os.open(changed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(doc, f)
+        yaml.safe_dump(doc, f, sort_keys=False)
     try:
         r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}", "--limit", "ws-a", "--check", "--diff",
                      "-e", f"@{changed}")  # fmt: skip
     finally:
         changed.unlink()
     assert r.returncode == 0, r.stdout[-4000:]
-    assert "+  fps: 3" in r.stdout and "-  fps: 2" in r.stdout, r.stdout[-4000:]  # the store config's diff was shown
+    diff = r.stdout[r.stdout.index("--- before: /etc/edgepair/store.yaml") :]  # the store config's diff was shown
+    assert "\n+  fps: 3\n" in diff and "\n-  fps: 2\n" in diff, diff[:3000]
     assert "TASK [edgepair : Write the camera credentials file (0600, the service user's)]" in r.stdout
     every = {**lab_passwords, **{f"{c} (new)": p for c, p in new.items()}}
     controller = [CACHE / "logs", PKI, ANSIBLE_DIR / "drill-reports"]
