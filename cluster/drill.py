@@ -278,6 +278,8 @@ def _takeovers(samples: list[tuple[float, str, dict[str, Any]]], t0: float, cams
 
 
 def _boundaries(samples: list[tuple[float, str, dict[str, Any]]], cam: str, t0: float) -> list[float]:
+    """Every fresh tracker start of ``cam`` after ``t0`` (the span's start: a camera the health monitor moved before
+    the fault starts a horizon too)."""
     return sorted(
         {
             float(st["first_frame_at"])
@@ -398,7 +400,7 @@ def _measure(
         else:
             out["baseline"] = {
                 cam: compare_with_baseline(
-                    path, cfg, cam, ev, per_cam[cam], _boundaries(samples, cam, t0), min_events=min_events
+                    path, cfg, cam, ev, per_cam[cam], _boundaries(samples, cam, a), min_events=min_events
                 )
                 for cam in per_cam
             }
