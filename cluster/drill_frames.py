@@ -121,14 +121,34 @@ def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+ABUT_S = 1e-3
+"""Two windows of one producer abut when one starts within this of the other's end (windows are cut on a grid)."""
+
+
 def processing(windows: list[FrameWindow], frame_s: float = 0.0) -> dict[Producer, list[tuple[float, float]]]:
-    """Each producer's processing time: the union of its windows' spans ``[first, last + frame_s]``."""
-    spans: dict[Producer, list[tuple[float, float]]] = {}
+    """Each producer's processing time: the union of its windows' spans ``[first, last + frame_s]``, bridged
+    between windows that abut.
+
+    A producer that wrote two windows back to back held the camera from the last frame of the first to the first
+    frame of the second, even when it processed few frames (a loaded node skips frames of a live source): without
+    the bridge, a producer processing one frame a second would seem to run a frame's worth in every second. A window
+    that was not written (dropped, lost) breaks the bridge: nothing proves the producer ran then."""
+    by_producer: dict[Producer, list[FrameWindow]] = {}
     for w in windows:
-        p = w.processed(frame_s)
-        if p is not None:
-            spans.setdefault(w.producer, []).append(p)
-    return {k: _union(v) for k, v in spans.items()}
+        if w.processed() is not None:
+            by_producer.setdefault(w.producer, []).append(w)
+    out: dict[Producer, list[tuple[float, float]]] = {}
+    for producer, ws in by_producer.items():
+        ws.sort(key=lambda w: w.start)
+        spans = [p for w in ws if (p := w.processed(frame_s)) is not None]
+        for prev, nxt in itertools.pairwise(ws):
+            if abs(nxt.start - prev.end) <= ABUT_S:
+                a, b = prev.processed(), nxt.processed()
+                assert a is not None and b is not None
+                if b[0] > a[1]:
+                    spans.append((a[1], b[0]))
+        out[producer] = _union(spans)
+    return out
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -224,10 +225,13 @@ def test_a_broken_fence_and_a_dropped_window_make_the_drill_fail(broken_pair: Pa
         # Two producers at once: the victim under its old token, the survivor under its new one, from the survivor's
         # first frame until the old leader hears of the new assignment after the heal.
         assert c["double_running_s"] > 0, c
-        (x, y, producers), *_ = c["double_running"]
-        assert {p.split("/")[0] for p in producers} == {run["victim"], run["survivor"]}
+        pieces = c["double_running"]
+        assert all({p.split("/")[0] for p in ps} == {run["victim"], run["survivor"]} for _, _, ps in pieces), pieces
         taken = run["fault_at"] + run["takeover_s"][cam]
+        x, y = pieces[0][0], pieces[-1][1]
         assert x <= taken + 1.0 and y >= t_restored - 1.0, (x, y, taken, t_restored)
+        # The whole time, but for the window both nodes drop (one in 20 s, at most one in a partition this short).
+        assert c["double_running_s"] >= (t_restored - taken) - 2.0, (c["double_running_s"], taken, t_restored)
         assert c["handover_margin_s"] < 0
         assert any(f.startswith(f"{cam}: processed by two producers at once") for f in run["failures"])
     # The dropped windows: the workers' own counters show frames processed and never written, on both nodes'
@@ -235,7 +239,8 @@ def test_a_broken_fence_and_a_dropped_window_make_the_drill_fail(broken_pair: Pa
     # gaps seen while every health sample showed the camera processing are such windows.
     for cam, c in run["cameras"].items():
         assert c["frames_unwritten"], (cam, c)
-        per_window = c["frames_per_window"]
-        assert all(n % per_window == 0 for n in c["frames_unwritten"].values()), (cam, c["frames_unwritten"])
+        # At most the frames of the dropped windows (a loaded node processes fewer than the camera's rate).
+        dropped = sum(1 for k in range(math.floor(run["fault_at"]) - 60, math.ceil(t_restored) + 60) if k % 20 == 0)
+        assert all(0 < n <= dropped * c["frames_per_window"] for n in c["frames_unwritten"].values()), c
         assert all(round(x) % 20 == 0 and y - x == 1.0 for x, y in c["unexplained_gaps"]), c["unexplained_gaps"]
         assert any(f.startswith(f"{cam}: frames processed and never written") for f in run["failures"])

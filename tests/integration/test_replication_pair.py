@@ -156,13 +156,13 @@ def test_the_replication_loop_survives_any_exception(secure: SecurePair, monkeyp
     real = PeerClient.anti_entropy
     failures = [RecursionError("nested"), AttributeError("'list' object has no attribute 'items'")]
 
-    def flaky(self: PeerClient, client: flight.FlightClient) -> None:
+    def flaky(client: flight.FlightClient) -> None:
         if failures:
             raise failures.pop(0)
-        real(self, client)
+        real(a.client, client)
 
     errors_before = a.peer.errors
-    monkeypatch.setattr(PeerClient, "anti_entropy", flaky)
+    monkeypatch.setattr(a.client, "anti_entropy", flaky)  # ws-a's loop only: ws-b's must not take a failure
     a.wake.set()
     a.client_next_sync = 0
     write(secure.tmp / "ws-b", secure.pki.identity("ws-a").signer(), range(N, N + 3))  # ws-b gains ws-a's files

@@ -47,6 +47,21 @@ def test_a_single_frame_of_the_old_owner_after_the_new_one_started_counts() -> N
     assert dr.seconds == pytest.approx(0.1, abs=1e-6)
 
 
+def test_a_loaded_producer_skipping_frames_still_runs_between_its_windows() -> None:
+    # ws-a processes one frame a second (it skips frames of a live source) in windows that abut: it held the camera
+    # the whole time ws-b ran it (1.0-4.0). A dropped window (3-4 missing) breaks the bridge: nothing proves ws-a ran
+    # from its frame at 2.5 (+1 frame) to its next at 4.5, so only 1.0-2.6 counts.
+    old = [w(T + k, "ws-a", 5, T + k + 0.5, T + k + 0.5, 1) for k in range(5)]
+    new = [w(T + k, "ws-b", 6, T + k, T + k + 0.9, 10) for k in range(1, 4)]
+    dr = df.double_running(old + new, 0.1)
+    assert [(round(x - T, 3), round(y - T, 3)) for x, y, _ in dr.pieces] == [(1.0, 4.0)]
+    assert dr.seconds == pytest.approx(3.0, abs=1e-6)
+    dropped = [x for x in old if x.start != T + 3]
+    dr = df.double_running(dropped + new, 0.1)
+    assert [(round(x - T, 3), round(y - T, 3)) for x, y, _ in dr.pieces] == [(1.0, 2.6)]
+    assert dr.seconds == pytest.approx(1.6, abs=1e-6)
+
+
 def test_a_token_change_within_one_node_is_not_double_running() -> None:
     # ws-a keeps the camera under a newer token: its last frame of token 5 at 0.9, its first of token 6 at 0.95
     # (capture jitter: less than a frame interval apart). Between two nodes that would be 0.05 s of double running.
