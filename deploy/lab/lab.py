@@ -352,8 +352,12 @@ def disk_grep(host: str, patterns: Sequence[str]) -> list[str]:
 
 
 def up() -> dict:
-    if _state().get("hosts"):
+    state = _state()
+    pids = [h.get("unshare") for h in state.get("hosts", {}).values()] + [state.get("camsim")]
+    if any(p and _alive(p) for p in pids):
         raise SystemExit(f"lab already up (state in {LAB_DIR}/state.json): run `lab.py down` first")
+    if state.get("hosts"):  # a lab whose processes are all gone (the machine restarted, a run was killed)
+        print(f"lab: state in {LAB_DIR}/state.json is stale (none of its processes runs): cleaning it up", flush=True)
     down(quiet=True)
     for d in ("ssh", "cp", "logs", "run"):
         (LAB_DIR / d).mkdir(parents=True, exist_ok=True)

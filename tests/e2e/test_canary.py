@@ -1,15 +1,15 @@
 """The secret canary of issue 13 on a whole local pair: a unique password for every camera, found nowhere but in the
-credentials files once the pair has run, been asked about, stopped, reported on and opened by an analyst.
+credentials files once the pair has run, been asked about, drilled, stopped, reported on and opened by an analyst.
 
 Cameras: cam-1 plays vtest.avi as a live camera (it makes events, so segments, reports and the analytics file are
 real); cam-2 and cam-3 are RTSP cameras nobody serves (port 1), so every node tries to open them again and again,
 with their errors in logs, /health and status. cam-2's password is in the store's credentials file (mode 0600);
 cam-3's is written into its URL in the YAML, as a careless installer would. Every byte written under the test's
 folder (the store config, the run dir with its logs, node configs, etcd data, certificates, both data dirs with
-Parquet and signatures, the report, the analytics file), the nodes' Ray temp dirs, and everything the CLI printed,
-is scanned for each password, raw and %-encoded. The only files allowed to hold a password are the credentials
-files: the store's own and the per-node copies ``pair`` writes (mode 0600). The store YAML holds cam-3's password
-because the installer put it there; it is excluded as the input, and its presence is asserted.
+Parquet and signatures, the drill report, the report, the analytics file), the nodes' Ray temp dirs, and everything
+the CLI printed, is scanned for each password, raw and %-encoded. The only files allowed to hold a password are the
+credentials files: the store's own and the per-node copies ``pair`` writes (mode 0600). The store YAML holds cam-3's
+password because the installer put it there; it is excluded as the input, and its presence is asserted.
 """
 
 from __future__ import annotations
@@ -116,6 +116,12 @@ def test_camera_passwords_appear_only_in_the_credentials_files(tmp_path: Path) -
             assert h is not None, f"{node} did not answer /health"
             outputs.append(repr(h).encode())
             # The unreachable cameras really were tried with their credentials (their errors are in /health).
+        # A drill: the leader killed and restarted, its report (with each camera's errors) written and printed. Its
+        # verdict is no matter here (two cameras never run): only what it writes and prints.
+        proc = _cli("drill", "kill-leader", "--run-dir", str(run_dir), "--pre-s", "3", "--settle-s", "3",
+                    "--no-baseline", "--report", str(tmp_path / "drill.json"), check=False)  # fmt: skip
+        outputs.extend([proc.stdout, proc.stderr])
+        assert (tmp_path / "drill.json").exists(), proc.stderr.decode()[-2000:]
         ray_dirs = [ray_root(Path(v["data_dir"]).parent / f".run-{n}") for n, v in state["nodes"].items()]
     finally:
         if (run_dir / "pair.json").exists():
