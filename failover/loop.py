@@ -235,11 +235,13 @@ class HALoop:
         self.mode = {Action.FAILSAFE: "failsafe", Action.FENCE: "fenced", Action.WAIT: "unreachable"}.get(act, "normal")
         try:
             if act is Action.RELEASE and cluster is not None and cluster.leader is not None:
+                # Stop answering "leader" (live_role) before the key goes: once it is deleted the peer may take it
+                # at once, and both nodes must never say leader at the same moment.
+                self.leader = None
                 if self.dcs.release_leader(cluster.leader):
                     log.info("%s: released leadership (token %d) for the switchover", self.name, cluster.leader.token)
                 # The switchover key stays until the new leader clears it: while it names this node as the one
                 # that handed over, this node does not take the key straight back at its next tick.
-                self.leader = None
                 return
             if act is Action.LEAD and cluster is not None and cluster.leader is not None:
                 self.leader = cluster.leader
@@ -337,9 +339,10 @@ class HALoop:
         self._stop_all()
         if self.own_fence is not None:
             self.own_fence.close()
-        if release and self.leader is not None:
+        leader, self.leader = self.leader, None  # no longer "leader" (live_role) before the key goes
+        if release and leader is not None:
             try:
-                self.dcs.release_leader(self.leader)
+                self.dcs.release_leader(leader)
             except DCSError as exc:
                 log.warning("%s: releasing leadership on shutdown failed: %s", self.name, exc)
 
@@ -351,9 +354,9 @@ class HALoop:
             raise DCSError(f"{self.name} cannot switch over to itself")
         if self.leader is not None:
             self.dcs.request_switchover(to, leader=self.name)
-            if self.dcs.release_leader(self.leader):
-                log.info("%s: released leadership (token %d) for a switchover", self.name, self.leader.token)
-            self.leader = None
+            leader, self.leader = self.leader, None  # no longer "leader" (live_role) before the key goes
+            if self.dcs.release_leader(leader):
+                log.info("%s: released leadership (token %d) for a switchover", self.name, leader.token)
         else:
             current = self._cluster_leader()
             self.dcs.request_switchover(to, leader=current)

@@ -1,11 +1,12 @@
 """Failover drills against a real local pair (3 etcd members, two node agents with their own Ray).
 
 The scenarios run one after the other against ONE pair (as an engineer drills a store: each drill leaves the pair
-whole again): kill-node, kill-leader and the drill of the day in `make test`, all eight in `make test-all`. The pair
-is brought up on a copy of cluster/examples/pair.yaml with its data in a temporary folder and always brought down by
-pid. Each report is checked exactly: no double running measured from the frames,
-no window lost outside the gaps the faults explain, every event outside gaps and horizons equal to the undisturbed
-baseline with at least :data:`MIN_EVENTS` compared per camera.
+whole again): kill-leader, lose-quorum and kill-actor in `make test` (the other five run in `make test-lab` on the
+deployed lab store, with real faults: CI runs all eight), all eight in `make test-all`. The pair is brought up on a
+copy of cluster/examples/pair.yaml with its data in a temporary folder and always brought down by pid. Each report is
+checked exactly: no double running measured from the frames, no window lost outside the gaps the faults explain,
+every event outside gaps and horizons equal to the undisturbed baseline with at least :data:`MIN_EVENTS` compared per
+camera.
 
 The drills that must FAIL: a pair started with the test-only break ``EDGEPAIR_UNSAFE_BREAK=fence,drop-window``
 (a fence that ignores its lease, a node that drops every window starting on a multiple of 20 s) is drilled and the
@@ -15,7 +16,6 @@ written (the workers' own counters).
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import shutil
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.drill_target import NODE_FAULTS
+from cluster.drill_target import GRAY_SCENARIOS, NODE_FAULTS, SCENARIOS
 from cluster.models import default_model_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,22 +142,23 @@ def _drill(run_dir: Path, scenario: str, out: Path, **kw: object) -> dict:
     return run_drill(run_dir, scenario, report=out / f"{scenario}.json", **args)
 
 
-# CI (`make test`) runs kill-node and kill-leader on every run, and one of the six others chosen by the date (the
-# drill of the day: each runs once a week), against the same pair: all eight on every run would take CI past its
-# 45 minutes on a 2-core machine. `make test-all` runs all of them (the slow ones below).
-EVERY_RUN = [("kill-node", True), ("kill-leader", True)]
-ROTATING = [
+# CI runs every scenario on every run. `make test` runs here the three that the lab cannot (and kill-leader, the
+# one with a baseline both here and, without one, in the lab), against one pair; `make test-lab` runs the other five
+# on the deployed lab store with real faults (tests/e2e/test_lab_drills.py: a whole machine powered off, a network
+# namespace cut off, a frozen service, etcd's raft leader killed, a switchover). All eight here on every run would
+# take CI past its 45 minutes on a 2-core machine; `make test-all` runs them (the slow ones below).
+EVERY_RUN = [
+    ("kill-leader", True),
+    ("lose-quorum", False),
+    ("kill-actor", True),
+]
+IN_THE_LAB = [
+    ("kill-node", True),
     ("freeze-node", True),
     ("partition", True),
     ("kill-etcd-leader", False),
-    ("lose-quorum", False),
-    ("kill-actor", True),
     ("switchover", False),  # sticky: the cameras stay where they run, under the new token
 ]
-
-
-def drill_of_the_day(today: datetime.date | None = None) -> tuple[str, bool]:
-    return ROTATING[(today or datetime.date.today()).toordinal() % len(ROTATING)]
 
 
 def _run(pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
@@ -171,19 +172,16 @@ def test_drill(pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
     _run(pair, tmp_path, scenario, moved)
 
 
-def test_drill_of_the_day(pair: Path, tmp_path: Path) -> None:
-    scenario, moved = drill_of_the_day()
-    print(f"drill of the day ({datetime.date.today()}): {scenario}")
-    _run(pair, tmp_path, scenario, moved)
+def test_ci_runs_every_scenario() -> None:
+    from tests.e2e.test_lab_drills import SCENARIOS as LAB
 
-
-def test_the_drill_of_the_day_covers_every_scenario_in_a_week() -> None:
-    week = [drill_of_the_day(datetime.date(2026, 12, 1) + datetime.timedelta(days=k)) for k in range(len(ROTATING))]
-    assert sorted(week) == sorted(ROTATING)
+    # The eight failover scenarios (the gray failures have their own suite: tests/e2e/test_gray_drills.py).
+    assert sorted(s for s, _ in EVERY_RUN + IN_THE_LAB) == sorted(set(SCENARIOS) - set(GRAY_SCENARIOS))
+    assert {s for s, _ in IN_THE_LAB} <= {s for s, _ in LAB}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("scenario", "moved"), ROTATING, ids=[s for s, _ in ROTATING])
+@pytest.mark.parametrize(("scenario", "moved"), IN_THE_LAB, ids=[s for s, _ in IN_THE_LAB])
 def test_drill_slow(pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
     _run(pair, tmp_path, scenario, moved)
 

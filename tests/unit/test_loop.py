@@ -361,3 +361,28 @@ def test_an_unexpected_exception_in_a_tick_never_ends_the_loop() -> None:
     assert dcs.left == 0
     assert loop.leader is not None and loop.leader.name == "ws-a"
     assert runner.running() == set(CAMS)
+
+
+@pytest.mark.parametrize("how", ["switchover", "asked", "shutdown"])
+def test_a_leader_stops_saying_leader_before_its_key_is_deleted(how: str) -> None:
+    """/health's role reads ``loop.leader`` at request time: it must already be None when the key goes, or a request
+    landing between the delete and the peer's acquire sees two leaders (the rolling upgrade's prober saw it)."""
+    w = started_pair()
+    loop, dcs = w.loops["ws-a"], w.dcs["ws-a"]
+    seen: list[object] = []
+    release = dcs.release_leader
+
+    def recording(leader: object) -> bool:
+        seen.append(loop.leader)
+        return release(leader)  # type: ignore[arg-type]
+
+    dcs.release_leader = recording  # type: ignore[method-assign]
+    if how == "switchover":
+        loop.switchover("ws-b")
+    elif how == "asked":
+        w.loops["ws-b"].switchover()
+        w.tick("ws-a")
+    else:
+        loop.shutdown(release=True)
+    assert seen == [None]
+    assert w.leader() is None and loop.leader is None
