@@ -131,10 +131,11 @@ def run_once(
     cfg = target.node_config()
     cams = [c["id"] for c in cfg["cameras"]]
     _wait(lambda: _all_running(target, cams), 120, "every camera running and both nodes healthy")
-    leader = _leader(target)
     with Watcher(target) as watch:
         t_begin = time.time()
         time.sleep(pre_s)
+        # The leader now, as the fault goes in (not before the watch: a lease lost during it moves the leadership).
+        leader = _leader(target)
         place = _placement(watch.latest())
         before = {n: _summary(h) for n, h in watch.latest().items()}
         t0 = time.time()
