@@ -139,6 +139,7 @@ class _Window:
     frames: int = 0
     first_frame: float = 0.0  # timestamps of the first and last frame processed in the window (0.0: none)
     last_frame: float = 0.0
+    frame_times: list[float] = field(default_factory=list)  # every frame processed in the window (its timestamp)
     events: list[Event] = field(default_factory=list)
 
 
@@ -412,6 +413,7 @@ class CameraWorker:
         self.frames += 1  # after its window's count: status() never sees a frame in neither (drills read them)
         w.first_frame = w.first_frame or meta.ts
         w.last_frame = meta.ts
+        w.frame_times.append(min(max(meta.ts, w.start), w.end))
         self._add_events(events, meta.ts)
 
     def _add_events(self, events: list[Event], ts: float) -> None:
@@ -458,6 +460,7 @@ class CameraWorker:
                     model_version=self.model_version,
                     first_frame=min(max(w.first_frame, w.start), w.end) if w.frames else 0.0,
                     last_frame=min(max(w.last_frame, w.first_frame, w.start), w.end) if w.frames else 0.0,
+                    frame_times=w.frame_times if len(w.frame_times) == w.frames else (),
                 )
             except StorageError as exc:
                 self.error = redact(exc)

@@ -28,11 +28,12 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cluster import drill_frames
-from cluster.drill_baseline import compare_with_baseline
+from cluster.drill_baseline import compare_with_baseline, processed_filter
 from cluster.drill_report import summarize
 from cluster.drill_target import NODE_FAULTS, SCENARIOS, DrillTarget, LocalPair
 from cluster.errors import EdgepairError
@@ -345,6 +346,7 @@ def _measure(
         .as_py()
     )
     per_cam: dict[str, Any] = {}
+    keeps: dict[str, Callable[[float], bool]] = {}
     tokens_ok = True
     for cam in fps:
         ws = [w for w in win if w["camera_id"] == cam]
@@ -363,6 +365,11 @@ def _measure(
         short = [(w["s"], w["e"]) for w in inside if int(w["frames"]) < round(fps[cam] * (w["e"] - w["s"]))]
         # What each producer really processed, from every node's own files (replicated or not).
         frames = drill_frames.read_windows(dirs, target.store, cam, lo, hi)
+        # The frames the credited windows processed, where their segments list them: the baseline replays exactly
+        # those, so a window where a loaded node skipped frames is compared like any other.
+        exact = {f.segment_id: f.frame_times for f in frames if f.frame_times and len(f.frame_times) == f.frames}
+        keeps[cam] = processed_filter([(w["s"], w["e"], exact.get(w["segment_id"])) for w in inside])
+        inexact = [(w["s"], w["e"]) for w in inside if w["segment_id"] not in exact and (w["s"], w["e"]) in short]
         dr = drill_frames.double_running(frames, drill_frames.frame_s(fps[cam]))
         written = {f.segment_id for f in frames if f.frames > 0 and lo <= f.start < hi}
         in_view = {w["segment_id"] for w in ws}
@@ -374,6 +381,7 @@ def _measure(
             "unexplained_gaps": [[round(x, 3), round(y, 3)] for x, y in lost],
             "frames_unwritten": unwritten,
             "short_windows": [[round(x, 3), round(y, 3)] for x, y in short],
+            "short_windows_inexact": [[round(x, 3), round(y, 3)] for x, y in inexact],
             "frames_per_window": per_window,
             "frames_expected": expected,
             "frames_missing": max(0, expected - sum(int(w["frames"]) for w in inside)),
@@ -401,7 +409,14 @@ def _measure(
         else:
             out["baseline"] = {
                 cam: compare_with_baseline(
-                    path, cfg, cam, ev, per_cam[cam], _boundaries(samples, cam, a), min_events=min_events
+                    path,
+                    cfg,
+                    cam,
+                    ev,
+                    per_cam[cam],
+                    _boundaries(samples, cam, a),
+                    min_events=min_events,
+                    keep=keeps[cam],
                 )
                 for cam in per_cam
             }

@@ -7,10 +7,12 @@ start and the tail of the span, the drill's events must equal the replay's (see 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +32,21 @@ def compare_with_baseline(
     starts: list[float],
     *,
     min_events: int,
+    keep: Callable[[float], bool] | None = None,
 ) -> dict[str, Any]:
     """Drill events against the undisturbed replay of the same frames, outside gaps and continuity horizons.
+
+    ``keep``: which frames the replay processes (:func:`processed_filter`: the frames the drill's windows list);
+    None: every frame. Windows with skipped frames whose frames are not listed (``short_windows_inexact``, else
+    ``short_windows``) are left out like gaps.
 
     ``verdict``: ``match`` (the same events, at least ``min_events`` of them compared), ``differ``, or
     ``inconclusive`` (the same, but fewer than ``min_events`` compared: nothing shown either way)."""
     lo, hi = m["span"]
-    base, alive = replay(config_path, cam, lo, hi)
+    base, alive = replay(config_path, cam, lo, hi, keep)
     t_cfg = cfg.get("tracking") or {}
     grace = float(t_cfg.get("max_lost_s", 3.0)) + 2.0
-    disturbed = [*m["gaps"], *m.get("short_windows", [])]
+    disturbed = [*m["gaps"], *m.get("short_windows_inexact", m.get("short_windows", []))]
     excluded = [(x - 1.0, y) for x, y in disturbed]
     for t in [lo, *starts, *(y for _x, y in disturbed)]:
         excluded.append((t - 2.0, _horizon(alive, t) + grace))
@@ -68,6 +75,24 @@ def compare_with_baseline(
         "extra": sorted(extra.elements())[:20],
         "match": verdict == "match",
     }
+
+
+def processed_filter(windows: list[tuple[float, float, tuple[float, ...] | None]]) -> Callable[[float], bool]:
+    """Which frames the replay processes: a frame inside a window ``(start, end, times)`` only if ``times`` lists it
+    (within 2 ms: the segments store whole milliseconds), every frame of a window whose ``times`` is None, and
+    every frame outside the windows (in a gap the undisturbed tracker keeps watching)."""
+    spans = sorted(windows, key=lambda w: w[0])
+    starts = [w[0] for w in spans]
+    listed = [None if t is None else {round(x * 1000) for x in t} for _s, _e, t in spans]
+
+    def keep(ts: float) -> bool:
+        i = bisect.bisect_right(starts, ts) - 1
+        if i < 0 or ts >= spans[i][1] or listed[i] is None:
+            return True
+        ms = round(ts * 1000)
+        return any(ms + d in listed[i] for d in (-2, -1, 0, 1, 2))  # type: ignore[operator]
+
+    return keep
 
 
 def _merge(spans: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
@@ -101,8 +126,11 @@ _memo: dict[tuple[Any, ...], dict[int, tuple[Any, int, int]]] = {}
 one process (``--repeat``, the test suite) detect each frame once. A file's frames do not change under a drill."""
 
 
-def replay(config_path: Path, cam: str, lo: float, hi: float) -> tuple[list[dict[str, Any]], list[Any]]:
-    """The undisturbed baseline: the frames live playback shows in [lo, hi), through the production worker."""
+def replay(
+    config_path: Path, cam: str, lo: float, hi: float, keep: Callable[[float], bool] | None = None
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The undisturbed baseline: the frames live playback shows in [lo, hi) (those ``keep`` accepts), through the
+    production worker."""
     from actors.inference import Detector
     from actors.worker import CameraWorker
     from cluster.config import load_config
@@ -139,6 +167,8 @@ def replay(config_path: Path, cam: str, lo: float, hi: float) -> tuple[list[dict
                 if ts >= hi:
                     break
                 k += 1
+                if keep is not None and not keep(ts):
+                    continue  # a frame the live node skipped: the replay skips it too
                 want = absolute % n
                 memo = _memo.setdefault((*key, worker.cam.source), {})
                 if want not in memo:

@@ -41,6 +41,7 @@ class FrameWindow:
     first_frame: float  # 0.0 when unknown (a compacted run: the run's whole span is assumed)
     last_frame: float
     path: str
+    frame_times: tuple[float, ...] = ()  # every frame processed (timestamps); () when unknown
 
     @property
     def producer(self) -> Producer:
@@ -98,7 +99,7 @@ def read_windows(data_dirs: dict[str, Path], store: str, camera: str, since: flo
                 if not runs and meta.window_end > since and meta.window_start < until:
                     out[path.stem] = FrameWindow(
                         meta.segment_id, camera, meta.window_start, meta.window_end, meta.node, meta.token,
-                        meta.frames, meta.first_frame, meta.last_frame, str(path),
+                        meta.frames, meta.first_frame, meta.last_frame, str(path), tuple(meta.frame_timestamps),
                     )  # fmt: skip
     # A compacted run knows no frame times (its whole span is assumed): where the segments it absorbed are still
     # here, they are the finer record, and the run is left out.

@@ -138,7 +138,29 @@ def events_to_table(
     return pa.Table.from_arrays([columns[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
 
 
-OPTIONAL_META = frozenset({"first_frame", "last_frame"})
+MAX_FRAME_TIMES_CHARS = 64 * 1024
+"""Bound on ``frame_times`` (a hostile file's metadata is read before anything else): 1 s windows at 30 fps need
+about 150 characters."""
+
+
+def frame_offsets(text: str) -> list[int]:
+    """``frame_times`` as integers (ms after the window start); ValueError for text that is not such a list."""
+    if not text:
+        return []
+    if len(text) > MAX_FRAME_TIMES_CHARS:
+        raise ValueError(f"frame_times is {len(text)} characters, at most {MAX_FRAME_TIMES_CHARS}")
+    parts = text.split(",")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 9 for p in parts):
+        raise ValueError("frame_times must be comma-separated whole milliseconds")
+    return [int(p) for p in parts]
+
+
+def encode_frame_times(window_start: float, times: Iterable[float]) -> str:
+    """The ``frame_times`` text of frames at ``times`` (UTC epoch s) in a window starting at ``window_start``."""
+    return ",".join(str(max(0, round((t - window_start) * 1000))) for t in times)
+
+
+OPTIONAL_META = frozenset({"first_frame", "last_frame", "frame_times"})
 """Metadata fields a segment of an earlier release may lack (read as their default)."""
 
 
@@ -152,6 +174,9 @@ class SegmentMeta:
     ``first_frame``/``last_frame``: the timestamps (UTC epoch s, the capture time of the frame) of the first and last
     frame processed in the window, 0.0 when none was (or the file predates them): the drills measure from them when
     two producers processed the same camera at the same time, which a window's claim cannot show.
+    ``frame_times``: every frame processed in the window, as comma-separated whole milliseconds after
+    ``window_start`` (one per frame, in order; empty when unknown): a drill's baseline replays exactly these frames,
+    so frames a loaded node skipped do not make the comparison inconclusive (:func:`frame_offsets`).
     """
 
     segment_id: str
@@ -168,6 +193,7 @@ class SegmentMeta:
     timezone: str
     first_frame: float = 0.0
     last_frame: float = 0.0
+    frame_times: str = ""
 
     def __post_init__(self) -> None:
         check_camera_id(self.camera_id)
@@ -189,6 +215,20 @@ class SegmentMeta:
                     f"frames {self.first_frame!r}..{self.last_frame!r} are not inside the window"
                     f" {self.window_start!r}..{self.window_end!r}"
                 )
+
+        if self.frame_times:
+            offsets = frame_offsets(self.frame_times)  # ValueError naming the problem
+            span_ms = (self.window_end - self.window_start) * 1000 + 1
+            if len(offsets) != self.frames or any(not 0 <= o <= span_ms for o in offsets) or offsets != sorted(offsets):
+                raise ValueError(
+                    f"frame_times: {len(offsets)} offsets for {self.frames} frames, each in 0..{span_ms:.0f} ms and in"
+                    " order expected"
+                )
+
+    @property
+    def frame_timestamps(self) -> list[float]:
+        """The timestamps (UTC epoch s) of the frames processed in the window; [] when unknown."""
+        return [self.window_start + o / 1000 for o in frame_offsets(self.frame_times)]
 
     def to_kv(self) -> dict[bytes, bytes]:
         """The metadata entries, ``edgepair.``-prefixed, values as text (floats with ``repr`` so they round-trip)."""

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ from storage.layout import segment_path, sig_path
 from storage.schema import (
     SegmentMeta,
     check_camera_id,
+    encode_frame_times,
     events_to_table,
     make_segment_id,
     with_segment_meta,
@@ -222,11 +223,13 @@ class SegmentWriter:
         model_version: str,
         first_frame: float = 0.0,
         last_frame: float = 0.0,
+        frame_times: Sequence[float] = (),
     ) -> SegmentInfo:
         """Durably write the segment of ``camera_id`` for ``[window_start, window_end]`` and return it.
 
         ``first_frame``/``last_frame``: the timestamps of the first and last frame processed in the window (0.0:
-        none), recorded in the metadata (:class:`storage.schema.SegmentMeta`).
+        none), recorded in the metadata (:class:`storage.schema.SegmentMeta`); ``frame_times``: the timestamp of
+        every frame processed in the window (empty: not recorded).
 
         ``events`` may be empty: the file is still written, recording that the window was watched. Every event must
         belong to ``camera_id``. Idempotent: if the file exists with the same bytes, it is returned as is
@@ -256,6 +259,7 @@ class SegmentWriter:
             timezone=self.timezone,
             first_frame=float(first_frame),
             last_frame=float(last_frame),
+            frame_times=encode_frame_times(float(window_start), frame_times),
         )
         table = events_to_table(
             rows,

@@ -159,3 +159,30 @@ def test_frames_unwritten_from_the_workers_counters() -> None:
     # A node of an earlier release (no counters) is not judged.
     old = [(T, "ws-a", {"camera_status": {"cam-1": {"frames": 5}}})]
     assert df.frames_unwritten(old, "cam-1") == {}
+
+
+def test_segment_frame_times_round_trip_and_are_checked() -> None:
+    from storage.schema import SegmentMeta, encode_frame_times
+
+    base = dict(segment_id="s", store_id="st", camera_id="cam-1", window_start=T, window_end=T + 1, frames=3,
+                node="ws-a", token=5, rows=0, config_version="c", model_version="m", timezone="UTC")  # fmt: skip
+    times = [T + 0.0, T + 0.4, T + 0.8]
+    meta = SegmentMeta(**base, first_frame=T, last_frame=T + 0.8, frame_times=encode_frame_times(T, times))
+    assert meta.frame_times == "0,400,800"
+    assert SegmentMeta.from_kv(meta.to_kv()) == meta
+    assert [round(t - T, 3) for t in meta.frame_timestamps] == [0.0, 0.4, 0.8]
+    for bad, why in (("0,400", "2 offsets for 3 frames"), ("0,900,400", "in order"), ("0,400,1800", "0..1001 ms"),
+                     ("0,4e2,800", "whole milliseconds"), ("0,-1,800", "whole milliseconds"),
+                     ("1," * 40_000 + "1", "at most")):  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            SegmentMeta(**base, frame_times=bad)
+
+
+def test_the_replay_processes_the_frames_the_windows_list() -> None:
+    from cluster.drill_baseline import processed_filter
+
+    keep = processed_filter([(T, T + 1, (T + 0.0, T + 0.2)), (T + 1, T + 2, None)])
+    assert [keep(T + k / 10) for k in range(10)] == [True, False, True] + [False] * 7  # listed frames only
+    assert keep(T + 0.2004) and not keep(T + 0.205)  # whole milliseconds: 2 ms of slack, no more
+    assert all(keep(T + 1 + k / 10) for k in range(10))  # frames not listed (an older segment): every frame
+    assert keep(T - 0.5) and keep(T + 2.5)  # outside every window (a gap): the undisturbed tracker watches on

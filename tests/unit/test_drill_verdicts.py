@@ -4,7 +4,7 @@ with the undisturbed baseline (cluster.drill_baseline.compare_with_baseline). Pu
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -286,8 +286,11 @@ class FakeReplay:
         self.events, self.alive = events, alive or []
         self.calls: list[tuple[Path, str, float, float]] = []
 
-    def __call__(self, config_path: Path, cam: str, lo: float, hi: float) -> tuple[list[dict[str, Any]], list[Any]]:
+    def __call__(
+        self, config_path: Path, cam: str, lo: float, hi: float, keep: Callable[[float], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
         self.calls.append((config_path, cam, lo, hi))
+        self.keep = keep
         return list(self.events), list(self.alive)
 
 
@@ -462,3 +465,14 @@ def test_an_inconclusive_comparison_fails_the_run_with_its_counts(monkeypatch: p
     assert _failures(r, CAMS) == [
         "cam-1: baseline inconclusive: 3 events compared, at least 5 needed (watch longer: --settle)"
     ]
+
+
+def test_short_windows_with_listed_frames_are_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window where a loaded node skipped frames, whose segment lists the frames it processed, is compared: the
+    replay processed the same frames. Only the inexact ones (frames not listed) are left out like gaps."""
+    crossings = [LO + 40.0 + k for k in range(6)]
+    short = [[LO + 40.0, LO + 41.0]]
+    exact = compare(monkeypatch, crossings, crossings, m={**metrics(short=short), "short_windows_inexact": []})
+    assert (exact["verdict"], exact["drill_events_compared"]) == ("match", 6)
+    inexact = compare(monkeypatch, crossings, crossings, m={**metrics(short=short), "short_windows_inexact": short})
+    assert (inexact["verdict"], inexact["drill_events_compared"]) == ("inconclusive", 0)  # 39 s to 41 s + 5 s grace
