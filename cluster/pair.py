@@ -330,7 +330,8 @@ def stop_pid(pid: int, term_timeout: float, sig: int = signal.SIGTERM) -> None:
                 pass
 
 
-def pair_down(run_dir: Path) -> dict[str, Any]:
+def pair_down(run_dir: Path, converge_s: float = 60.0) -> dict[str, Any]:
+    """Stop the pair's nodes and etcd members by pid, then bring the two data dirs level (at most ``converge_s``)."""
     state = load_state(run_dir)
     for name, v in state["nodes"].items():
         log.info("stopping node %s (pid %d)", name, v["pid"])
@@ -341,7 +342,7 @@ def pair_down(run_dir: Path) -> dict[str, Any]:
             stop_pid(v["pid"], term_timeout=5)
     (run_dir / STATE).rename(run_dir / "pair.stopped.json")
     try:
-        converge_copies(state)
+        converge_copies(state, converge_s)
     except Exception as exc:  # the pair is down either way; the next start converges the copies
         log.warning("the copies were not converged after the pair stopped: %s", exc)
     return state
