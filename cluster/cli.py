@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cluster.config import load_config
-from cluster.errors import ConfigError, EdgepairError
+from cluster.errors import ConfigError, EdgepairError, QueryError
 
 if TYPE_CHECKING:
     from cluster.pki import Identity
@@ -81,18 +82,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
     from storage.views import format_table, run_query
 
     cfg = load_config(args.config)
     table = run_query(cfg.storage.data_dir, cfg.store.timezone, args.sql)
-    if args.format == "json":
-        print(json.dumps(table.to_pylist(), default=str, indent=1))
-    elif args.format == "csv":
-        import pyarrow.csv as pacsv
+    try:
+        if args.format == "json":
+            text = json.dumps(table.to_pylist(), default=str, indent=1)
+        elif args.format == "csv":
+            import pyarrow.csv as pacsv
 
-        pacsv.write_csv(table, sys.stdout.buffer)
-    else:
-        print(format_table(table))
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf)
+            text = buf.getvalue().decode()
+        else:
+            text = format_table(table)
+    except (OverflowError, ValueError, pa.ArrowException) as exc:  # a value Python or CSV cannot hold (year 294247)
+        raise QueryError(
+            f"query failed: a value of the result cannot be shown ({type(exc).__name__}: {str(exc)[:200]}):"
+            " cast it to VARCHAR in the query"
+        ) from None
+    print(text, end="" if args.format == "csv" else "\n")
     return 0
 
 

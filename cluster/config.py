@@ -46,7 +46,7 @@ from cluster.config_checks import (
 )
 from cluster.credentials import CredentialSource, env_names, load_credentials_file
 from cluster.errors import ConfigError
-from cluster.redact import redact, register_secret, split_userinfo
+from cluster.redact import redact, register_secret, secret_params, split_userinfo
 
 if TYPE_CHECKING:
     from cluster.pki import Identity
@@ -99,6 +99,10 @@ class StoreConfig(Strict):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Europe/London") from exc
+        # Names Python's zoneinfo reads from the system but DuckDB (every KPI) does not know, or that mean another
+        # zone on each workstation (``localtime``): refused here rather than in every query.
+        if v in ("localtime", "posixrules", "Factory") or v.startswith(("posix/", "right/")):
+            raise ValueError(f"time zone {v!r} is a system alias, not an IANA zone: use one such as Europe/London")
         return v
 
 
@@ -219,7 +223,15 @@ class CameraConfig(Strict):
     @classmethod
     def _split_credentials(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> CameraConfig:
         userinfo = None
+        if isinstance(data, dict) and "source" in data and not isinstance(data["source"], str):
+            # Bytes (a YAML !!binary) would be turned into text after the user info is split off: never accepted.
+            raise ValueError(
+                f"camera {str(data.get('id'))[:64]}: source must be text (a file path or a stream URL),"
+                f" not {type(data['source']).__name__}"
+            )
         if isinstance(data, dict) and isinstance(data.get("source"), str):
+            for value in secret_params(data["source"]):  # masked wherever the URL is shown
+                register_secret(value)
             bare, userinfo = split_userinfo(data["source"])
             if userinfo is not None:
                 register_secret(userinfo.partition(":")[2])
@@ -559,6 +571,16 @@ class Config(Strict):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"camera ids must be unique, repeated: {', '.join(dup)}")
+        # Ids that differ only in case or '-'/'_' share their credential variables (EDGEPAIR_CAMERA_<ID>_PASSWORD)
+        # and, on some file systems, their folders: one camera's password would be sent to the other's host.
+        folded: dict[str, str] = {}
+        for i in ids:
+            other = folded.setdefault(i.upper().replace("-", "_"), i)
+            if other != i:
+                raise ValueError(
+                    f"camera ids {other} and {i} differ only in case or '-'/'_': they would share credentials"
+                    f" (EDGEPAIR_CAMERA_{i.upper().replace('-', '_')}_PASSWORD) and folders; rename one"
+                )
         return self
 
     @model_validator(mode="after")
@@ -698,6 +720,12 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
                 f"{source}:{_pos(root, ('cameras', i, 'source'))}: cameras[{i}].source: the URL holds a user and"
                 f" password: move them to the credentials file (credentials_file:, mode 0600) or to {user_var} and"
                 f" {password_var}; they are kept out of logs and config_version, but not out of this YAML"
+            )
+        if secret_params(cam.source):
+            warnings.append(
+                f"{source}:{_pos(root, ('cameras', i, 'source'))}: cameras[{i}].source: the URL's query holds a"
+                " password or token: it is masked in logs, errors and /health, but it is in this YAML and in"
+                " config_version; a camera that accepts credentials in the user info or the credentials file is safer"
             )
     cfg._warnings = tuple(warnings)
     return cfg

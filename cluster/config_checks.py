@@ -72,6 +72,11 @@ def check_source(source: str) -> str:
     """A stream URL of a known scheme with a host and a valid port, or a file path; messages never echo user info."""
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", source)
     if m is None:
+        typo = re.match(r"^(rtsps?|https?):(?!//)", source, re.IGNORECASE)
+        if typo:  # 'rtsp:user:pw@host/x' would be taken for a file path, and shown as one, user info and all
+            raise ValueError(
+                f"{typo.group(1).lower()}: without '//' is not a URL: write {typo.group(1).lower()}://host/..."
+            )
         if "://" in source:
             raise ValueError("neither a URL of a known scheme (rtsp://, rtsps://, http://, https://) nor a file path")
         if not source.strip() or "\x00" in source or len(source) > MAX_PATH:

@@ -36,9 +36,22 @@ _secrets: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
 
 
+# A secret in a URL's query (``...cgi?user=admin&pwd=...``, as many HTTP cameras take it): the value is masked.
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&](?:pass|passwd|password|pwd|secret|token|key|apikey|api_key|auth)=)"
+    r"[^&#\s]*?(?=$|[&#\s]|:(?:\s|$))"  # up to the next parameter, space, or a ': ' that ends the URL in a message
+)
+
+
 def strip_userinfo(url: str) -> str:
-    """``url`` (or any text) with the user info of each URL removed."""
-    return _USERINFO.sub(lambda m: m.group("scheme"), url)
+    """``url`` (or any text) with the user info of each URL removed, and the values of query parameters that hold
+    a secret (``pwd=``, ``password=``, ``token=``, ...) masked."""
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + MASK, _USERINFO.sub(lambda m: m.group("scheme"), url))
+
+
+def secret_params(url: str) -> list[str]:
+    """The values of the query parameters of ``url`` that hold a secret (to register them, never to show)."""
+    return [m.group(0)[len(m.group(1)) :] for m in _SECRET_PARAM.finditer(url) if m.group(0)[len(m.group(1)) :]]
 
 
 def split_userinfo(url: str) -> tuple[str, str | None]:

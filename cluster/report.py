@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import logging
+import os
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -184,6 +186,21 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 """
 
 
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a new file in the same folder renamed over it: a file or a symlink already
+    at ``path`` is replaced, never written through (a link planted in a shared output folder cannot make the report
+    write into the data dir or anywhere else), and a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_report(
     data_dir: Path, setup: StoreSetup, date_from: date, date_to: date, out_dir: Path
 ) -> tuple[Path, list[Path]]:
@@ -199,10 +216,11 @@ def write_report(
     csv_paths = []
     for name, (cols, rows) in data.items():
         path = out_dir / f"{name}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(cols)
-            writer.writerows(rows)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(cols)
+        writer.writerows(rows)
+        _replace_file(path, buf.getvalue())
         csv_paths.append(path)
 
     th_cols, th = data["traffic_hourly"]
@@ -266,6 +284,6 @@ def write_report(
         f"{body}\n</body></html>\n"
     )
     html_path = out_dir / "report.html"
-    html_path.write_text(page, encoding="utf-8")
+    _replace_file(html_path, page)
     log.info("store %s: report %s with %d CSV files", setup.store_id, html_path, len(csv_paths))
     return html_path, csv_paths

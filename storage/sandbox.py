@@ -12,6 +12,9 @@ Rules (measured on DuckDB 2.0.1):
   is not one read-only query: exactly one statement (DuckDB's own parser splits them, so a ``;`` inside a string
   is fine), of type SELECT (which covers ``SHOW``, ``DESCRIBE``, ``SUMMARIZE``, ``FROM``, ``VALUES``, ``WITH``) or an
   ``EXPLAIN`` of one. DuckDB's ``query()`` table function accepts only a SELECT, so it cannot smuggle another one in.
+- ``temp_directory`` is emptied first: DuckDB adds its temp directory (``.tmp`` in the working directory, following
+  a symlink) to ``allowed_directories``, and a ``.tmp -> /`` link in the analyst's folder would open every file.
+  Queries run in memory (no spilling).
 - Every refusal is a :class:`cluster.errors.QueryError` of one line naming what was refused and why.
 """
 
@@ -46,6 +49,9 @@ def one_line(exc: BaseException) -> str:
 def lock_down(con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:
     """Lock ``con`` to reading the segments under ``data_dir/events`` (module rules); irreversible."""
     events = str(Path(data_dir).resolve() / EVENTS_DIR) + os.sep
+    # No temp directory: DuckDB adds its own (``.tmp`` under the working directory, whatever it links to) to the
+    # allowed directories, which would open every file behind a ``.tmp -> /`` link. Queries then run in memory.
+    con.execute("SET temp_directory = ''")
     con.execute(f"SET allowed_directories = [{_literal(events)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

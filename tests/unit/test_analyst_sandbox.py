@@ -169,3 +169,36 @@ def test_bad_files_are_left_out_with_one_warning_and_nothing_moves(
     assert run_query(tmp_path, TZ, "SELECT count(*) AS n FROM events").to_pylist() == [{"n": 3}]
     assert run_query(tmp_path, TZ, "SELECT count(*) AS n FROM segment_meta").to_pylist() == [{"n": 3}]
     assert sorted(os.fsencode(p) for p in tmp_path.rglob("*")) == before  # no quarantine, no index written
+
+
+def test_a_tmp_link_in_the_working_directory_opens_nothing(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB adds its temp directory (``.tmp`` in the working directory, following links) to the allowed
+    directories: with ``.tmp -> /`` every file would be readable, the environment's camera passwords included."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / ".tmp").symlink_to("/")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("EDGEPAIR_CAMERA_CAM1_PASSWORD", "TopSecretPw1")
+    for sql in ("SELECT count(*) FROM read_text('/etc/passwd')", "SELECT content FROM read_text('/proc/self/environ')"):
+        rc, out, err = query(store, sql, capsys)
+        assert (rc, out) == (1, ""), out
+        assert "Cannot access file" in err and "TopSecretPw1" not in err, err
+    rc, out, err = query(store, "SELECT count(*) AS n FROM events", capsys)
+    assert (rc, out.split()) == (0, ['"n"', "3"]), err  # the views still read the segments
+
+
+def test_a_value_python_cannot_hold_is_one_line(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for fmt in ("csv", "json", "table"):
+        rc = main(["query", "--config", str(store), "--format", fmt, "SELECT 'infinity'::DATE AS d"])
+        out, err = capsys.readouterr()
+        if rc == 0:  # CSV writes it as text: fine, nothing half-printed
+            assert out.strip() != "", fmt
+            continue
+        assert (rc, out) == (1, ""), (fmt, out)
+        assert (
+            err.startswith("edgepair: error: query failed: a value of the result cannot be shown")
+            and len(err.strip().splitlines()) == 1
+        ), (fmt, err)
+        assert "Traceback" not in err

@@ -221,3 +221,46 @@ def test_capture_injects_the_file_password_only_into_the_stream_it_opens(tmp_pat
     assert auth, seen
     assert base64.b64decode(auth[0].split()[-1]).decode() == "admin:Inj-Pw/0011@"
     assert all("Inj-Pw" not in text for text in seen)  # only in the Authorization header, never in the URL sent
+
+
+def _refused(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="s.yaml")
+    msg = str(info.value)
+    assert "Traceback" not in msg
+    return msg
+
+
+def test_a_binary_source_is_refused_not_turned_into_text() -> None:
+    # !!binary of rtsp://admin:BinSecret99@10.0.0.5/x: it skipped the split of the user info, then became text.
+    msg = _refused(BASE.replace("SOURCE", "!!binary cnRzcDovL2FkbWluOkJpblNlY3JldDk5QDEwLjAuMC41L3g="))
+    assert "cam-1: source must be text (a file path or a stream URL), not bytes" in msg and "BinSecret99" not in msg
+
+
+def test_camera_ids_that_share_credential_variables_are_refused() -> None:
+    text = BASE.replace("SOURCE", "rtsp://10.0.0.5/x").replace("id: cam-2", "id: CAM_1")
+    msg = _refused(text)
+    assert "camera ids cam-1 and CAM_1 differ only in case or '-'/'_'" in msg
+    assert "EDGEPAIR_CAMERA_CAM_1_PASSWORD" in msg
+
+
+@pytest.mark.parametrize("tz", ["localtime", "posixrules", "posix/Europe/London", "right/Europe/London", "Factory"])
+def test_system_time_zone_aliases_are_refused(tz: str) -> None:
+    msg = _refused(BASE.replace("SOURCE", "rtsp://10.0.0.5/x").replace("Europe/London", tz))
+    assert f"time zone {tz!r} is a system alias, not an IANA zone" in msg
+
+
+def test_a_url_without_slashes_is_refused_without_its_password() -> None:
+    msg = _refused(BASE.replace("SOURCE", "rtsp:admin:SuperSecret9@10.0.0.5/x"))
+    assert "rtsp: without '//' is not a URL: write rtsp://host/..." in msg and "SuperSecret9" not in msg
+
+
+def test_a_password_in_the_query_is_masked_and_warned_about() -> None:
+    cfg = parse_config(BASE.replace("SOURCE", "'http://10.0.0.5/v.cgi?user=admin&pwd=QuerySecret77'"), source="s.yaml")
+    assert redact(f"cannot open stream {cfg.cameras[0].source}: x") == (
+        "cannot open stream http://10.0.0.5/v.cgi?user=admin&pwd=***: x"
+    )
+    assert redact("QuerySecret77 alone") == "*** alone"  # registered as a secret too
+    (warning,) = cfg.warnings
+    assert "cameras[0].source: the URL's query holds a password or token: it is masked" in warning
+    assert "QuerySecret77" not in warning

@@ -359,3 +359,19 @@ def test_merging_definition_histories_converges_and_keeps_a_revert(tmp_path: Pat
     got = [(r.version, r.effective_from) for r in load_definitions(y)]
     assert got == [(a.version(), t0), (b.version(), t0 + timedelta(days=1)), (a.version(), t0 + timedelta(days=2))]
     assert (x / "kpi_definitions.jsonl").read_bytes() == (y / "kpi_definitions.jsonl").read_bytes()
+
+
+def test_report_replaces_links_planted_in_its_folder_never_writes_through_them(dataset: Path, tmp_path: Path) -> None:
+    """A shared output folder may hold links planted by someone else: report.html -> a file in the data dir, a CSV ->
+    a file elsewhere. The report replaces the links with its files; their targets are never created or written."""
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.html").symlink_to(dataset / "PWNED.html")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (rep / "daily.csv").symlink_to(victim)
+    page, csvs = write_report(dataset, V2, date(2026, 7, 1), date(2026, 7, 1), rep)
+    assert not (dataset / "PWNED.html").exists() and victim.read_text() == "keep me"
+    assert not page.is_symlink() and not (rep / "daily.csv").is_symlink()
+    assert csv_cells(rep / "daily.csv")[(0, "entries")] == "5"
+    assert sorted(p.name for p in rep.iterdir()) == sorted([p.name for p in csvs] + ["report.html"])  # no temp left
