@@ -500,6 +500,17 @@ class ClusterConfig(Strict):
             raise ValueError("cluster.nodes: names must be unique")
         if self.nodes and len(self.etcd_endpoints) < 3:
             raise ValueError("cluster.etcd_endpoints: name all 3 etcd members (a 2-member etcd survives no failure)")
+        seen = [e.partition("://")[2] if "://" in e else e for e in self.etcd_endpoints]
+        dup = sorted({e for e in seen if seen.count(e) > 1})
+        if dup:
+            raise ValueError(f"cluster.etcd_endpoints: {', '.join(dup)} listed twice: name each etcd member once")
+        ports = [(n.host, p, n.name) for n in self.nodes for p in (n.flight_port, n.metrics_port)]
+        for i, (host, port, name) in enumerate(ports):
+            other = next((o for h, p, o in ports[:i] if (h, p) == (host, port)), None)
+            if other is not None:
+                raise ValueError(
+                    f"cluster.nodes: {name} and {other} both listen on {host}:{port}: give each node its own ports"
+                )
         if self.raft_leader is not None and self.raft_leader not in self.etcd_endpoints:
             raise ValueError(
                 f"cluster.raft_leader: {self.raft_leader!r} is not one of cluster.etcd_endpoints; name the witness's"

@@ -264,3 +264,32 @@ def test_a_password_in_the_query_is_masked_and_warned_about() -> None:
     (warning,) = cfg.warnings
     assert "cameras[0].source: the URL's query holds a password or token: it is masked" in warning
     assert "QuerySecret77" not in warning
+
+
+PAIR = """
+store: {id: s1, timezone: Europe/London}
+cameras: [{id: cam-1, source: rtsp://10.0.0.5/x}]
+security: {tls: false}
+cluster:
+  etcd_endpoints: [ENDPOINTS]
+  nodes:
+    - {name: ws-a, host: 10.0.0.11, flight_port: FA, metrics_port: 9101}
+    - {name: ws-b, host: HOST_B, flight_port: 8815, metrics_port: 9101}
+"""
+
+
+def _pair(endpoints: str = "10.0.0.11:2379, 10.0.0.12:2379, 10.0.0.13:2379", host_b: str = "10.0.0.12",
+          fa: int = 8815) -> str:  # fmt: skip
+    return PAIR.replace("ENDPOINTS", endpoints).replace("HOST_B", host_b).replace("FA", str(fa))
+
+
+def test_a_pair_whose_nodes_or_members_collide_is_refused() -> None:
+    assert parse_config(_pair(), source="s.yaml").cluster.nodes[1].host == "10.0.0.12"
+    msg = _refused(_pair(endpoints="10.0.0.11:2379, http://10.0.0.11:2379, 10.0.0.13:2379"))
+    assert "cluster.etcd_endpoints: 10.0.0.11:2379 listed twice: name each etcd member once" in msg
+    msg = _refused(_pair(host_b="10.0.0.11"))
+    assert "cluster.nodes: ws-b and ws-a both listen on 10.0.0.11:8815: give each node its own ports" in msg
+    msg = _refused(_pair(host_b="10.0.0.11", fa=9000))
+    assert "ws-b and ws-a both listen on 10.0.0.11:9101" in msg
+    assert parse_config(_pair(host_b="10.0.0.11", fa=9000).replace("metrics_port: 9101}", "metrics_port: 9102}", 1),
+                        source="s.yaml").cluster.nodes[1].host == "10.0.0.11"  # fmt: skip
