@@ -55,12 +55,12 @@ test-all: setup lint typecheck
 test-e2e: setup
 	$(BIN)/pytest -q tests/e2e
 
-# The three-host lab (root), in one session on one lab and one store: the Ansible scenarios, then the failover drills
-# through drill.yml on the store they leave. .ci/run runs it after `make test`.
+# The three-host lab (root), in one session on one lab and one store: the Ansible scenarios, then two failover drills
+# through drill.yml on the store they leave (kill-node, partition). .ci/run runs it after `make test`.
 test-lab: setup
-	$(BIN)/pytest -q --durations=25 tests/e2e/test_ansible.py tests/e2e/test_lab_drills.py
+	$(BIN)/pytest -q --durations=25 -m "not lab_extra" tests/e2e/test_ansible.py tests/e2e/test_lab_drills.py
 
-# The lab's failover drills alone (the store installed first when the lab has none).
+# The lab's six failover drills (the store installed first when the lab has none).
 test-lab-drills: setup
 	$(BIN)/pytest -q tests/e2e/test_lab_drills.py
 
