@@ -595,6 +595,23 @@ class Config(Strict):
         return self
 
     @model_validator(mode="after")
+    def _rate_against_health(self) -> Config:
+        # A camera slower than the health probe's patience makes its node look broken between two frames, and the
+        # cameras move from node to node for nothing.
+        stale = self.cluster.health.camera_stale_s
+        for i, cam in enumerate(self.cameras):
+            if cam.fps is not None and 2.0 / cam.fps > stale:
+                raise _err(
+                    f"camera {cam.id}: fps {cam.fps:g} is one frame every {1 / cam.fps:.3g} s, but a camera with no"
+                    f" frame for cluster.health.camera_stale_s ({stale:g} s) counts against its node: use fps >="
+                    f" {2 / stale:g}, or raise camera_stale_s above {2 / cam.fps:.3g}",
+                    "cameras",
+                    i,
+                    "fps",
+                )
+        return self
+
+    @model_validator(mode="after")
     def _etcd_tls(self) -> Config:
         # failover.etcd_tls refuses a plain-text endpoint with TLS on, and a TLS one with it off: say so now.
         for i, e in enumerate(self.cluster.etcd_endpoints):

@@ -293,3 +293,15 @@ def test_a_pair_whose_nodes_or_members_collide_is_refused() -> None:
     assert "ws-b and ws-a both listen on 10.0.0.11:9101" in msg
     assert parse_config(_pair(host_b="10.0.0.11", fa=9000).replace("metrics_port: 9101}", "metrics_port: 9102}", 1),
                         source="s.yaml").cluster.nodes[1].host == "10.0.0.11"  # fmt: skip
+
+
+def test_a_camera_slower_than_the_health_probe_is_refused() -> None:
+    text = BASE.replace("SOURCE", "rtsp://10.0.0.5/x").replace(
+        "source: rtsp://10.0.0.6/live", "source: rtsp://10.0.0.6/live\n    fps: 0.01"
+    )
+    msg = _refused(text)
+    assert "camera cam-2: fps 0.01 is one frame every 100 s, but a camera with no frame for" in msg
+    assert "cluster.health.camera_stale_s (5 s) counts against its node: use fps >= 0.4" in msg
+    ok = text + "cluster: {health: {camera_stale_s: 120}}\n"
+    assert _refused(ok.replace("fps: 0.01", "fps: 0.001"))  # still too slow for 120 s
+    assert parse_config(ok.replace("fps: 0.01", "fps: 0.02"), source="s.yaml").cameras[1].fps == 0.02
