@@ -99,7 +99,7 @@ CLUSTER = """
 cluster:
   etcd_endpoints: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
   raft_leader: {leader}
-  nodes: [{{name: ws-a}}, {{name: ws-b}}]
+  nodes: [{{name: ws-a, host: 10.0.0.11}}, {{name: ws-b, host: 10.0.0.12}}]
 security:
   tls: false
 """
