@@ -586,11 +586,12 @@ class Config(Strict):
         # and, on some file systems, their folders: one camera's password would be sent to the other's host.
         folded: dict[str, str] = {}
         for i in ids:
-            other = folded.setdefault(i.upper().replace("-", "_"), i)
+            password_var = env_names(i)[1]
+            other = folded.setdefault(password_var, i)
             if other != i:
                 raise ValueError(
                     f"camera ids {other} and {i} differ only in case or '-'/'_': they would share credentials"
-                    f" (EDGEPAIR_CAMERA_{i.upper().replace('-', '_')}_PASSWORD) and folders; rename one"
+                    f" ({password_var}) and folders; rename one"
                 )
         return self
 
