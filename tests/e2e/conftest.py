@@ -7,6 +7,7 @@ drill.yml) in one pytest session. Run alone, the drills install the store first 
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import os
 import re
@@ -171,7 +172,31 @@ def store(lab: ModuleType) -> ModuleType:
         return lab
     shutil.rmtree(PKI, ignore_errors=True)  # a store from nothing: site.yml makes its CA
     build_bundle(base_version())
+    # The upgrade scenarios' bundles, built while site.yml installs the store (CI's time: about 25 s each).
+    for version, unhealthy in ((new_version(), False), (bad_version(), True)):
+        _PREBUILT[version] = _BUILDER.submit(build_bundle, version, unhealthy=unhealthy)
     return lab
+
+
+def new_version() -> str:
+    """The release the rolling upgrade rolls out: PEP 440 newer than the base version whatever it is."""
+    return base_version() + ".post1"
+
+
+def bad_version() -> str:
+    """The release whose /health never says healthy: the failed upgrade's."""
+    return base_version() + ".post2"
+
+
+_BUILDER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle")
+_PREBUILT: dict[str, concurrent.futures.Future[Path]] = {}
+
+
+def release_bundle(version: str, *, unhealthy: bool = False) -> Path:
+    """The bundle of ``version`` (``unhealthy``: see :func:`build_bundle`): built in the background when the store
+    fixture asked for it, else now."""
+    fut = _PREBUILT.pop(version, None)
+    return fut.result(timeout=1800) if fut is not None else build_bundle(version, unhealthy=unhealthy)
 
 
 def healthy(lab: ModuleType) -> bool:
@@ -246,6 +271,21 @@ def _playbook_once(
     with log.open("a") as f:
         f.write(f"\n===== {' '.join(args)} rc={r.returncode}\n{r.stdout}\n{r.stderr}\n")
     return r
+
+
+def changed_tasks(output: str) -> dict[str, list[str]]:
+    """Per host, the tasks and handlers (``role : name``, in the order they ran) that reported changed."""
+    out: dict[str, list[str]] = {}
+    task = ""
+    for line in output.splitlines():
+        m = re.match(r"^(?:TASK|RUNNING HANDLER) \[(.+?)\] \*+$", line)
+        if m:
+            task = m.group(1)
+            continue
+        m = re.match(r"^changed: \[([^\]]+)\]", line)
+        if m and task not in out.setdefault(m.group(1), []):
+            out[m.group(1)].append(task)
+    return out
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

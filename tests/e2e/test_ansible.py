@@ -29,18 +29,21 @@ from tests.e2e.conftest import (
     OUTPUTS,
     PKI,
     SECRETS,
+    bad_version,
     base_version,
-    build_bundle,
+    changed_tasks,
+    new_version,
     playbook,
     recap,
+    release_bundle,
     tool,
 )
 
 PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml", "rotate-certs.yml"]
 WORKSTATIONS = ("ws-a", "ws-b")
 V_OLD = base_version()
-V_NEW = V_OLD + ".post1"  # PEP 440: newer than V_OLD whatever V_OLD is
-V_BAD = V_OLD + ".post2"
+V_NEW = new_version()
+V_BAD = bad_version()
 LEADERLESS_MAX_S = 6.0  # takeover target with ttl_s 2 (two TTLs and the 1 s health refresh)
 CAMERA_GAP_MAX_S = 10.0
 
@@ -385,7 +388,10 @@ def test_missing_nftables_fails_the_play(store: ModuleType) -> None:
     assert "/usr/sbin/nft-missing not found: the store firewall needs nftables" in r.stdout, r.stdout[-3000:]
 
 
+# lab_extra (CI's time): CI's check-mode run is the canary's below, which must report exactly the tasks a change of
+# the store config and of the passwords would change, no more.
 @pytest.mark.slow
+@pytest.mark.lab_extra
 def test_check_diff_changes_nothing(store: ModuleType) -> None:
     r = playbook(store, "site.yml", "-e", f"edgepair_version={V_OLD}", "--check", "--diff")
     assert r.returncode == 0, r.stdout[-6000:]
@@ -394,7 +400,7 @@ def test_check_diff_changes_nothing(store: ModuleType) -> None:
 
 @pytest.mark.slow
 def test_rolling_upgrade_under_probe(store: ModuleType) -> None:
-    build_bundle(V_NEW)
+    release_bundle(V_NEW)
     cameras = {"cam-1", "cam-2"}
     leader_before = wait(lambda: leaders(store), 30, "a leader")[0]
     prober = Prober(store, CACHE / "logs" / "probe-upgrade.jsonl")
@@ -465,7 +471,7 @@ def test_rotate_certs_under_probe(store: ModuleType) -> None:
 
 @pytest.mark.slow
 def test_failed_upgrade_leaves_the_leader_alone(store: ModuleType) -> None:
-    build_bundle(V_BAD, unhealthy=True)
+    release_bundle(V_BAD, unhealthy=True)
     leader = wait(lambda: leaders(store), 30, "a leader")[0]
     standby = next(h for h in WORKSTATIONS if h != leader)
     pid_before = main_pid(store, leader)
@@ -520,6 +526,16 @@ def test_camera_passwords_only_in_the_credentials_file(store: ModuleType, lab_pa
     finally:
         changed.unlink()
     assert r.returncode == 0, r.stdout[-4000:]
+    # Check mode reports exactly what the change would change: the store config and the credentials file, and the
+    # node's restart they call for; nothing else on ws-a (the host's certificates, units, firewall, etcd unchanged).
+    assert changed_tasks(r.stdout) == {
+        "ws-a": [
+            "edgepair : Write the camera credentials file (0600, the service user's)",
+            "edgepair : Write the store config (validated by the release it will run)",
+            "edgepair : Restart edgepair",
+        ]
+    }, r.stdout[-6000:]
+    assert recap(r.stdout)["ws-a"]["changed"] == 3, recap(r.stdout)
     diff = r.stdout[r.stdout.index("--- before: /etc/edgepair/store.yaml") :]  # the store config's diff was shown
     assert "\n+  fps: 3\n" in diff and "\n-  fps: 2\n" in diff, diff[:3000]
     assert "TASK [edgepair : Write the camera credentials file (0600, the service user's)]" in r.stdout

@@ -8,10 +8,10 @@ checked exactly: no double running measured from the frames, no window lost outs
 every event outside gaps and horizons equal to the undisturbed baseline with at least :data:`MIN_EVENTS` compared per
 camera.
 
-The drills that must FAIL: a pair started with the test-only break ``EDGEPAIR_UNSAFE_BREAK=fence,drop-window``
-(a fence that ignores its lease, a node that drops every window starting on a multiple of 20 s) is drilled and the
-report must say FAIL with both reasons: double running measured from the frames, and frames processed but never
-written (the workers' own counters).
+The drills that must FAIL: the same pair, last, its nodes restarted with the test-only break
+``EDGEPAIR_UNSAFE_BREAK=fence,drop-window`` (a fence that ignores its lease, a node that drops every window starting
+on a multiple of 20 s) is drilled and the report must say FAIL with both reasons: double running measured from the
+frames, and frames processed but never written (the workers' own counters).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ EXAMPLE = REPO / "cluster" / "examples" / "pair.yaml"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 SHARED_MODEL = REPO.parent / "shared" / "models" / "ssdlite_pedestrian.onnx"
 MIN_EVENTS = 5
+BROKEN_MARK = "unsafe-break"  # in a pair's run dir: its nodes were restarted with EDGEPAIR_UNSAFE_BREAK
 
 
 def _model() -> Path | None:
@@ -69,7 +71,9 @@ def _pair_up(tmp: Path, sources: dict[str, str] | None = None, converge_s: float
         yield run_dir
     finally:
         if (run_dir / "pair.json").exists():
-            pair_down(run_dir, converge_s)
+            # A pair that ran with the test-only breaks never converges (the survivor refuses the windows the
+            # victim wrote under its stale token): no 60 s wait for that at the end.
+            pair_down(run_dir, 5.0 if (run_dir / BROKEN_MARK).exists() else converge_s)
 
 
 @pytest.fixture(scope="module")
@@ -196,13 +200,33 @@ def test_kill_leader_on_rtsp_cameras(rtsp_pair: Path, tmp_path: Path) -> None:
     _check(report, moved=True, baseline=False)
 
 
+def _restart_nodes(run_dir: Path) -> None:
+    """Stop both node agents of a running pair by pid (SIGTERM: each stops its own Ray) and start them again as
+    ``pair up`` does, in this process's environment: one at a time, both healthy, the cameras spread."""
+    from cluster import drill_faults
+    from cluster.pair import _wait_healthy, admin_identity, load_state, stop_pid
+    from failover.admin import rebalance
+
+    state = load_state(run_dir)
+    for v in state["nodes"].values():
+        stop_pid(v["pid"], term_timeout=45)
+    started: dict = {}
+    for name in state["nodes"]:
+        drill_faults.restart_node(run_dir, state, name)
+        started[name] = state["nodes"][name]
+        _wait_healthy({**state, "nodes": started}, 180)
+    rebalance(state["endpoints"], state["store"], identity=admin_identity(state))
+
+
 @pytest.fixture
-def broken_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A pair whose nodes run with the test-only breaks (inherited from this process's environment)."""
+def broken_pair(pair: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The module's pair, its nodes restarted with the test-only breaks (inherited from this process's environment).
+    The module's last test: the pair is not whole after it (its copies never converge), and its own pair would cost
+    CI another start and stop of Ray."""
     monkeypatch.setenv("EDGEPAIR_UNSAFE_BREAK", "fence,drop-window")
-    # Its copies never converge (the survivor refuses the windows the victim wrote under its stale token): no
-    # 60 s wait for that at the end.
-    yield from _pair_up(tmp_path, converge_s=5.0)
+    (pair / BROKEN_MARK).write_text(f"{time.time():.3f}\n")  # when the broken workers (and their counters) began
+    _restart_nodes(pair)
+    yield pair
 
 
 def test_a_broken_fence_and_a_dropped_window_make_the_drill_fail(broken_pair: Path, tmp_path: Path) -> None:
@@ -233,11 +257,11 @@ def test_a_broken_fence_and_a_dropped_window_make_the_drill_fail(broken_pair: Pa
         pieces = c["double_running"]
         assert all({p.split("/")[0] for p in ps} == {run["victim"], run["survivor"]} for _, _, ps in pieces), pieces
         taken = run["fault_at"] + run["takeover_s"][cam]
-        # Between the survivor's first frame and the old leader hearing of the new assignment after the heal (the
-        # victim, cut off from etcd on this loaded machine, does not run every second of it: no bound on how much).
+        # Between the fault and the old leader hearing of the new assignment after the heal. Not necessarily from
+        # the survivor's first frame: the victim, cut off from etcd on a loaded machine, may skip seconds of frames
+        # (CI once saw its first overlapping frame 3.7 s after the takeover), so no bound on where it starts.
         x, y = pieces[0][0], pieces[-1][1]
-        # (/health shows the survivor's camera after its first frame: the frames may show double running first.)
-        assert run["fault_at"] <= x <= taken + 1.0 and y <= t_restored + 15.0, (x, y, taken, t_restored)
+        assert run["fault_at"] <= x < y <= t_restored + 15.0, (x, y, taken, t_restored)
         assert c["double_running_s"] >= 1.0, c["double_running"]
         assert c["handover_margin_s"] < 0
         assert any(f.startswith(f"{cam}: processed by two producers at once") for f in run["failures"])
@@ -247,7 +271,8 @@ def test_a_broken_fence_and_a_dropped_window_make_the_drill_fail(broken_pair: Pa
     for cam, c in run["cameras"].items():
         assert c["frames_unwritten"], (cam, c)
         # At most the frames of the dropped windows (a loaded node processes fewer than the camera's rate).
-        dropped = sum(1 for k in range(math.floor(run["fault_at"]) - 60, math.ceil(t_restored) + 60) if k % 20 == 0)
+        since = float((broken_pair / BROKEN_MARK).read_text())  # the workers' counters start with them
+        dropped = sum(1 for k in range(math.floor(since), math.ceil(t_restored) + 60) if k % 20 == 0)
         assert all(0 < n <= dropped * c["frames_per_window"] for n in c["frames_unwritten"].values()), c
         assert all(round(x) % 20 == 0 and y - x == 1.0 for x, y in c["unexplained_gaps"]), c["unexplained_gaps"]
         assert any(f.startswith(f"{cam}: frames processed and never written") for f in run["failures"])
