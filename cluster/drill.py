@@ -206,6 +206,9 @@ def _watch_longer(
         short = []
         for cam in (c["id"] for c in cfg["cameras"]):
             quiet = [t for t in drill_frames.disturbed(samples, target.nodes, cam) if t >= t0 - 1.0]
+            # A tracker that started afresh after the fault (a camera actor restarted within a second is never seen
+            # stopped): the baseline leaves out a horizon after its first frame too.
+            quiet += [t for t in drill_frames.fresh_starts(samples, cam) if t >= t0 - 1.0]
             last = max(quiet, default=t0)
             spans = [(t_begin + HORIZON_S, t0 - 1.0), (last + HORIZON_S, now - grace)]
             n = 0

@@ -281,6 +281,21 @@ def disturbed(samples: list[tuple[float, str, dict[str, Any]]], nodes: list[str]
     return out
 
 
+def fresh_starts(samples: list[tuple[float, str, dict[str, Any]]], cam: str) -> list[float]:
+    """The first-frame times of every camera worker ``/health`` showed for ``cam`` (``first_frame_at``): each one a
+    tracker that started from nothing."""
+    out = set()
+    for _t, _node, h in samples:
+        st = (h.get("camera_status") or {}).get(cam) or {}
+        try:
+            first = float(st.get("first_frame_at") or 0.0)
+        except (TypeError, ValueError):
+            continue
+        if first > 0 and math.isfinite(first):
+            out.add(first)
+    return sorted(out)
+
+
 def unexplained(
     gap_list: list[tuple[float, float]], disturbances: list[float], watched: tuple[float, float], slack: float = 1.5
 ) -> list[tuple[float, float]]:

@@ -437,7 +437,9 @@ def test_rollback(store: ModuleType) -> None:
     print(f"rollback.yml: {time.monotonic() - t0:.0f} s")
 
 
+# lab_extra (CI's time: about 3 minutes): `make test-all` runs it; its roles' tasks run in site.yml in CI.
 @pytest.mark.slow
+@pytest.mark.lab_extra
 def test_rotate_certs_under_probe(store: ModuleType) -> None:
     def fingerprints() -> dict[str, str]:
         return {

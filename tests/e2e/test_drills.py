@@ -56,6 +56,12 @@ def _pair_up(tmp: Path, sources: dict[str, str] | None = None, converge_s: float
     model = _model()
     cfg = yaml.safe_load(EXAMPLE.read_text())
     for cam in cfg["cameras"]:
+        if cam["id"] == "cam-2":
+            # A zone beside its line: events often enough that a drill's baseline compares MIN_EVENTS soon after the
+            # continuity horizon (the example's one line sees a crossing every 10 s or so at 5 fps).
+            cam.setdefault("zones", []).append(
+                {"id": "west", "polygon": [[0.05, 0.35], [0.45, 0.35], [0.45, 0.95], [0.05, 0.95]]}
+            )
         if sources:  # real RTSP cameras: a stream has no playback or loop of its own
             cam["source"] = sources[cam["id"]]
             cam.pop("playback", None)

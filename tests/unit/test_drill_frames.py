@@ -109,6 +109,25 @@ def test_disturbed_samples() -> None:
     assert df.disturbed(samples, ["ws-a", "ws-b"], "cam-1") == [T + 0.2, T + 0.3]
 
 
+def test_fresh_starts_are_each_workers_first_frame() -> None:
+    def h(first: object) -> dict:
+        return {
+            "camera_status": {"cam-1": {"state": "running", "first_frame_at": first}, "cam-2": {"first_frame_at": 5}}
+        }
+
+    samples = [
+        (T + 0.0, "ws-a", h(T - 50.0)),
+        (T + 0.5, "ws-a", h(T - 50.0)),  # the same worker again
+        (T + 3.0, "ws-a", h(T + 2.1)),  # Ray restarted the actor: a new tracker
+        (T + 3.1, "ws-b", h(0.0)),  # not started yet
+        (T + 3.2, "ws-b", h("nan")),  # hostile values are skipped
+        (T + 3.3, "ws-b", h(None)),
+        (T + 3.4, "ws-b", {"camera_status": {}}),
+    ]
+    assert df.fresh_starts(samples, "cam-1") == [T - 50.0, T + 2.1]
+    assert df.fresh_starts(samples, "cam-3") == []
+
+
 def test_read_windows_reads_frame_times_from_segments(tmp_path: Path) -> None:
     from actors.events import Event
     from storage.segments import SegmentWriter
