@@ -200,21 +200,30 @@ def double_running(windows: list[FrameWindow], frame_s: float) -> DoubleRunning:
         else:
             merged.append((x, y, set(ps)))
     pieces = [(x, y, sorted(ps)) for x, y, ps in merged]
-    # Handovers: producers ordered by their first frame; each new one against the one that ran just before it.
-    order = sorted(raw, key=lambda p: raw[p][0][0])
-    handovers = []
-    for old, new in itertools.pairwise(order):
-        start = raw[new][0][0]
-        handovers.append(
-            {
-                "from": f"{old[0]}/{old[1]}",
-                "to": f"{new[0]}/{new[1]}",
-                "at": round(start, 3),
-                "margin_s": round(start - raw[old][-1][1], 3),  # the old owner's last frame, whenever it came
-            }
-        )
+    handovers = [
+        {
+            "from": f"{old[0]}/{old[1]}",
+            "to": f"{new[0]}/{new[1]}",
+            "at": round(start, 3),
+            "margin_s": round(start - old_end, 3),  # negative: the old stint's last frame came after the new first
+        }
+        for (old, _s, old_end), (new, start, _e) in itertools.pairwise(stints(raw))
+    ]
     total = sum(y - x for x, y, _ in pieces)
     return DoubleRunning(round(total, 3), pieces, handovers)
+
+
+def stints(spans: dict[Producer, list[tuple[float, float]]]) -> list[tuple[Producer, float, float]]:
+    """The camera's owners in turn: ``(producer, first frame, last frame)`` of each stint, a run of one producer's
+    processing spans not interrupted (in start order) by another producer's. A producer can hold a camera twice (a
+    camera moved off a node and back under the same token): two stints, two handovers."""
+    out: list[tuple[Producer, float, float]] = []
+    for x, y, p in sorted((x, y, p) for p, ss in spans.items() for x, y in ss):
+        if out and out[-1][0] == p:
+            out[-1] = (p, out[-1][1], max(out[-1][2], y))
+        else:
+            out.append((p, x, y))
+    return out
 
 
 def rank(p: Producer) -> tuple[int, str]:

@@ -41,6 +41,21 @@ def test_overlap_is_measured_to_the_frame() -> None:
     assert dr.handovers[0]["margin_s"] == pytest.approx(-1.3, abs=1e-3)  # old's last frame 1.3 s after new's first
 
 
+def test_a_camera_moved_away_and_back_under_one_token_is_two_handovers() -> None:
+    # ws-a runs it (token 7), the leader moves it to ws-b (ws-a's inference failed), then back: the same producer
+    # ws-a/7 twice. Margins are per stint, not from ws-a's first frame ever.
+    ws = [w(T + k, "ws-a", 7, T + k, T + k + 0.9) for k in range(0, 3)]
+    ws += [w(T + k, "ws-b", 7, T + k + 0.2, T + k + 0.9) for k in range(3, 6)]
+    ws += [w(T + k, "ws-a", 7, T + k + 0.5, T + k + 0.9) for k in range(6, 8)]
+    dr = df.double_running(ws, 0.1)
+    assert (dr.seconds, dr.pieces) == (0.0, [])
+    assert [(h["from"], h["to"], round(h["at"] - T, 3), h["margin_s"]) for h in dr.handovers] == [
+        ("ws-a/7", "ws-b/7", 3.2, 0.3),
+        ("ws-b/7", "ws-a/7", 6.5, 0.6),
+    ]
+    assert df.stints({("ws-a", 7): [(T, T + 2.9)]}) == [(("ws-a", 7), T, T + 2.9)]
+
+
 def test_a_single_frame_of_the_old_owner_after_the_new_one_started_counts() -> None:
     ws = [w(T, "ws-b", 6, T + 0.0, T + 0.9, 10), w(T, "ws-a", 5, T + 0.5, T + 0.5, 1)]
     dr = df.double_running(ws, 0.1)
