@@ -44,6 +44,9 @@ __all__ = ["SCENARIOS", "run_drill", "run_once"]
 MIN_EVENTS = 5
 """Events per camera the baseline must compare for a run to count as a match (else inconclusive)."""
 HORIZON_S = 30.0
+REMEASURE_S = 40.0
+"""How much longer a run whose measurement compared too few events watches (20 s at a time) before it says
+inconclusive, within ``max_extra_s`` in all."""
 """A fresh tracker's continuity horizon on the demo footage is 10-30 s (people in view): the estimate used to decide
 whether to watch longer; the comparison uses the exact horizons from the replay."""
 
@@ -155,26 +158,41 @@ def run_once(
         t_restored = time.time()
         _wait(lambda: _all_running(target, cams), 120, "both nodes healthy again with every camera running")
         time.sleep(settle_s)
-        extra = _watch_longer(target, cfg, watch, t_begin, t0, min_events if baseline else 0, max_extra_s)
-        t_end = time.time()
-        with watch.lock:
-            samples = list(watch.samples)
-    survivor = next(n for n in target.nodes if n != leader)
-    _settle_replication(target)
-    report = {
-        "scenario": scenario,
-        "victim": victim,
-        "survivor": survivor,
-        "fault_at": t0,
-        "recovered": recovered,
-        "restored_after_s": round(t_restored - t0, 2),
-        "span": [t_begin, t_end],
-        "watched_longer_s": round(extra, 1),
-        "detection_s": _detection(samples, before, t0),
-        "takeover_s": _takeovers([x for x in samples if x[0] <= t_restored], t0, cams),
-        "unsafe_break": sorted({b for _t, _n, h in samples for b in h.get("unsafe_break") or ()}),
-    }
-    report.update(_measure(target, survivor, t_begin, t_end - 2.0, samples, t0, baseline, min_events))
+        watch_from = time.time()
+        _watch_longer(target, cfg, watch, t_begin, t0, min_events if baseline else 0, max_extra_s)
+        survivor = next(n for n in target.nodes if n != leader)
+        measuring = 0.0  # time spent measuring (a first replay can take minutes): not watching, not in the bound
+        remeasure_until = time.time() - watch_from + REMEASURE_S  # (CI's time: a bounded second chance)
+        while True:
+            t_end = time.time()
+            with watch.lock:
+                samples = list(watch.samples)
+            _settle_replication(target)
+            report: dict[str, Any] = {
+                "scenario": scenario,
+                "victim": victim,
+                "survivor": survivor,
+                "fault_at": t0,
+                "recovered": recovered,
+                "restored_after_s": round(t_restored - t0, 2),
+                "span": [t_begin, t_end],
+                "watched_longer_s": round(t_end - watch_from - measuring, 1),
+                "detection_s": _detection(samples, before, t0),
+                "takeover_s": _takeovers([x for x in samples if x[0] <= t_restored], t0, cams),
+                "unsafe_break": sorted({b for _t, _n, h in samples for b in h.get("unsafe_break") or ()}),
+            }
+            report.update(_measure(target, survivor, t_begin, t_end - 2.0, samples, t0, baseline, min_events))
+            # The watch's estimate uses a fixed horizon; the replay's lasts until the last person in view at a fresh
+            # tracker start has left, which can be longer: measured too few, watch on (the replay remembers the
+            # frames it detected, so measuring again costs little) within the same bound.
+            short = sorted(c for c, b in (report.get("baseline") or {}).items() if b["verdict"] == "inconclusive")
+            measuring += time.time() - t_end
+            watched = time.time() - watch_from - measuring
+            left = min(max_extra_s - watched, remeasure_until - watched)
+            if not short or left <= 0:
+                break
+            log.info("drill: the baseline compared too few events for %s: watching %.0f s longer", short, min(20, left))
+            time.sleep(min(20.0, left))
     report["running_after"] = _all_running(target, cams) or {}
     report["failures"] = _failures(report, cams)
     report["ok"] = not report["failures"]

@@ -24,9 +24,8 @@ import pytest
 
 from tests.e2e.test_drills import _check, _drill, _pair_up
 
-# Slow (not in `make test`) until these drills have passed on a quiet machine: the one run so far (hang-inference,
-# at load 60 beside an Ansible lab and accuracy sweeps) was safe (no double running, nothing lost) but took 29 s to
-# take over and compared no baseline event. `make test-all` runs them.
+# Slow (not in `make test`): CI's time. They pass on a quiet machine (README, 2026-12-02: all five, twice);
+# `make test-all` runs them.
 pytestmark = pytest.mark.slow
 
 TMPFS_SIZE = "320m"  # above the node's 256 MiB free minimum when empty; disk-full leaves 32 MiB
