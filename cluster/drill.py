@@ -129,6 +129,7 @@ def run_once(
     baseline: bool,
     min_events: int = MIN_EVENTS,
     max_extra_s: float = 120.0,
+    remeasure_s: float = REMEASURE_S,
 ) -> dict[str, Any]:
     """One drill: fault, restore, settle (longer when too few events could be compared), measure."""
     target.prepare()
@@ -162,7 +163,7 @@ def run_once(
         _watch_longer(target, cfg, watch, t_begin, t0, min_events if baseline else 0, max_extra_s)
         survivor = next(n for n in target.nodes if n != leader)
         measuring = 0.0  # time spent measuring (a first replay can take minutes): not watching, not in the bound
-        remeasure_until = time.time() - watch_from + REMEASURE_S  # (CI's time: a bounded second chance)
+        remeasure_until = time.time() - watch_from + remeasure_s  # a bounded second chance
         while True:
             t_end = time.time()
             with watch.lock:
@@ -492,6 +493,7 @@ def run_drill(
     pre_s: float = 15.0,
     baseline: bool = True,
     min_events: int = MIN_EVENTS,
+    remeasure_s: float = REMEASURE_S,
 ) -> dict[str, Any]:
     """Run ``scenario`` ``repeat`` times against ``target`` (a :class:`DrillTarget`, or the run dir of a local
     pair); write the JSON report to ``report``.
@@ -500,13 +502,23 @@ def run_drill(
     ``settle_s``: seconds the pair runs after it is whole again, before the measurement; ``baseline``: replay the
     same frames in-process and compare the events (slow on a small machine: about real time per camera);
     ``min_events``: events per camera the baseline must compare, else the run watches longer (at most 120 s more)
-    and, still short, is inconclusive (a failure).
+    and, still short, is inconclusive (a failure); ``remeasure_s``: how long it watches on when the measurement
+    itself compared too few (:data:`REMEASURE_S`; 0: measure once).
     """
     if scenario not in SCENARIOS:
         raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
     tgt: DrillTarget = LocalPair(target) if isinstance(target, (str, Path)) else target
     runs = [
-        run_once(tgt, scenario, settle_s=settle_s, hold_s=hold_s, pre_s=pre_s, baseline=baseline, min_events=min_events)
+        run_once(
+            tgt,
+            scenario,
+            settle_s=settle_s,
+            hold_s=hold_s,
+            pre_s=pre_s,
+            baseline=baseline,
+            min_events=min_events,
+            remeasure_s=remeasure_s,
+        )
         for _ in range(repeat)
     ]
     out: dict[str, Any] = {

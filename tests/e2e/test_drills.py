@@ -170,15 +170,17 @@ SLOW = [
 ]
 
 
-def _run(pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
-    report = _drill(pair, scenario, tmp_path)
+def _run(pair: Path, tmp_path: Path, scenario: str, moved: bool, **kw: object) -> None:
+    report = _drill(pair, scenario, tmp_path, **kw)
     assert json.loads((tmp_path / f"{scenario}.json").read_text())["summary"] == report["summary"]
     _check(report, moved=moved)
 
 
 @pytest.mark.parametrize(("scenario", "moved"), EVERY_RUN, ids=[s for s, _ in EVERY_RUN])
 def test_drill(pair: Path, tmp_path: Path, scenario: str, moved: bool) -> None:
-    _run(pair, tmp_path, scenario, moved)
+    # Measured once (no second chance for a short baseline, which is only a warning here): CI's time, 2.5 minutes
+    # for lose-quorum on 2026-12-02. The slow drills below measure again as engineers' drills do.
+    _run(pair, tmp_path, scenario, moved, remeasure_s=0.0)
 
 
 def test_every_scenario_has_a_drill_test() -> None:
