@@ -41,13 +41,17 @@ def resolve_providers(providers: str | Sequence[str]) -> list[str]:
     return wanted
 
 
-def _open_session(path: Path, threads: int, providers: list[str]) -> ort.InferenceSession:
+def _open_session(path: Path, threads: int, providers: list[str], spinning: bool = False) -> ort.InferenceSession:
     """Load the model, translating onnxruntime's load errors into ModelError naming the file and the fix."""
     if not path.is_file():
         raise ModelError(f"detector model not found: {path}; {FIX_HINT}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # No busy-waiting between runs unless asked: onnxruntime's intra-op threads spin after each run by default, which
+    # on a workstation that also decodes, tracks and writes burns the cores the rest needs (bench/spinning.py measures
+    # both side by side; README, "Performance").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # errors only: some exports warn about initializers listed as inputs
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -62,6 +66,7 @@ class Detector:
     ``threshold``: score threshold; None picks the family default (``decoders.default_threshold``).
     ``tiles``: run on that many overlapping vertical strips and merge (2 = left/right halves, 20 % overlap).
     ``threads``: onnxruntime intra-op threads (inter-op is 1). ``providers``: ``"auto"`` or a list.
+    ``spinning``: let those threads busy-wait between runs (onnxruntime's default; off here, see ``_open_session``).
     """
 
     def __init__(
@@ -72,12 +77,13 @@ class Detector:
         tiles: int = 1,
         threads: int = 1,
         providers: str | Sequence[str] = "auto",
+        spinning: bool = False,
     ) -> None:
         if tiles < 1:
             raise ValueError(f"tiles must be >= 1, got {tiles}")
         self.model_path = Path(model_path)
         self.tiles = tiles
-        self._session = _open_session(self.model_path, threads, resolve_providers(providers))
+        self._session = _open_session(self.model_path, threads, resolve_providers(providers), spinning)
         self._family = self._resolve_family(family)
         self._input_size = decoders.input_size_of(self._session, self._family)
         self.threshold = (
