@@ -158,6 +158,11 @@ def test_properties(model: str, family: str, size: int | None, threshold: float,
     assert (detector.family, detector.input_size, detector.threshold) == (family, size, threshold)
     assert detector.provider == "CPUExecutionProvider"  # this CI has no GPU
     assert detector.model_sha256 == hashlib.sha256((models / model).read_bytes()).hexdigest()
+    # onnxruntime's threads do not busy-wait between runs unless asked (bench/spinning.py)
+    options = detector._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = Detector(models / model, spinning=True)._session.get_session_options()
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 @pytest.mark.parametrize(
