@@ -55,8 +55,8 @@ test-all: setup lint typecheck
 test-e2e: setup
 	$(BIN)/pytest -q tests/e2e
 
-# The three-host lab (root), in one session on one lab and one store: the Ansible scenarios, then two failover drills
-# through drill.yml on the store they leave (kill-node, partition). .ci/run runs it after `make test`.
+# The three-host lab (root), in one session on one lab and one store: the Ansible scenarios, then the six lab failover
+# drills through drill.yml on the store they leave. .ci/run runs it after `make test`.
 test-lab: setup
 	$(BIN)/pytest -q --durations=25 -m "not lab_extra" tests/e2e/test_ansible.py tests/e2e/test_lab_drills.py
 

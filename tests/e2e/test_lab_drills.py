@@ -33,18 +33,17 @@ WORKSTATIONS = {"ws-a", "ws-b"}
 DRILL_VARS = ["-e", "drill_pre_s=5", "-e", "drill_hold_s=3", "-e", "drill_settle_s=5"]  # fmt: skip
 DRILL_VARS += ["-e", f"drill_report_dir={REPORTS}"]
 # (scenario, cameras must move): the node faults hit the leader, whose cameras the other workstation takes over.
-# CI (`make test-lab`) runs the two real faults only the lab can make, a whole machine gone and a network namespace
-# cut off; the others are `lab_extra` (`make test-lab-drills`, `make test-all`): all six took CI past its 45 minutes.
-EXTRA = pytest.mark.lab_extra
+# All six run in CI (`make test-lab`), with the two real faults only the lab can make: a whole machine gone
+# (kill-node) and a network namespace cut off (partition).
 SCENARIOS = [
-    pytest.param("kill-leader", True, marks=EXTRA),
-    pytest.param("freeze-node", True, marks=EXTRA),
+    ("kill-leader", True),
+    ("freeze-node", True),
     ("partition", True),
-    pytest.param("kill-etcd-leader", False, marks=EXTRA),
-    pytest.param("switchover", False, marks=EXTRA),  # sticky: the cameras stay where they run, under the new token
+    ("kill-etcd-leader", False),
+    ("switchover", False),  # sticky: the cameras stay where they run, under the new token
     ("kill-node", True),
 ]
-IN_CI = [p[0] for p in SCENARIOS if not hasattr(p, "marks")]  # the plain tuples: not lab_extra
+IN_CI = [s for s, _ in SCENARIOS]  # every one: none is lab_extra
 RUN_KEYS = {"scenario", "victim", "survivor", "fault_at", "recovered", "detection_s", "takeover_s", "cameras", "ok",
             "failures", "events_credited_twice", "double_running_s", "tokens_monotonic", "running_after"}  # fmt: skip
 CAMERA_KEYS = {"gap_s", "gaps", "unexplained_gaps", "frames_missing", "double_running_s", "not_replicated", "tokens",
