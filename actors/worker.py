@@ -200,7 +200,11 @@ class CameraWorker:
         self.interval = config.storage.flush_interval_s
         self._window: _Window | None = None
         self._unwritten: list[_Window] = []
-        self._written: list[tuple[str, str, str, float]] = []  # (segment id, path, sha256, written at) to replicate
+        # Segments written and not yet acknowledged by the node (see ``drain_written``): (sequence number, segment id,
+        # path, sha256, written at). ``_written_seq`` numbers them; ``_instance`` tells a restarted actor apart.
+        self._written: list[tuple[int, str, str, str, float]] = []
+        self._written_seq = 0
+        self._instance = f"{os.getpid()}-{time.time_ns()}"
         # Fencing: with a deadline (time.monotonic(), shared by every process of the machine) the worker stops by
         # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
         self.fence_deadline = fence_deadline
@@ -315,10 +319,16 @@ class CameraWorker:
         while not self._stop.is_set() and self._fence_expired():
             self.capture.next(timeout=0.05)  # keep the source drained: old frames are not processed later
 
-    def drain_written(self) -> list[tuple[str, str, str, float]]:
-        """Segments written since the last call, for the node's replicator to push to the peer at once."""
-        out, self._written = self._written, []
-        return out
+    def drain_written(self, instance: str = "", acked: int = 0) -> tuple[str, list[tuple[int, str, str, str, float]]]:
+        """Segments written and not yet acknowledged, for the node's replicator to push to the peer at once.
+
+        The caller acknowledges what it received by passing back this actor's ``instance`` and the last sequence
+        number it got: those entries are dropped, the rest are returned again. A reply lost on the way (a call that
+        timed out while the actor was busy or just unfrozen) therefore loses nothing: the next call returns the same
+        segments. An ``instance`` of another actor (one Ray restarted) acknowledges nothing."""
+        if instance == self._instance and acked > 0:
+            self._written = [w for w in self._written if w[0] > acked]
+        return self._instance, list(self._written)
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
@@ -472,5 +482,6 @@ class CameraWorker:
             self.segments += 1
             self.frames_written += w.frames
             if not info.existed:
-                self._written.append((info.segment_id, str(info.path), info.sha256, time.time()))
+                self._written_seq += 1
+                self._written.append((self._written_seq, info.segment_id, str(info.path), info.sha256, time.time()))
                 del self._written[:-10_000]  # bounded: the replicator's anti-entropy catches up with the rest

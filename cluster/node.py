@@ -113,6 +113,9 @@ class RayCameraRunner:
         self.actors: dict[str, tuple[Any, float, int]] = {}
         self.standby: dict[str, Any] = {}  # camera -> an idle actor ready to take it over (see prepare_standby)
         self.pending_written: list[tuple[str, str, str, float]] = []  # from cameras already stopped
+        # camera -> (its actor's instance, the last written-segment number received from it): the acknowledgement
+        # the next drain_written call carries (actors.worker.CameraWorker.drain_written).
+        self.acked: dict[str, tuple[str, int]] = {}
         self.lock = threading.RLock()
 
     def renewed(self, at: float) -> None:
@@ -217,7 +220,8 @@ class RayCameraRunner:
                 status.get("frames", 0),
                 status.get("segments", 0),
             )
-            written = ray.get(actor.drain_written.remote(), timeout=10)
+            instance, entries = ray.get(actor.drain_written.remote(*self._ack(camera_id)), timeout=10)
+            written = self._received(camera_id, instance, entries)
             with self.lock:
                 self.pending_written.extend(written)
         except Exception as exc:
@@ -230,16 +234,37 @@ class RayCameraRunner:
             return set(self.actors)
 
     def drain_written(self) -> list[tuple[str, str, str, float]]:
+        """The segments the cameras wrote since the last call, each once (for the replicator's push). A camera that
+        does not answer in time keeps its list: the next call gets it (the actor drops only what was acknowledged)."""
         ray = self.ray
         with self.lock:
-            refs = [a.drain_written.remote() for a, _f, _t in self.actors.values()]
+            calls = {c: a.drain_written.remote(*self._ack(c)) for c, (a, _f, _t) in self.actors.items()}
             out, self.pending_written = self.pending_written, []
-        for ref in refs:
+        for cam, ref in calls.items():
             try:
-                out.extend(ray.get(ref, timeout=5))
-            except Exception:  # a restarting actor: anti-entropy picks its segments up
+                instance, entries = ray.get(ref, timeout=5)
+            except Exception as exc:  # busy, restarting or just unfrozen: nothing is lost, asked again next time
+                log.debug("node %s: %s did not hand over its written segments yet: %s", self.config.node, cam, exc)
                 continue
+            out.extend(self._received(cam, instance, entries))
         return out
+
+    def _ack(self, camera_id: str) -> tuple[str, int]:
+        with self.lock:
+            return self.acked.get(camera_id, ("", 0))
+
+    def _received(
+        self, camera_id: str, instance: str, entries: list[tuple[int, str, str, str, float]]
+    ) -> list[tuple[str, str, str, float]]:
+        """The entries of a drain_written reply not received before (two calls in flight can return the same ones);
+        records the acknowledgement for the next call."""
+        with self.lock:
+            prev_instance, prev = self.acked.get(camera_id, ("", 0))
+            seen = prev if instance == prev_instance else 0
+            fresh = [e for e in entries if e[0] > seen]
+            last = max([seen, *(e[0] for e in entries)])
+            self.acked[camera_id] = (instance, last)
+        return [(sid, path, sha, at) for _n, sid, path, sha, at in fresh]
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         """Each running camera's status; an actor Ray restarted (its process died) is set going again here."""

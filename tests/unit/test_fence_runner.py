@@ -60,7 +60,11 @@ class Handle:
                 handle.calls.append((name, *args))
                 if handle.target is not None and name in Handle.FORWARDED:
                     return getattr(handle.target, name)(*args)
-                results = {"stop": {"frames": 7, "segments": 2}, "drain_written": [], "status": handle.status_doc}
+                results = {
+                    "stop": {"frames": 7, "segments": 2},
+                    "drain_written": ("i", []),
+                    "status": handle.status_doc,
+                }
                 return results.get(name)
 
         return Method()
@@ -244,6 +248,49 @@ def test_stop_drains_kills_and_replaces_with_a_standby(tmp_path: Path) -> None:
     runner.start_camera("cam-1", 10.0, 5)
     runner.stop_camera("cam-1")
     assert runner.running() == set()
-    assert factory.handles[0].calls == [("stop",), ("drain_written",)]
+    assert factory.handles[0].calls == [("stop",), ("drain_written", "", 0)]
     assert ray.killed == [0]
     assert sorted(runner.standby) == ["cam-1", "cam-2"]
+
+
+class TimingOutRay(FakeRay):
+    """``ray.get`` of a drain_written call raises (a timeout) the first ``fail`` times; the actor answers from a list
+    it keeps until acknowledged, as CameraWorker.drain_written does."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        if isinstance(ref, tuple) and ref and ref[0] == "drain" and self.fail > 0:
+            self.fail -= 1
+            raise TimeoutError("GetTimeoutError: the actor did not answer in time")
+        return ref[1] if isinstance(ref, tuple) and ref and ref[0] == "drain" else ref
+
+
+def test_a_drain_reply_that_times_out_loses_no_segment_and_none_comes_twice(tmp_path: Path) -> None:
+    from actors.worker import CameraWorker
+
+    clock, factory, ray = FakeClock(100.0), Factory(), TimingOutRay(fail=2)
+    runner = make_runner(tmp_path, clock, factory, ray)
+    runner.renewed(100.0)
+    runner.start_camera("cam-1", 10.0, 5)
+    kept: list[tuple[int, str, str, str, float]] = [(n, f"seg-{n}", f"/d/seg-{n}", "sha", 100.0) for n in (1, 2)]
+    actor = factory.handles[0]
+
+    class Drain:
+        def remote(self, instance: str, acked: int) -> Any:
+            nonlocal kept
+            worker = CameraWorker.__new__(CameraWorker)  # the real method on the actor's state
+            worker._instance, worker._written = "inst-1", kept
+            reply = worker.drain_written(instance, acked)
+            kept = worker._written
+            return ("drain", reply)
+
+    actor.drain_written = Drain()  # type: ignore[attr-defined]
+    assert runner.drain_written() == []  # timed out: nothing handed over, nothing lost
+    assert runner.drain_written() == []  # again
+    assert [s for s, *_ in runner.drain_written()] == ["seg-1", "seg-2"]
+    kept.append((3, "seg-3", "/d/seg-3", "sha", 101.0))
+    assert [s for s, *_ in runner.drain_written()] == ["seg-3"]  # 1 and 2 acknowledged: dropped, not sent again
+    assert runner.drain_written() == [] and [n for n, *_ in kept] == []

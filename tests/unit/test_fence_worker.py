@@ -391,3 +391,25 @@ def test_open_visits_end_in_the_window_the_fence_writes_and_a_later_stop_loses_n
     assert [(r["kind"], r["track_id"], r["ts"].timestamp()) for r in rows] == [("zone_exit", 7, ts(3))]
     st = worker.status()
     assert (st["frames"], st["frames_written"], st["frames_pending"]) == (4, 4, 0)
+
+
+# --- handing written segments to the node --------------------------------------------------------------------------
+
+
+def test_written_segments_stay_until_the_node_acknowledges_them(tmp_path: Path) -> None:
+    """A drain_written reply the node never got (a call that timed out on a busy or unfrozen actor) is not lost: the
+    next call, carrying the old acknowledgement, returns the same segments; an acknowledged one is never returned
+    again; another actor's acknowledgement (Ray restarted it) drops nothing."""
+    worker = make_worker(tmp_path, FakeClock(100.0), deadline=None)
+    play(worker, [Frame(ts(k), 100.0 + k / 10) for k in range(25)])  # windows 0, 1, 2
+    ids = [s[0] for s in segments(tmp_path)]
+    assert len(ids) == 3
+    instance, first = worker.drain_written()
+    assert [(n, sid) for n, sid, *_ in first] == [(1, ids[0]), (2, ids[1]), (3, ids[2])]
+    # the reply was lost: the node asks again with what it had (nothing)
+    assert worker.drain_written()[1] == first
+    # another instance's acknowledgement drops nothing
+    assert worker.drain_written("another-actor", 3)[1] == first
+    # the node got the first two: they are dropped, the third comes again
+    assert [n for n, *_ in worker.drain_written(instance, 2)[1]] == [3]
+    assert worker.drain_written(instance, 3) == (instance, [])
