@@ -172,6 +172,9 @@ class Replicator:
         self._lock = threading.RLock()
         self._scan_lock = threading.Lock()
         self._state = CatalogState()
+        # Files held (written or received) while a rescan reads the disk, which it may have listed before they
+        # existed: the rescan keeps them (see ``rescan``). None when no rescan runs.
+        self._held_in_scan: dict[str, tuple[CatalogEntry, bool]] | None = None
         self._index = RefusalIndex()
         self._queue: deque[tuple[str, float]] = deque()
         self.wake = threading.Event()
@@ -216,15 +219,32 @@ class Replicator:
     def rescan(self, *, verify: bool = False) -> CatalogState:
         """Re-read the catalog from the files (quarantining corrupt, impossible or badly signed ones)."""
         with self._scan_lock:
-            state = self._catalog.scan(verify=verify)
-            index = RefusalIndex(state.entries.values())
             with self._lock:
+                self._held_in_scan = {}
+            try:
+                state = self._catalog.scan(verify=verify)
+                index = RefusalIndex(state.entries.values())
+            finally:
+                with self._lock:
+                    held, self._held_in_scan = self._held_in_scan or {}, None
+            with self._lock:
+                # A file written or received during the scan may be missing from its listing: the state the scan
+                # replaces held it, and dropping it would skip its push (the queue finds no entry) and leave it out
+                # of the catalog the peer pulls from until the next rescan.
+                for sid, (entry, signed) in held.items():
+                    if sid not in state.entries and (self.data_dir / entry.relpath).exists():
+                        state.entries[sid] = entry
+                        if signed:
+                            state.signed.add(sid)
+                        index.add(entry)
                 self._state = state
                 self._index = index
         return state
 
     def _hold(self, entry: CatalogEntry, *, signed: bool) -> None:
         """Add a file just written or received to the state, the refusal index and the catalog cache (lock held)."""
+        if self._held_in_scan is not None:
+            self._held_in_scan[entry.segment_id] = (entry, signed)
         self._state.entries[entry.segment_id] = entry
         if signed:
             self._state.signed.add(entry.segment_id)
