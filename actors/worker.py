@@ -327,7 +327,10 @@ class CameraWorker:
         timed out while the actor was busy or just unfrozen) therefore loses nothing: the next call returns the same
         segments. An ``instance`` of another actor (one Ray restarted) acknowledges nothing."""
         if instance == self._instance and acked > 0:
-            self._written = [w for w in self._written if w[0] > acked]
+            k = 0
+            while k < len(self._written) and self._written[k][0] <= acked:
+                k += 1
+            del self._written[:k]  # in place: the camera thread may be appending
         return self._instance, list(self._written)
 
     def wait(self, timeout: float) -> bool:

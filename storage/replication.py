@@ -67,7 +67,15 @@ from storage.admission import (
     supersedes,
 )
 from storage.bounds import Refused
-from storage.catalog import CATALOG_DIR, Catalog, CatalogEntry, CatalogState, RefusalIndex, entry_from_file
+from storage.catalog import (
+    CATALOG_DIR,
+    Catalog,
+    CatalogEntry,
+    CatalogState,
+    RefusalIndex,
+    compute_superseded,
+    entry_from_file,
+)
 from storage.flightauth import with_scheme
 from storage.layout import REFUSED_DIR, segment_path, sig_path
 from storage.replclient import BATCH_FILES, RETRYABLE, PeerClient
@@ -224,19 +232,28 @@ class Replicator:
             try:
                 state = self._catalog.scan(verify=verify)
                 index = RefusalIndex(state.entries.values())
-            finally:
+            except BaseException:
                 with self._lock:
-                    held, self._held_in_scan = self._held_in_scan or {}, None
+                    self._held_in_scan = None
+                raise
             with self._lock:
-                # A file written or received during the scan may be missing from its listing: the state the scan
-                # replaces held it, and dropping it would skip its push (the queue finds no entry) and leave it out
-                # of the catalog the peer pulls from until the next rescan.
+                # A file written or received during the scan may be missing from its listing (or its signature,
+                # adopted meanwhile): the state the scan replaces held it, and dropping it would skip its push (the
+                # queue finds no entry) and leave it out of the catalog the peer pulls from until the next rescan.
+                # Collected, merged and swapped under one hold of the lock: no _hold falls in between.
+                held, self._held_in_scan = self._held_in_scan or {}, None
+                merged = False
                 for sid, (entry, signed) in held.items():
-                    if sid not in state.entries and (self.data_dir / entry.relpath).exists():
+                    listed = state.entries.get(sid)
+                    if listed is None and (self.data_dir / entry.relpath).exists():
                         state.entries[sid] = entry
-                        if signed:
-                            state.signed.add(sid)
                         index.add(entry)
+                        merged = True
+                        listed = entry
+                    if signed and listed is not None and listed.sha256 == entry.sha256:
+                        state.signed.add(sid)
+                if merged:
+                    state.superseded = compute_superseded(state.entries)
                 self._state = state
                 self._index = index
         return state

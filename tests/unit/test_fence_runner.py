@@ -294,3 +294,18 @@ def test_a_drain_reply_that_times_out_loses_no_segment_and_none_comes_twice(tmp_
     kept.append((3, "seg-3", "/d/seg-3", "sha", 101.0))
     assert [s for s, *_ in runner.drain_written()] == ["seg-3"]  # 1 and 2 acknowledged: dropped, not sent again
     assert runner.drain_written() == [] and [n for n, *_ in kept] == []
+
+
+def test_the_runner_hands_each_segment_over_once_and_starts_afresh_with_a_restarted_actor(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, FakeClock(100.0), Factory(), FakeRay())
+
+    def entries(*ns: int) -> list[tuple[int, str, str, str, float]]:
+        return [(n, f"seg-{n}", f"/d/seg-{n}", "sha", 100.0) for n in ns]
+
+    assert [s for s, *_ in runner._received("cam-1", "inst-1", entries(1, 2))] == ["seg-1", "seg-2"]
+    assert runner._ack("cam-1") == ("inst-1", 2)
+    # a second call in flight (the push loop's and the stop's) returns the same entries: not handed over again
+    assert [s for s, *_ in runner._received("cam-1", "inst-1", entries(1, 2, 3))] == ["seg-3"]
+    # Ray restarted the actor: a new instance numbering from 1 again; its segments are all new
+    assert [s for s, *_ in runner._received("cam-1", "inst-2", entries(1))] == ["seg-1"]
+    assert runner._ack("cam-1") == ("inst-2", 1)
