@@ -4,6 +4,12 @@ A reader thread pulls frames into a small ring buffer. When inference cannot kee
 and counted, never queued without bound (``fast`` file playback blocks instead: every frame is processed).
 A watchdog thread reopens a source whose read has hung (OpenCV's read can block far past its own timeout on a hung
 RTSP server); reconnects back off exponentially through tenacity; the camera reports its state while others run.
+A stream that delivers no frame for ``stall_s`` is reported ``stalled`` at once (a source failure, not the node's:
+the camera can move to a workstation that still reaches it) while the read waits for its own timeout.
+
+Opening a stream: FFmpeg probes a new stream for up to 5 s of media before the first frame (``analyzeduration``);
+an RTSP camera then took 2.8 s to open here, which every takeover of that camera paid. Streams are probed for
+``probe_s`` (0.5 s: opened in 0.6 s); a stream that does not open so probed is tried again with FFmpeg's defaults.
 
 Credentials: ``source`` never holds a password after construction (user info written in it is split off at once).
 The camera's user and password are resolved from its :class:`~cluster.credentials.CredentialSource` (environment,
@@ -59,10 +65,28 @@ class CaptureStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_OPTIONS_LOCK = threading.Lock()  # the options reach OpenCV through the environment: one open at a time sets them
+
+
+def _ffmpeg_options(probe_s: float | None) -> str | None:
+    """The FFmpeg options for one open: what the environment already says, plus a short probe unless it sets one."""
+    base = os.environ.get(_OPTIONS_ENV)
+    if probe_s is None or probe_s <= 0 or (base and "analyzeduration" in base):
+        return base
+    ours = f"analyzeduration;{int(probe_s * 1_000_000)}"
+    return f"{base}|{ours}" if base else ours
+
+
 def _open(
-    source: str, is_stream: bool, timeout_ms: int, credentials: CredentialSource | None = None
+    source: str,
+    is_stream: bool,
+    timeout_ms: int,
+    credentials: CredentialSource | None = None,
+    probe_s: float | None = None,
 ) -> cv2.VideoCapture:
-    """Open ``source``; a stream with its credentials injected here, at the last moment. Errors are redacted."""
+    """Open ``source``; a stream with its credentials injected here, at the last moment. Errors are redacted.
+    ``probe_s``: how much of a stream FFmpeg reads before the first frame (None: FFmpeg's default, 5 s)."""
     if not is_stream:
         if not os.path.exists(source):
             raise SourceError(f"video file {redact(source)} not found: check cameras[].source in the store config")
@@ -73,7 +97,18 @@ def _open(
         except ConfigError as exc:  # a credentials file not private or malformed: retried, shown as the error
             raise SourceError(redact(f"camera {credentials.camera_id if credentials else '?'}: {exc}")) from None
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        cap = cv2.VideoCapture(inject(source, creds), cv2.CAP_FFMPEG, params)
+        options = _ffmpeg_options(probe_s)
+        with _OPTIONS_LOCK:
+            before = os.environ.get(_OPTIONS_ENV)
+            if options is not None:
+                os.environ[_OPTIONS_ENV] = options
+            try:
+                cap = cv2.VideoCapture(inject(source, creds), cv2.CAP_FFMPEG, params)
+            finally:
+                if before is None:
+                    os.environ.pop(_OPTIONS_ENV, None)
+                else:
+                    os.environ[_OPTIONS_ENV] = before
     if not cap.isOpened():
         cap.release()
         what = "stream" if is_stream else "video file"
@@ -96,6 +131,8 @@ class Capture:
         loop: bool = False,
         queue_size: int = 2,
         watchdog_s: float = 10.0,
+        stall_s: float = 2.0,
+        probe_s: float | None = 0.5,
         max_backoff_s: float = 30.0,
         unreachable_after: int = 5,
         start_ts: float | None = None,
@@ -117,6 +154,8 @@ class Capture:
         self.playback = "realtime" if is_stream else playback
         self.loop = loop
         self.watchdog_s = watchdog_s
+        self.stall_s = stall_s
+        self.probe_s = probe_s
         self.max_backoff_s = max_backoff_s
         self.unreachable_after = unreachable_after
         self.stats = CaptureStats()
@@ -173,7 +212,7 @@ class Capture:
         self._reader.start()
 
     def _watch(self) -> None:
-        while not self._stop.wait(min(1.0, self.watchdog_s / 4)):
+        while not self._stop.wait(min(0.25, self.watchdog_s / 4)):
             try:
                 self._watch_once()
             except Exception:  # the watchdog never dies: it is what reopens a hung source
@@ -184,6 +223,10 @@ class Capture:
         if self._ended or self.stats.state in ("reconnecting", "unreachable"):
             return
         stalled = time.monotonic() - self._last_progress
+        if self.is_stream and self.stats.state == "running" and stalled > self.stall_s:
+            self.stats.state = "stalled"  # the read still waits; a frame sets it running again
+            self.stats.last_error = f"no frame from the stream for {stalled:.1f} s"
+            log.warning("camera %s: no frame for %.1f s from %s (stalled)", self.camera_id, stalled, self.source)
         if stalled > self.watchdog_s:
             log.warning(
                 "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.source
@@ -201,8 +244,10 @@ class Capture:
             attempts += 1
             if self._stop.is_set() or generation != self._generation:
                 raise _Abandon()
+            # A short probe first; a stream that does not open so gets FFmpeg's own on the next attempts.
+            probe_s = self.probe_s if attempts == 1 else None
             try:
-                return _open(self.source, self.is_stream, int(self.watchdog_s * 500), self.credentials)
+                return _open(self.source, self.is_stream, int(self.watchdog_s * 500), self.credentials, probe_s)
             except SourceError as exc:
                 if self._stop.is_set():
                     raise _Abandon() from exc
@@ -271,6 +316,8 @@ class Capture:
                 ok = False  # returned only because the read timeout expired: a stale frame flushed from the decoder
             if ok:
                 self._last_progress = now
+                if self.stats.state == "stalled":
+                    self.stats.state = "running"
             if not ok or frame is None:
                 if self._stop.is_set():
                     return

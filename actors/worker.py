@@ -186,6 +186,8 @@ class CameraWorker:
             loop=self.cam.loop,
             queue_size=rt.frame_queue,
             watchdog_s=rt.watchdog_s,
+            stall_s=rt.stall_s,
+            probe_s=rt.stream_probe_s or None,
             start_ts=start_ts,
             credentials=config.credential_source(self.cam.id),
         )
@@ -211,6 +213,7 @@ class CameraWorker:
         self.fenced = False
         self.clock = clock
         self._resume_from = float("-inf")  # frames before this timestamp belong to a window the fence closed
+        self._closed_until = float("-inf")  # end of the last window closed: written once, never opened again
         self.unsafe_break = frozenset(unsafe_break)
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -443,7 +446,10 @@ class CameraWorker:
             return
         if self._window is not None:
             self._flush()
-        start = math.floor(ts / self.interval) * self.interval
+        # A window once closed is never opened again (segments are immutable: a second version of it would be
+        # refused and its events lost): what comes after it with an earlier time (the events that end the open visits
+        # at a stop after a stalled source closed the window, a clock stepped back) goes to the first window after.
+        start = math.floor(max(ts, self._closed_until) / self.interval) * self.interval
         self._window = _Window(round(start, 6), round(start + self.interval, 6), self.token)
 
     def _flush_idle(self) -> None:
@@ -454,6 +460,7 @@ class CameraWorker:
     def _flush(self, final: bool = False) -> None:
         if self._window is not None:
             self._unwritten.append(self._window)
+            self._closed_until = max(self._closed_until, self._window.end)
             self._window = None
         while self._unwritten:
             w = self._unwritten[0]

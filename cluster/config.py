@@ -328,6 +328,21 @@ class RuntimeConfig(Strict):
         description="A source read hanging this long is reopened; half of it is the stream's open and read timeout."
         " 1 to 300 s: below 1 s no RTSP stream opens in time; above 5 minutes a hung camera goes unnoticed.",
     )
+    stall_s: float = Field(
+        default=2.0,
+        ge=0.2,
+        le=300,
+        description="A stream that delivers no frame this long is reported stalled: its source fails from this node,"
+        " so the camera alone can move to the other workstation (reopened after watchdog_s). 0.2 to 300 s.",
+    )
+    stream_probe_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="Seconds of a new stream FFmpeg reads to learn its format before the first frame; 0 = FFmpeg's"
+        " default (5 s: an RTSP camera took 2.8 s to open, against 0.6 s at 0.5). A stream that does not open so"
+        " probed is opened with FFmpeg's default on the next attempt.",
+    )
 
 
 class KpiConfig(Strict):
@@ -657,9 +672,16 @@ class Config(Strict):
         to the credentials file, or TLS turned on gives the same version. Leaving them out also keeps the version
         of a config without secrets exactly what it was before these keys existed, so rows written before and after
         an upgrade, under the same store config, carry the same version (``test_version_is_stable`` pins it).
-        ``cluster.health`` (how a node measures its health) is left out for the same reason.
+        ``cluster.health`` (how a node measures its health) and ``runtime.stall_s`` / ``runtime.stream_probe_s``
+        (when a silent stream is reported, how long a stream is probed at its opening) are left out for the same reason.
         """
-        text = self.model_dump_json(exclude={"credentials_file": True, "security": True, "cluster": {"health"}})
+        exclude: dict[str, Any] = {
+            "credentials_file": True,
+            "security": True,
+            "cluster": {"health"},
+            "runtime": {"stall_s", "stream_probe_s"},
+        }
+        text = self.model_dump_json(exclude=exclude)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

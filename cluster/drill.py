@@ -35,7 +35,7 @@ from typing import Any
 from cluster import drill_frames
 from cluster.drill_baseline import compare_with_baseline, processed_filter
 from cluster.drill_report import summarize
-from cluster.drill_target import NODE_FAULTS, SCENARIOS, DrillTarget, LocalPair
+from cluster.drill_target import NODE_FAULTS, SCENARIOS, DrillTarget, LocalPair, cut_camera
 from cluster.errors import EdgepairError
 from failover.drill import wait_for
 
@@ -149,6 +149,8 @@ def run_once(
         moved = [c for c, n in place.items() if n == leader] if scenario in NODE_FAULTS else []
         if scenario == "kill-actor":
             moved = [sorted(place)[0]]  # the camera whose actor was killed must come back in a new process
+        if scenario == "camera-cut":
+            moved = [cut_camera(place, leader)]  # that camera alone moves to the workstation that still reaches it
         try:
             _wait(lambda: _taken_over(watch, cams, t0, moved), 60, "every camera processing frames again")
             recovered = True

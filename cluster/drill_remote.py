@@ -65,7 +65,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from cluster.drill_target import SCENARIOS, Restore, seq
+from cluster.drill_target import GRAY_SCENARIOS, SCENARIOS, Restore, seq
 from cluster.errors import ConfigError, EdgepairError
 from cluster.redact import redact
 
@@ -528,6 +528,11 @@ class RemoteStore:
             endpoints = list(self._config["cluster"]["etcd_endpoints"])
             admin.switchover(endpoints, self.store, to=other, identity=self.identity())
             return leader, lambda: None
+        if scenario in GRAY_SCENARIOS:
+            raise DrillTargetError(
+                f"{scenario} runs against a local pair only (`edgepair drill {scenario} --run-dir RUN_DIR`): its fault"
+                " needs test hooks, tmpfs data dirs or cgroups that a deployed store does not have"
+            )
         raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
 
     # --- helpers -------------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from cluster import drill_faults as faults
 from cluster.errors import EdgepairError
 from cluster.pair import admin_identity, load_state, node_health
 
-GRAY_SCENARIOS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk", "bad-key")
+GRAY_SCENARIOS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk", "camera-cut", "bad-key")
 """Gray failures (a workstation alive but broken): the victim's health probes (cluster.health) see it and the leader
-moves its cameras. ``bad-key`` breaks nothing on a workstation: a malformed member and assignment key in etcd."""
+moves its cameras; ``camera-cut`` moves only the camera the victim can no longer reach. ``bad-key`` breaks nothing on
+a workstation: a malformed member and assignment key in etcd."""
 
 GRAY_NODE_FAULTS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk")
 """Gray failures whose victim is the leader workstation: its cameras must move to the other one."""
@@ -48,6 +49,14 @@ NODE_FAULTS = ("kill-node", "kill-leader", "freeze-node", "partition", *GRAY_NOD
 """Scenarios whose victim is the leader workstation: its cameras must move to the other one."""
 
 Restore = Callable[[], None]
+
+
+def cut_camera(place: dict[str, str], leader: str) -> str:
+    """The camera ``camera-cut`` cuts off from the leader's workstation: the first (by id) of those it runs."""
+    cams = sorted(c for c, n in place.items() if n == leader)
+    if not cams:
+        raise EdgepairError(f"camera-cut: {leader} runs no camera to cut off (placement {place})")
+    return cams[0]
 
 
 class DrillTarget(Protocol):
@@ -177,12 +186,14 @@ class LocalPair:
 
             admin.switchover(state["endpoints"], state["store"], to=other, identity=admin_identity(state))
             return leader, lambda: None
-        gray = self._inject_gray(scenario, leader, hold_s)
+        gray = self._inject_gray(scenario, leader, hold_s, place)
         if gray is not None:
             return gray
         raise EdgepairError(f"unknown drill scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
 
-    def _inject_gray(self, scenario: str, leader: str, hold_s: float) -> tuple[str, Restore] | None:
+    def _inject_gray(
+        self, scenario: str, leader: str, hold_s: float, place: dict[str, str]
+    ) -> tuple[str, Restore] | None:
         state = self.state
         data_dir = Path(state["nodes"][leader]["data_dir"])
         if scenario == "hang-inference":
@@ -210,6 +221,14 @@ class LocalPair:
         if scenario == "readonly-disk":
             faults.remount(data_dir, "ro")
             return f"{leader} data dir", seq(lambda: time.sleep(hold_s), lambda: faults.remount(data_dir, "rw"))
+        if scenario == "camera-cut":
+            from cluster.drill_cut import CameraCut, camera_port
+
+            cam = cut_camera(place, leader)
+            source = next(c["source"] for c in self.node_config()["cameras"] if c["id"] == cam)
+            cut = CameraCut(self._actor_pid(leader, cam), camera_port(source), f"{cam} from {leader}")
+            cut.cut()
+            return f"{leader}/{cam} (camera unreachable from {leader} only)", seq(lambda: time.sleep(hold_s), cut.heal)
         if scenario == "bad-key":
             faults.write_bad_key(state, "members/ws-bad", '{"healthy": true}')  # no name
             faults.write_bad_key(state, "assignment", '{"cameras": "not a mapping", "token": "x"}')
@@ -231,7 +250,7 @@ class LocalPair:
         ]
         if len(workers) != 1:
             raise EdgepairError(
-                f"kill-actor: cannot tell {cam}'s actor among {len(workers)} CameraWorker processes of {node}: "
+                f"cannot tell {cam}'s actor among {len(workers)} CameraWorker processes of {node}: "
                 "add its pid to CameraWorker.status()"
             )
         return workers[0]

@@ -7,8 +7,8 @@ slow probe cannot delay a lease renewal) runs these probes; each returns a :clas
   time: a hung actor is not sent a pile of them);
 - **camera:<id>**, for each camera the node runs: it processed a frame within ``camera_stale_s`` (a camera still
   starting, without a first frame, is reported only: opening a source is slow on a loaded machine). A camera whose
-  *source* fails (capture reconnecting or unreachable, or ended) is not the node's fault: it is reported and listed
-  in ``failing`` (so that the leader can move that camera alone, see :mod:`failover.decide`), never counted;
+  *source* fails (capture stalled, reconnecting or unreachable, or ended) is not the node's fault: it is reported and
+  listed in ``failing`` (so that the leader can move that camera alone, see :mod:`failover.decide`), never counted;
 - **disk**: a small file can be written, fsynced and removed in the data dir, and its filesystem keeps
   ``min_free_bytes`` free;
 - **replication**: the link to the peer is up. Reported only: a broken link is symmetric (either end could be at
@@ -47,7 +47,7 @@ FAILING_MEMORY_S = 120.0
 """How long a node keeps listing a camera as failing at its source after it last saw it fail (it no longer runs it
 once the camera moved): long enough that a camera failing from both nodes does not bounce back at once."""
 
-SOURCE_FAILING_STATES = frozenset({"reconnecting", "unreachable", "ended"})
+SOURCE_FAILING_STATES = frozenset({"stalled", "reconnecting", "unreachable", "ended"})
 """Camera states that say the source fails, not the node."""
 
 PROBE_FILE = ".health-probe"

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_drills import _check, _drill, _pair_up
+from tests.e2e.test_drills import rtsp_pair as rtsp_pair  # a fixture
 
 # Slow (not in `make test`): CI's time. They pass on a quiet machine (README, 2026-12-02: all five, twice);
 # `make test-all` runs them.
@@ -74,3 +75,16 @@ def test_gray_drill(gray_pair: Path, tmp_path: Path, scenario: str, moved: bool)
     if not moved:
         (run,) = report["runs"]
         assert all(v is None for v in run["takeover_s"].values()), run["takeover_s"]
+
+
+def test_camera_cut_moves_that_camera_alone(rtsp_pair: Path, tmp_path: Path) -> None:
+    """One camera unreachable from the leader's workstation only (its actor's packets to the camera dropped, see
+    ``cluster.drill_cut``): that camera moves to the other workstation, which still reaches it; the leader keeps
+    every other camera and stays healthy. Live RTSP cameras: no baseline (a stream cannot be replayed)."""
+    report = _drill(rtsp_pair, "camera-cut", tmp_path, pre_s=10.0, settle_s=10.0, hold_s=3.0, baseline=False)
+    _check(report, moved=True, baseline=False)
+    (run,) = report["runs"]
+    cam = run["victim"].split(" ")[0].split("/")[1]  # "ws-a/cam-1 (camera unreachable from ws-a only)"
+    taken = {c for c, v in run["takeover_s"].items() if v is not None}
+    assert taken == {cam}, (run["victim"], run["takeover_s"])
+    assert run["cameras"][cam]["handovers"], run["cameras"][cam]

@@ -286,3 +286,39 @@ def test_slow_consumer_drops_frames_instead_of_queueing(server: RtspServer, capt
     stats = capture.stats
     assert len(capture._queue) <= queue_size
     assert stats.frames_read == stats.frames_delivered + stats.frames_dropped + len(capture._queue)
+
+
+def test_a_silent_stream_is_reported_stalled_before_its_read_times_out(
+    server: RtspServer, captures: Callable[..., Capture]
+) -> None:
+    """A camera that goes silent (SIGSTOPped: its connection open, nothing sent) is ``stalled`` after ``stall_s``,
+    while the read still waits for its own timeout (``watchdog_s`` / 2 = 5 s here): the node can list the camera as
+    failing at its source, and the camera move, without waiting for the reopen. Frames again: ``running``."""
+    capture = captures("cam-1", server.url("cam-1"), watchdog_s=10.0, stall_s=1.0, max_backoff_s=1.0)
+    next_frame(capture)
+    states = StateLog(capture)
+    states.wait({"running"}, FIRST_FRAME_S)
+    server.suspend()
+    try:
+        states.wait({"stalled"}, RECOVER_S)
+        assert capture.stats.reconnects == 0  # reported, not yet reopened
+        assert capture.stats.last_error.startswith("no frame from the stream for ")
+        states.wait({"reconnecting"}, RECOVER_S)
+    finally:
+        server.resume()
+    states.wait({"running"}, RECOVER_S)
+    states.poll()
+    assert states.states == ["running", "stalled", "reconnecting", "running"]
+
+
+def test_streams_open_with_a_short_probe_unless_the_environment_sets_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors.capture import _ffmpeg_options
+
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+    assert _ffmpeg_options(0.5) == "analyzeduration;500000"
+    assert _ffmpeg_options(None) is None
+    assert _ffmpeg_options(0) is None
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    assert _ffmpeg_options(0.25) == "rtsp_transport;tcp|analyzeduration;250000"
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "analyzeduration;3000000")
+    assert _ffmpeg_options(0.5) == "analyzeduration;3000000"

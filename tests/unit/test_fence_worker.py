@@ -413,3 +413,48 @@ def test_written_segments_stay_until_the_node_acknowledges_them(tmp_path: Path) 
     # the node got the first two: they are dropped, the third comes again
     assert [n for n, *_ in worker.drain_written(instance, 2)[1]] == [3]
     assert worker.drain_written(instance, 3) == (instance, [])
+
+
+def test_a_stop_after_a_stalled_source_closed_the_window_writes_the_closing_events_in_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live source that stalls has its open window closed by the wall clock (``_flush_idle``); when the node then
+    stops the camera (it moves away: its source fails from here), the events that end the open visits carry the
+    last frame's time, inside that closed window. They used to reopen it: the writer refused the second version
+    (found by the camera-cut drill) and they were lost. They now go to the next window."""
+    import pyarrow.parquet as pq
+
+    from actors import worker as worker_mod
+    from actors.events import Event
+
+    wall = [T0]
+    monkeypatch.setattr(worker_mod.time, "time", lambda: wall[0])
+    clock = FakeClock(100.0)
+    holder: list[ScriptedCapture] = []
+    config = parse_config((CONFIG % 1).replace("playback: fast", "playback: realtime"), base_dir=tmp_path)
+    worker = CameraWorker(
+        config, "cam-1", lambda image: holder[0].submit(image), lambda ref: holder[0].resolve(ref),
+        token=TOKEN, model_version="m-1", fence_deadline=None, autostart=False, clock=clock,
+    )  # fmt: skip
+    capture = ScriptedCapture(worker, clock, [])
+    holder.append(capture)
+    worker.capture = capture  # type: ignore[assignment]
+    real_finish = worker.analytics.finish
+
+    def finish(ts_: float) -> list[Event]:
+        real_finish(ts_)
+        return [Event(ts=ts_, camera_id="cam-1", track_id=7, kind="zone_exit", zone_id="z", dwell_s=1.5)]
+
+    worker.analytics.finish = finish  # type: ignore[method-assign]
+
+    def stall() -> None:
+        wall[0] = T0 + 2.5  # the wall clock passes the open window by more than a window: it is closed
+
+    play(worker, [Frame(ts(k), 100.0 + k / 10) for k in range(4)] + [Do(stall), Do(lambda: None)])
+    assert worker.error == ""
+    assert segments(tmp_path) == [seg(0, TOKEN, 4, ts(0), ts(3)), seg(1, TOKEN, 0, 0.0, 0.0)]
+    rows = {
+        read_segment_meta(p).window_start: pq.read_table(p).to_pylist() for p in (tmp_path / "data").rglob("*.parquet")
+    }
+    assert rows[T0] == []
+    assert [(r["kind"], r["track_id"], r["ts"].timestamp()) for r in rows[T0 + 1]] == [("zone_exit", 7, ts(3))]

@@ -60,6 +60,11 @@ def test_inference_probe(latency: float | None, error: str, expected: Probe) -> 
         ),
         ({"state": "unreachable"}, 60.0, Probe("camera:cam-1", False, "cam-1: source unreachable", counts=False)),
         (
+            {"state": "stalled", "error": "no frame from the stream for 2.1 s"},
+            2.5,
+            Probe("camera:cam-1", False, "cam-1: source stalled: no frame from the stream for 2.1 s", counts=False),
+        ),
+        (
             {"state": "ended", "error": "RuntimeError: session broken", "capture": {"state": "stopped"}},
             1.0,
             Probe("camera:cam-1", False, "cam-1: pipeline ended: RuntimeError: session broken"),
