@@ -58,7 +58,9 @@ def ray_root(run_dir: Path) -> Path:
     return root
 
 
-def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> None:
+def start_ray(
+    config: Config, run_dir: Path, *, num_cpus: int | None = None, runtime_env: dict[str, Any] | None = None
+) -> None:
     """A private local Ray for this node: its own temp dir (mode 0700), no dashboard, its own auth token.
 
     Ray is told to use 127.0.0.1 as the node's address, so its clients talk over loopback. Ray 2.60's core servers
@@ -95,6 +97,7 @@ def start_ray(config: Config, run_dir: Path, *, num_cpus: int | None = None) -> 
                 log_to_driver=True,
                 logging_level=logging.WARNING,
                 configure_logging=False,
+                runtime_env=runtime_env,
             )
             break
         except Exception as exc:

@@ -212,6 +212,11 @@ class CameraWorker:
         self.fence_deadline = fence_deadline
         self.fenced = False
         self.clock = clock
+        # The wall clock against the monotonic one: under a fence (a pair), a worker whose wall clock steps by more
+        # than the bound pauses as a fenced one does (see ``_clock_stepped``); the node's health sees the step too.
+        self.max_clock_step_s = config.cluster.health.max_clock_offset_s
+        self._wall_offset = time.time() - time.monotonic()
+        self.clock_stepped = 0.0  # the step while paused for it, else 0
         self._resume_from = float("-inf")  # frames before this timestamp belong to a window the fence closed
         self._closed_until = float("-inf")  # end of the last window closed: written once, never opened again
         self.unsafe_break = frozenset(unsafe_break)
@@ -258,6 +263,7 @@ class CameraWorker:
                 self.capture.target_fps = fps
             self.fence_deadline = deadline
             self.started_at = time.time()
+            self._wall_offset = self.started_at - time.monotonic()  # a standby created long ago: its clock as of now
         else:
             self.retoken(token)
             if deadline is not None:
@@ -297,6 +303,37 @@ class CameraWorker:
             log.info("camera %s: lease renewed, processing again under token %d", self.cam.id, self.token)
         return False
 
+    def _clock_stepped(self) -> bool:
+        """Under a fence: True while the wall clock is off by more than ``max_clock_step_s`` from where the monotonic
+        clock says it should be since this worker started (a clock stepped by hand or by a broken time sync).
+
+        Frame times, window bounds and event times all come from the wall clock: a worker that went on would write
+        windows minutes away from the true time, under a token that another producer of the same camera may hold
+        when that time comes. It pauses instead (its open window written, nothing processed) until the clock is back
+        or the node stops the camera: the node's own health sees the step (its clock probe) and hands the cameras
+        over; a camera started again gets a fresh reading of the clock.
+        """
+        if self.fence_deadline is None:
+            return False
+        step = (time.time() - time.monotonic()) - self._wall_offset
+        if abs(step) > self.max_clock_step_s:
+            if not self.clock_stepped:
+                log.warning(
+                    "camera %s: the wall clock stepped by %+.1f s: processing paused until it is back (token %d)",
+                    self.cam.id,
+                    step,
+                    self.token,
+                )
+            self.clock_stepped = step
+            return True
+        if self.clock_stepped:
+            log.info("camera %s: the wall clock is back (%+.1f s): processing again", self.cam.id, step)
+            self.clock_stepped = 0.0
+        return False
+
+    def _paused(self) -> bool:
+        return self._fence_expired() or self._clock_stepped()
+
     def _wait_fenced(self, inflight: deque[tuple[Any, FrameMeta]]) -> None:
         """Fenced: drop what is in flight, close the open window, process nothing until a renewal or stop.
 
@@ -319,7 +356,7 @@ class CameraWorker:
             # with these events, and the writer refuses a second version: they would be lost).
             self._add_events(self.analytics.finish(self.last_ts), self.last_ts)
         self._flush()
-        while not self._stop.is_set() and self._fence_expired():
+        while not self._stop.is_set() and self._paused():
             self.capture.next(timeout=0.05)  # keep the source drained: old frames are not processed later
 
     def drain_written(self, instance: str = "", acked: int = 0) -> tuple[str, list[tuple[int, str, str, str, float]]]:
@@ -343,7 +380,9 @@ class CameraWorker:
         s = self.capture.stats
         return {
             "camera_id": self.cam.id,
-            "state": "fenced"
+            "state": "clock-stepped"
+            if self.clock_stepped
+            else "fenced"
             if self.fenced
             else "ended"
             if self._done.is_set() and not self._stop.is_set()
@@ -386,7 +425,7 @@ class CameraWorker:
         inflight: deque[tuple[Any, FrameMeta]] = deque()
         ended = False
         while True:
-            if self._fence_expired():
+            if self._paused():
                 self._wait_fenced(inflight)
                 if self._stop.is_set():
                     break
@@ -403,8 +442,8 @@ class CameraWorker:
             if inflight:
                 ref, meta = inflight.popleft()
                 dets = self.resolve(ref)
-                if self._fence_expired():
-                    continue  # the lease lapsed while this frame was in inference: it is not processed
+                if self._paused():
+                    continue  # the lease lapsed (or the clock stepped) while this frame was in inference: dropped
                 if meta.ts < self._resume_from:
                     continue  # its window was closed and written when the fence paused the worker
                 self._process(dets, meta)

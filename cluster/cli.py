@@ -177,6 +177,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
     if args.command == "switchover":
         admin.switchover(endpoints, store, to=args.to, identity=identity)
         print(f"switchover requested{' to ' + args.to if args.to else ''}")
+    elif args.command == "rebalance":
+        admin.rebalance(endpoints, store, identity=identity)
+        print("rebalance requested: the leader spreads the cameras evenly over the healthy members, one move at a time")
     elif args.command == "pause":
         admin.pause(endpoints, store, identity=identity)
         print("reassignment paused: cameras stay where they are until `edgepair resume`")
@@ -479,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("status", "leader, members, assignment and tokens of the store"),
         ("switchover", "hand leadership over now (revoke, not wait for expiry)"),
+        ("rebalance", "spread the cameras evenly again (after a per-camera move, for example)"),
         ("pause", "freeze camera reassignment for maintenance"),
         ("resume", "allow camera reassignment again"),
     ):

@@ -20,13 +20,24 @@ from cluster import drill_faults as faults
 from cluster.errors import EdgepairError
 from cluster.pair import admin_identity, load_state, node_health
 
-GRAY_SCENARIOS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk", "camera-cut", "bad-key")
+GRAY_SCENARIOS = (
+    "hang-inference",
+    "fail-inference",
+    "disk-full",
+    "readonly-disk",
+    "camera-cut",
+    "clock-jump",
+    "bad-key",
+)
 """Gray failures (a workstation alive but broken): the victim's health probes (cluster.health) see it and the leader
 moves its cameras; ``camera-cut`` moves only the camera the victim can no longer reach. ``bad-key`` breaks nothing on
 a workstation: a malformed member and assignment key in etcd."""
 
-GRAY_NODE_FAULTS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk")
+GRAY_NODE_FAULTS = ("hang-inference", "fail-inference", "disk-full", "readonly-disk", "clock-jump")
 """Gray failures whose victim is the leader workstation: its cameras must move to the other one."""
+
+CLOCK_JUMP_S = 300.0
+"""How far ``clock-jump`` steps the victim's wall clock (forward; the restore steps it back)."""
 
 DISK_FULL_LEAVE_BYTES = 32 * 1024 * 1024
 """What ``disk-full`` leaves free on the victim's data dir tmpfs: below the node's minimum (256 MiB by default), so
@@ -214,6 +225,19 @@ class LocalPair:
             trigger.touch()
             return f"{leader} inference (ONNX session raising)", seq(
                 lambda: time.sleep(hold_s), lambda: trigger.unlink(missing_ok=True)
+            )
+        if scenario == "clock-jump":
+            from cluster import unsafe
+
+            if unsafe.CLOCK_JUMP not in ((self.health(leader) or {}).get("test_faults") or ()):
+                raise EdgepairError(
+                    f"clock-jump: {leader} runs without the test-only hook: start the pair with"
+                    f" {unsafe.FAULTS_ENV}={unsafe.CLOCK_JUMP}"
+                )
+            offset = unsafe.clock_offset_file(data_dir, leader)
+            offset.write_text(f"{CLOCK_JUMP_S}\n")
+            return f"{leader} wall clock (+{CLOCK_JUMP_S:.0f} s)", seq(
+                lambda: time.sleep(hold_s), lambda: offset.write_text("0\n")
             )
         if scenario == "disk-full":
             fill = faults.fill_tmpfs(data_dir, DISK_FULL_LEAVE_BYTES)

@@ -245,7 +245,7 @@ class Sources:
     disk: Callable[[], tuple[str, int | None]]
     replication: Callable[[], tuple[str, bool | None, str]]  # (peer, connected or None without peer, last error)
     peer_wall: Callable[[], tuple[str, float | None]]  # (peer, its wall clock now as we estimate it, None unknown)
-    wall: Callable[[], float] = time.time
+    wall: Callable[[], float] = lambda: time.time()  # looked up at each call (the clock-jump drill's hook)
     monotonic: Callable[[], float] = time.monotonic
 
 

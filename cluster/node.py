@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -405,6 +406,15 @@ class Node:
                 name,
             )
 
+    def _test_runtime_env(self) -> dict[str, Any] | None:
+        """``clock-jump`` (test-only, cluster.unsafe): this process and every Ray worker read the offset clock."""
+        if unsafe.CLOCK_JUMP not in self.test_faults:
+            return None
+        path = unsafe.clock_offset_file(self.config.storage.data_dir, self.me.name)
+        os.environ[unsafe.CLOCK_FILE_ENV] = str(path)
+        unsafe.install_clock_offset(path)
+        return {"worker_process_setup_hook": "cluster.unsafe.install_clock_offset_from_env"}
+
     # --- life cycle ---------------------------------------------------------------------------------------------
     def run(self) -> int:
         import ray
@@ -427,7 +437,7 @@ class Node:
         server = self._serve_http()
         # etcd's gRPC channel first, then Ray: Ray starts its processes with fork+exec, which gRPC survives.
         dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s, identity=self.identity)
-        start_ray(cfg, self.run_dir)
+        start_ray(cfg, self.run_dir, runtime_env=self._test_runtime_env())
         # After ray.init, which installs its own fatal-signal handlers: SIGTERM must drain, not crash.
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, lambda *_: self.stop_event.set())

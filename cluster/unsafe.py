@@ -25,6 +25,13 @@ a :class:`~cluster.errors.ConfigError`.
 - ``fail-inference``: the node's inference actor is an :class:`~actors.worker.InferenceServer` whose ONNX session
   raises while the file :func:`fail_inference_trigger` exists (the ``fail-inference`` drill creates it, and removes
   it to restore). Inert while the file is absent.
+- ``clock-jump``: every process of the node (the agent and its Ray workers, through Ray's worker setup hook) reads
+  its wall clock (``time.time``, ``time.time_ns``) plus the seconds written in the file :func:`clock_offset_file`
+  (read at most every 0.1 s; absent or unreadable: 0); the monotonic clock is untouched, as with a real step of the
+  system clock. The ``clock-jump`` drill writes an offset and writes 0 to restore. Not a real step: code that reads
+  the clock another way (``datetime.now``, C++ libraries) sees the true time. A real step of one process tree's
+  clock is not possible on one machine (the kernel has one realtime clock; libfaketime 0.9.10, Debian's, breaks
+  ``time.sleep`` of Python 3.11 when it leaves the monotonic clock alone: its issue 426).
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ DROP_EVERY_S = 20
 
 FAULTS_ENV = "EDGEPAIR_TEST_FAULTS"
 FAIL_INFERENCE = "fail-inference"
-FAULTS_ALLOWED = frozenset({FAIL_INFERENCE})
+CLOCK_JUMP = "clock-jump"
+CLOCK_FILE_ENV = "EDGEPAIR_TEST_CLOCK_FILE"  # set by the node for its Ray workers (clock-jump only)
+FAULTS_ALLOWED = frozenset({FAIL_INFERENCE, CLOCK_JUMP})
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -128,3 +137,46 @@ def start_failable_inference(config: Any, model_path: str, trigger: Path) -> Any
 
     actor = ray.remote(InferenceServer).options(**INFERENCE_OPTIONS)
     return actor.remote(config, model_path, config.runtime.inference_batch, trigger)
+
+
+def clock_offset_file(data_dir: Path, node: str) -> Path:
+    """``clock-jump``: the seconds the node's wall clock is off by (beside the data dir, not in it)."""
+    return Path(data_dir).parent / f".{node}.clock-offset"
+
+
+_clock_installed: list[Path] = []
+
+
+def install_clock_offset(path: Path) -> None:
+    """``clock-jump``: this process's ``time.time`` and ``time.time_ns`` read the true time plus the offset in
+    ``path`` (idempotent)."""
+    import threading
+    import time
+
+    if _clock_installed:
+        return
+    _clock_installed.append(path)
+    real_time, real_time_ns, monotonic = time.time, time.time_ns, time.monotonic
+    lock = threading.Lock()
+    cache = [float("-inf"), 0.0]  # when read (monotonic), the offset
+
+    def offset() -> float:
+        now = monotonic()
+        with lock:
+            if now - cache[0] >= 0.1:
+                try:
+                    cache[1] = float(path.read_text().strip() or 0.0)
+                except (OSError, ValueError):
+                    cache[1] = 0.0
+                cache[0] = now
+            return cache[1]
+
+    time.time = lambda: real_time() + offset()
+    time.time_ns = lambda: real_time_ns() + int(offset() * 1e9)
+
+
+def install_clock_offset_from_env() -> None:
+    """Ray's worker setup hook (``clock-jump``): install the node's clock offset in a Ray worker process."""
+    path = os.environ.get(CLOCK_FILE_ENV)
+    if path:
+        install_clock_offset(Path(path))

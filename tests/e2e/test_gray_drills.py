@@ -45,7 +45,7 @@ def gray_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(data)], check=True)
             mounts.append(data)
         with pytest.MonkeyPatch.context() as mp:  # the nodes inherit it: the fail-inference hook, inert until armed
-            mp.setenv("EDGEPAIR_TEST_FAULTS", "fail-inference")
+            mp.setenv("EDGEPAIR_TEST_FAULTS", "fail-inference,clock-jump")
             yield from _pair_up(tmp)
     finally:
         for data in mounts:
@@ -63,6 +63,7 @@ GRAY = [
     pytest.param("fail-inference", True, id="fail-inference"),
     pytest.param("disk-full", True, id="disk-full", marks=SLOW),
     pytest.param("readonly-disk", True, id="readonly-disk", marks=SLOW),
+    pytest.param("clock-jump", True, id="clock-jump"),
     pytest.param("bad-key", False, id="bad-key"),
 ]
 

@@ -458,3 +458,37 @@ def test_a_stop_after_a_stalled_source_closed_the_window_writes_the_closing_even
     }
     assert rows[T0] == []
     assert [(r["kind"], r["track_id"], r["ts"].timestamp()) for r in rows[T0 + 1]] == [("zone_exit", 7, ts(3))]
+
+
+def test_a_wall_clock_step_pauses_the_worker_until_the_clock_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a fence, frames stamped after the wall clock stepped by more than the bound (5 s) are not processed:
+    the window open then is written with the frames before the step, nothing is written at the stepped time (it
+    would collide with what the camera's producer of that time writes), and processing resumes once the clock is
+    back. The step is the wall clock's reading against the machine's monotonic clock (the fence's clock here is a
+    fake one that jumps; the frames' own times are the script's)."""
+    from actors import worker as worker_mod
+
+    real = worker_mod.time.time
+    offset = [0.0]
+    monkeypatch.setattr(worker_mod.time, "time", lambda: real() + offset[0])
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, deadline=1e9)
+    states: list[str] = []
+
+    def step(by: float) -> Do:
+        return Do(lambda: offset.__setitem__(0, by))
+
+    def look() -> Do:
+        return Do(lambda: states.append(worker.status()["state"]))
+
+    play(
+        worker,
+        [Frame(ts(k), 100.0 + k / 10) for k in range(3)]
+        + [step(300.0), Frame(ts(3) + 300, 100.3), Frame(ts(4) + 300, 100.4), look()]
+        + [step(0.0), Frame(ts(15), 101.5), Frame(ts(16), 101.6), look()],
+    )
+    assert states == ["clock-stepped", "starting"]  # then the capture's own state (the script's never changes)
+    assert segments(tmp_path) == [seg(0, TOKEN, 3, ts(0), ts(2)), seg(1, TOKEN, 2, ts(15), ts(16))]
+    assert worker.status()["frames"] == 5
