@@ -15,6 +15,7 @@ port stays open: the drill harness observes through it. See docs/drills.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +310,25 @@ def tmpfs_of(data_dir: Path) -> Path:
         f"{path} is not a dedicated tmpfs mount: disk-full and readonly-disk fill or remount only such a mount "
         f"(mount one before `pair up`: mount -t tmpfs -o size=512m tmpfs {path}); never the real disk"
     )
+
+
+@contextlib.contextmanager
+def tmpfs_data_dirs(run_dir: Path, nodes: list[str], size: str = "320m") -> Iterator[None]:
+    """Mount a dedicated tmpfs on each node's data dir of a pair to be started from ``run_dir`` (the dirs ``pair up``
+    gives the nodes: ``<run_dir>/<node>/data``), for ``disk-full`` and ``readonly-disk``; unmounted at the end, after
+    the pair is down. Needs root (CAP_SYS_ADMIN)."""
+    mounts: list[Path] = []
+    try:
+        for node in nodes:
+            data = Path(run_dir) / node / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(data)], check=True)
+            mounts.append(data)
+        yield
+    finally:
+        for data in mounts:
+            subprocess.run(["mount", "-o", "remount,rw", str(data)], check=False)
+            subprocess.run(["umount", str(data)], check=False)
 
 
 FILL_NAME = ".drill-fill"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +24,8 @@ import pytest
 from tests.e2e.test_drills import _check, _drill, _pair_up
 from tests.e2e.test_drills import rtsp_pair as rtsp_pair  # a fixture
 
-# Slow (not in `make test`): CI's time. They pass on a quiet machine (README, 2026-12-02: all five, twice);
-# `make test-all` runs them.
+# Slow (not in `make test`): CI's time. They pass on a quiet machine (README: the gray drills' table, from
+# `bench/drills.py --gray`); `make test-all` runs them.
 pytestmark = pytest.mark.slow
 
 TMPFS_SIZE = "320m"  # above the node's 256 MiB free minimum when empty; disk-full leaves 32 MiB
@@ -36,21 +35,12 @@ TMPFS_SIZE = "320m"  # above the node's 256 MiB free minimum when empty; disk-fu
 def gray_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("the gray drills mount a tmpfs for each node's data dir: run as root (CAP_SYS_ADMIN)")
+    from cluster.drill_faults import tmpfs_data_dirs
+
     tmp = tmp_path_factory.mktemp("gray")
-    mounts: list[Path] = []
-    try:
-        for node in ("ws-a", "ws-b"):  # the data dirs `pair up` gives the nodes: <run_dir>/<node>/data
-            data = tmp / "run" / node / "data"
-            data.mkdir(parents=True)
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(data)], check=True)
-            mounts.append(data)
-        with pytest.MonkeyPatch.context() as mp:  # the nodes inherit it: the fail-inference hook, inert until armed
-            mp.setenv("EDGEPAIR_TEST_FAULTS", "fail-inference,clock-jump")
-            yield from _pair_up(tmp)
-    finally:
-        for data in mounts:
-            subprocess.run(["mount", "-o", "remount,rw", str(data)], check=False)
-            subprocess.run(["umount", str(data)], check=False)
+    with tmpfs_data_dirs(tmp / "run", ["ws-a", "ws-b"], TMPFS_SIZE), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEPAIR_TEST_FAULTS", "fail-inference,clock-jump")  # the nodes inherit it: inert until armed
+        yield from _pair_up(tmp)
 
 
 # Each drill takes about 1.5 min on a quiet 2-core machine (10 s before the fault, the handover, 3 s of fault, the
