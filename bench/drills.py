@@ -128,10 +128,6 @@ def _run_mode(args: argparse.Namespace, mode: str, out: dict[str, dict]) -> bool
     return failed
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _run_gray(args: argparse.Namespace, out: dict[str, dict]) -> bool:
     """The gray-failure drills: True if any failed or missed its target."""
     import os
@@ -218,3 +214,7 @@ def _gray_pair(
     finally:
         pair_down(run_dir)
     return failed
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

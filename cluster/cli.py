@@ -15,6 +15,7 @@ from cluster.config import load_config
 from cluster.errors import ConfigError, EdgepairError, QueryError
 
 if TYPE_CHECKING:
+    from cluster.config import Config
     from cluster.pki import Identity
 
 log = logging.getLogger("edgepair")
@@ -81,13 +82,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _store_with_events(cfg: Config) -> Path:
+    """The config's data dir, or one line saying it holds no segment (and where a local pair keeps its data)."""
+    from cluster.pair import STATE
+    from storage.views import has_segments
+
+    data_dir = cfg.storage.data_dir
+    if has_segments(data_dir):
+        return data_dir
+    hint = "run the store first (`edgepair run`, `edgepair pair up`), or point --config at the store's own YAML"
+    for name in (STATE, "pair.stopped.json"):  # `pair up` / `make demo`: each workstation writes its own data dir
+        state_file = data_dir / "pair" / name
+        try:
+            nodes = json.loads(state_file.read_text())["nodes"]
+            first = next(iter(nodes.values()))
+            hint = (
+                f"the local pair of {state_file.parent} (`pair up`, `make demo`) keeps each workstation's data in its"
+                f" own folder: use --config {first['config']}"
+            )
+            break
+        except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
+            continue
+    raise QueryError(f"no events recorded in {data_dir} (no segment under it): {hint}")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from storage.views import format_table, run_query
 
     cfg = load_config(args.config)
-    table = run_query(cfg.storage.data_dir, cfg.store.timezone, args.sql)
+    table = run_query(_store_with_events(cfg), cfg.store.timezone, args.sql)
     try:
         if args.format == "json":
             text = json.dumps(table.to_pylist(), default=str, indent=1)
@@ -106,6 +131,19 @@ def cmd_query(args: argparse.Namespace) -> int:
         ) from None
     print(text, end="" if args.format == "csv" else "\n")
     return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from cluster.sqlshell import run_shell
+    from storage.analytics import connect_store
+    from storage.kpis import StoreSetup
+
+    cfg = load_config(args.config)
+    con = connect_store(_store_with_events(cfg), StoreSetup.from_config(cfg))  # every view of `analytics open`
+    try:
+        return run_shell(con, f"{cfg.store.id} ({cfg.store.timezone})")
+    finally:
+        con.close()
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -285,7 +323,7 @@ def cmd_analytics(args: argparse.Namespace) -> int:
             raise ConfigError("analytics open needs --config (the store's YAML)")
         cfg = load_config(args.config)
         out = Path(args.out or cfg.storage.data_dir.parent / f"{cfg.store.id}.duckdb")
-        path = analytics.open_analytics(cfg.storage.data_dir, StoreSetup.from_config(cfg), out)
+        path = analytics.open_analytics(_store_with_events(cfg), StoreSetup.from_config(cfg), out)
         print(f"{path}: open it with `duckdb {path}` (views: events, visits, traffic_hourly, traffic_daily, occupancy,")
         print("  zone_dwell, capture_rate, bounce_rate, peak_hours, coverage); rebuild it to refresh the credited set")
         return 0
@@ -308,7 +346,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         d_from, d_to = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
     except ValueError:
         raise ConfigError("--from and --to take local dates as YYYY-MM-DD") from None
-    html, csvs = write_report(cfg.storage.data_dir, StoreSetup.from_config(cfg), d_from, d_to, Path(args.out))
+    html, csvs = write_report(_store_with_events(cfg), StoreSetup.from_config(cfg), d_from, d_to, Path(args.out))
     print(f"report: {html} (+ {len(csvs)} CSV files in {Path(args.out)})")
     return 0
 
@@ -591,6 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("sql", help="an interactive SQL shell on the store's views (read only), for analysts")
+    s.add_argument("--config", required=True)
+    s.set_defaults(func=cmd_sql)
     return p
 
 

@@ -116,6 +116,11 @@ def segment_glob(data_dir: Path) -> str:
     return str(Path(data_dir).resolve() / EVENTS_DIR / "store=*" / "date=*" / "camera=*" / "*.parquet")
 
 
+def has_segments(data_dir: Path) -> bool:
+    """True when ``data_dir`` holds at least one segment (an empty or missing folder: False)."""
+    return _has_segments(data_dir)
+
+
 def _has_segments(data_dir: Path) -> bool:
     root = Path(data_dir) / EVENTS_DIR
     return root.is_dir() and next(root.glob("store=*/date=*/camera=*/*.parquet"), None) is not None

@@ -1,0 +1,100 @@
+"""``edgepair sql``: an interactive SQL shell on a store's views, for analysts who have no DuckDB client.
+
+The pip ``duckdb`` package has no command-line shell, and the CLI on PyPI (``duckdb-cli``) may be of another DuckDB
+version than the Python one. This shell has every view of ``analytics open`` (the KPI views included) on a locked,
+read-only connection, as the report's (:func:`storage.analytics.connect_store`): every statement is checked by
+:func:`storage.sandbox.check_statement` (one read-only statement: ``SELECT``, ``WITH``, ``SHOW``, ``DESCRIBE``,
+``SUMMARIZE``, ``EXPLAIN``), so nothing can be written, attached or read outside the store's segments. A statement
+ends with ``;`` (it may span lines); an error is one line and the shell goes on. Dot commands: ``.tables``,
+``.help``, ``.quit`` (or end of input). When standard input is a terminal, lines are edited with ``readline`` (no
+history file is written).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, TYPE_CHECKING
+
+from cluster.errors import QueryError
+
+if TYPE_CHECKING:
+    import duckdb
+
+HELP = (
+    "end a statement with ';' (it may span lines). Views: SHOW TABLES; columns: DESCRIBE traffic_daily;"
+    " dot commands: .tables .help .quit"
+)
+
+
+def run_shell(
+    con: duckdb.DuckDBPyConnection, title: str, stdin: IO[str] | None = None, stdout: IO[str] | None = None
+) -> int:
+    """Read statements from ``stdin`` until ``.quit`` or its end; print each result as a table. Returns 0."""
+    import duckdb
+    import pyarrow as pa
+
+    from storage.sandbox import check_statement, query_error
+    from storage.views import format_table
+
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    interactive = stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing for input(); nothing is saved)
+
+    def say(text: str) -> None:
+        print(text, file=stdout, flush=True)
+
+    say(f"edgepair sql: store {title}, read only; {HELP}")
+    buffer: list[str] = []
+    while True:
+        prompt = ("...> " if buffer else "edgepair> ") if interactive else ""
+        try:
+            if interactive and stdin is sys.stdin:
+                line = input(prompt)
+            else:
+                if prompt:
+                    print(prompt, end="", file=stdout, flush=True)
+                line = stdin.readline()
+                if not line:
+                    raise EOFError
+        except EOFError:
+            if buffer:
+                say("error: input ended inside a statement (end it with ';')")
+            return 0
+        except KeyboardInterrupt:
+            buffer.clear()
+            say("")
+            continue
+        text = line.strip()
+        if not buffer and text.startswith("."):
+            command = text.split()[0]
+            if command in (".quit", ".exit", ".q"):
+                return 0
+            if command == ".help":
+                say(HELP)
+            elif command == ".tables":
+                text = "SHOW TABLES;"
+            else:
+                say(f"error: unknown command {command}: {HELP}")
+            if command != ".tables":
+                continue
+        if not text:
+            continue
+        buffer.append(text)
+        if not text.endswith(";"):
+            continue
+        sql = "\n".join(buffer)
+        buffer.clear()
+        try:
+            check_statement(sql)
+            try:
+                relation = con.sql(sql)
+            except duckdb.Error as exc:
+                raise query_error(exc) from None
+            if relation is not None:
+                say(format_table(relation.to_arrow_table()))
+        except QueryError as exc:
+            say(f"error: {exc}")
+        except (OverflowError, ValueError, pa.ArrowException) as exc:  # a value Python cannot hold (year 294247)
+            say(f"error: a value of the result cannot be shown ({type(exc).__name__}): cast it to VARCHAR")
