@@ -252,9 +252,16 @@ def _config_tables(con: duckdb.DuckDBPyConnection, stores: list[tuple[StoreSetup
         _register(con, names.get(key, key), pa.Table.from_pylist(rows[key], schema=schema))
 
 
-def _connect(database: str) -> duckdb.DuckDBPyConnection:
+STORAGE_COMPATIBILITY = "v1.0.0"
+"""The DuckDB storage format of the analyst's file (``analytics open``, the HQ merge): what every DuckDB 1.x client
+reads (the ``duckdb`` CLI on PyPI, DBeaver's driver, notebooks with an older ``duckdb``), not only the 2.x of the
+venv; a file in 2.x's own format is refused by them ("database file with version number 69")."""
+
+
+def _connect(database: str, *, compatible: bool = False) -> duckdb.DuckDBPyConnection:
     try:
-        con = duckdb.connect(database)
+        config = {"storage_compatibility_version": STORAGE_COMPATIBILITY} if compatible else {}
+        con = duckdb.connect(database, config=config)
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("LOAD icu")
     except duckdb.Error as exc:
@@ -337,7 +344,7 @@ def _build_file(out_db: Path, build: Any) -> Path:
     out_db = Path(out_db).resolve()
     out_db.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_db.with_name(f".{out_db.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    con = _connect(str(tmp))
+    con = _connect(str(tmp), compatible=True)
     try:
         build(con)
         con.execute("CHECKPOINT")

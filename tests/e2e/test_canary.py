@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,8 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "cluster" / "examples" / "pair.yaml"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 SHARED_MODEL = REPO.parent / "shared" / "models" / "ssdlite_pedestrian.onnx"
-RUN_S = 25.0
-ERRORS_S = 15.0
+BOUND_S = 120.0  # bound on each wait below (data written, the cameras' errors shown)
 
 
 def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -45,6 +45,14 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     if check and proc.returncode != 0:
         raise AssertionError(f"edgepair {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()[-2000:]}")
     return proc
+
+
+def _wait(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BOUND_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {BOUND_S:.0f} s")
+        time.sleep(1.0)
 
 
 def _needles(password: str) -> list[bytes]:
@@ -110,7 +118,10 @@ def test_camera_passwords_appear_only_in_the_credentials_files(tmp_path: Path) -
     try:
         cli("validate-config", str(config))
         cli("pair", "up", "--config", str(config), "--run-dir", str(run_dir))
-        time.sleep(RUN_S)
+        from cluster.pair import load_state, node_health
+
+        state = load_state(run_dir)
+        _wait(lambda: all(list(Path(v["data_dir"]).rglob("*.parquet")) for v in state["nodes"].values()), "data")
         # A drill while every camera runs (a switchover: no process restarted, the shortest), its report written
         # and printed. Its verdict is no matter here: only what it writes and prints.
         proc = _cli("drill", "switchover", "--run-dir", str(run_dir), "--pre-s", "3", "--settle-s", "3",
@@ -120,13 +131,20 @@ def test_camera_passwords_appear_only_in_the_credentials_files(tmp_path: Path) -
         # Then the RTSP cameras go away: every node tries to open them again and again, with their errors (and
         # URLs) in logs, /health and status.
         server.stop()
-        time.sleep(ERRORS_S)
+
+        def stream_errors() -> list[str]:
+            errors = []
+            for node in state["nodes"]:
+                h = node_health(state, node, timeout=5.0) or {}
+                st = h.get("camera_status") or {}
+                errors += [str((s or {}).get("error") or "") for c, s in st.items() if c != "cam-1"]
+            return errors
+
+        # Every node tries the streams again and again: wait until a failed open shows (URL in the error).
+        _wait(lambda: any("cannot open stream" in e for e in stream_errors()), "the streams' errors")
         cli("status", "--run-dir", str(run_dir))
         cli("pair", "status", "--config", str(config), "--run-dir", str(run_dir))
         cli("replication", "status", "--run-dir", str(run_dir))
-        from cluster.pair import load_state, node_health
-
-        state = load_state(run_dir)
         errors = []
         for node in state["nodes"]:
             h = node_health(state, node, timeout=5.0)

@@ -161,3 +161,30 @@ def test_outputs_inside_the_data_dir_are_refused(original: Path) -> None:
         assert r.stderr.splitlines()[-1].startswith("edgepair: error: ") and "inside the data dir" in r.stderr
         assert "Traceback" not in r.stderr
     assert snapshot(data) == before
+
+
+def test_the_analytics_file_opens_in_a_duckdb_1x_cli_with_the_same_numbers(original: Path, tmp_path: Path) -> None:
+    """The file of `analytics open` is in DuckDB's 1.x storage format: the `duckdb` CLI of PyPI (1.5.6, the dev
+    extra's `.venv/bin/duckdb`, which refuses 2.x files) opens it and every view gives what the venv's 2.x gives."""
+    import json as jsonlib
+
+    cli_bin = Path(sys.executable).parent / "duckdb"
+    if not cli_bin.exists():
+        pytest.skip(f"{cli_bin} missing: the dev extra installs duckdb-cli (pip install -e '.[dev]')")
+    version = subprocess.run([str(cli_bin), "-version"], capture_output=True, text=True).stdout
+    assert version.startswith("v1."), version
+    a = cli("analytics", "open", "--config", str(original), "--out", str(tmp_path / "a.duckdb"), cwd=tmp_path)
+    assert a.returncode == 0, a.stderr
+    with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as con:
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND "
+                                           "schema_name = 'main' ORDER BY 1").fetchall()]  # fmt: skip
+        want = {v: con.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in views}  # type: ignore[index]
+    assert {"events", "traffic_daily", "traffic_hourly", "zone_dwell", "occupancy", "coverage"} <= set(views)
+    assert (want["events"], want["traffic_daily"]) == (21, 1)
+    sql = " UNION ALL ".join(f"SELECT '{v}' AS view, count(*) AS n FROM {v}" for v in views)
+    got = subprocess.run(
+        [str(cli_bin), "-readonly", "-json", str(tmp_path / "a.duckdb"), "-c", sql],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert {r["view"]: r["n"] for r in jsonlib.loads(got.stdout)} == want
