@@ -260,7 +260,9 @@ venv; a file in 2.x's own format is refused by them ("database file with version
 
 def _connect(database: str, *, compatible: bool = False) -> duckdb.DuckDBPyConnection:
     try:
-        config = {"storage_compatibility_version": STORAGE_COMPATIBILITY} if compatible else {}
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"storage_compatibility_version": STORAGE_COMPATIBILITY} if compatible else {}
+        )
         con = duckdb.connect(database, config=config)
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("LOAD icu")
