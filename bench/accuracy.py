@@ -63,12 +63,12 @@ DEFAULT_MODEL = "default"  # Setup.model: the model `edgepair model install` cac
 # The operating points of issue 14 (chosen on random lines, tuning seeds 1-3; docs/accuracy.md): the COCO models'
 # detector thresholds at or below ByteTrack's high_thresh (0.5) feed its second association; SSDLite's scores sit
 # lower, so its tracker thresholds are set on its scale.
-SSD_TRACKING = {"high_thresh": 0.3, "new_track_thresh": 0.4, "min_hits": 2}
+SSD_TRACKING = {"high_thresh": 0.25, "new_track_thresh": 0.45, "min_hits": 2}
 SETUPS = [
     Setup("default", "SSDLite (default), full frame, t=0.3", DEFAULT_MODEL),
     Setup(
         "default2",
-        "SSDLite (default), 2 halves, t=0.15, track >= 0.3, 2 hits",
+        "SSDLite (default), 2 halves, t=0.15, track >= 0.25, 2 hits",
         DEFAULT_MODEL,
         tiles=2,
         threshold=0.15,
@@ -77,7 +77,7 @@ SETUPS = [
     Setup("ssd", "SSDLite (../shared copy), full frame, t=0.3", "ssdlite_pedestrian.onnx"),
     Setup(
         "ssd2",
-        "SSDLite (../shared copy), 2 halves, t=0.15, track >= 0.3, 2 hits",
+        "SSDLite (../shared copy), 2 halves, t=0.15, track >= 0.25, 2 hits",
         "ssdlite_pedestrian.onnx",
         tiles=2,
         threshold=0.15,

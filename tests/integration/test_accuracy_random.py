@@ -71,15 +71,17 @@ def test_picodet_416_random_lines_held_out(pico: ClipDetections, gt: GroundTruth
     assert (r.zones["visits"], r.zones["true_visits"]) == PICO_VISITS
 
 
-# Measured 2026-12-01 (before issue 14's counting, PicoDet at 0.5: 11.7, 11.7, 18.3 % on these seeds)
+# Measured 2026-12-02 with the fitted crossing point and tracks born in view (actors/lines.py; before them:
+# (236, 230, 24), (199, 197, 22), (230, 213, 31), 12.0 %, 4 directions; before issue 14's counting, PicoDet at 0.5:
+# 11.7, 11.7, 18.3 % on these seeds). The truth moved by one crossing (the fit places one near an end differently).
 PICO_FIGURES: dict[Any, tuple[int, int, int]] = {
-    4: (236, 230, 24),
-    5: (199, 197, 22),
-    6: (230, 213, 31),
-    "all": (665, 640, 77),
+    4: (236, 229, 21),
+    5: (199, 196, 21),
+    6: (235, 214, 25),
+    "all": (670, 639, 67),
 }
-PICO_ERROR_PCT = 12.0
-PICO_OVER_20 = 4  # of 49 line directions with at least 5 true crossings
+PICO_ERROR_PCT = 10.5
+PICO_OVER_20 = 3  # of 49 line directions with at least 5 true crossings
 PICO_VISITS = (372, 355)  # 24 random zones
 
 
@@ -88,7 +90,7 @@ def ssd_halves() -> ClipDetections:
     return clip_detections(SSD, VTEST, threshold=0.05, tiles=2)
 
 
-SSD_TRACKING = {"high_thresh": 0.3, "new_track_thresh": 0.4, "min_hits": 2}
+SSD_TRACKING = {"high_thresh": 0.25, "new_track_thresh": 0.45, "min_hits": 2}
 
 
 def test_default_model_two_halves_random_lines_held_out(ssd_halves: ClipDetections, gt: GroundTruth) -> None:
@@ -101,13 +103,15 @@ def test_default_model_two_halves_random_lines_held_out(ssd_halves: ClipDetectio
     assert (r.zones["visits"], r.zones["true_visits"]) == SSD_VISITS
 
 
-# Measured 2026-12-01 (before issue 14's counting, two halves at t=0.1 with 3 hits: 18.3, 21.8, 24.4 %)
+# Measured 2026-12-02 with the fitted crossing point, tracks born in view and the tracker at 0.25 / 0.45 (before
+# them, tracker at 0.3 / 0.4: (236, 230, 26), (212, 197, 33), (214, 213, 43), 15.9 %, 11 directions, 400 visits;
+# before issue 14's counting, two halves at t=0.1 with 3 hits: 18.3, 21.8, 24.4 %)
 SSD_FIGURES: dict[Any, tuple[int, int, int]] = {
-    4: (236, 230, 26),
-    5: (212, 197, 33),
-    6: (214, 213, 43),
-    "all": (662, 640, 102),
+    4: (242, 229, 21),
+    5: (216, 196, 38),
+    6: (222, 214, 40),
+    "all": (680, 639, 99),
 }
-SSD_ERROR_PCT = 15.9
+SSD_ERROR_PCT = 15.5
 SSD_OVER_20 = 11  # of 49
-SSD_VISITS = (400, 355)
+SSD_VISITS = (405, 355)
