@@ -69,13 +69,14 @@ _OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPTIONS_LOCK = threading.Lock()  # the options reach OpenCV through the environment: one open at a time sets them
 
 
-def _ffmpeg_options(probe_s: float | None) -> str | None:
-    """The FFmpeg options for one open: what the environment already says, plus a short probe unless it sets one."""
-    base = os.environ.get(_OPTIONS_ENV)
+def _ffmpeg_options(base: str | None, probe_s: float | None) -> str | None:
+    """The FFmpeg options for one open, given the environment's (``base``): those, plus a short probe unless they set
+    one. OpenCV asks for RTSP over TCP (``rtsp_flags;prefer_tcp``) only when the variable is unset: options of our
+    own keep asking for it."""
     if probe_s is None or probe_s <= 0 or (base and "analyzeduration" in base):
         return base
     ours = f"analyzeduration;{int(probe_s * 1_000_000)}"
-    return f"{base}|{ours}" if base else ours
+    return f"{base}|{ours}" if base else f"rtsp_flags;prefer_tcp|{ours}"
 
 
 def _open(
@@ -97,9 +98,9 @@ def _open(
         except ConfigError as exc:  # a credentials file not private or malformed: retried, shown as the error
             raise SourceError(redact(f"camera {credentials.camera_id if credentials else '?'}: {exc}")) from None
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        options = _ffmpeg_options(probe_s)
         with _OPTIONS_LOCK:
             before = os.environ.get(_OPTIONS_ENV)
+            options = _ffmpeg_options(before, probe_s)
             if options is not None:
                 os.environ[_OPTIONS_ENV] = options
             try:
@@ -165,6 +166,7 @@ class Capture:
         self._stop = threading.Event()
         self._generation = 0
         self._last_progress = time.monotonic()
+        self._streaming = False  # a frame came since the stream was (re)opened: only then can it stall
         self._ended = False
         self._seq = 0
         self._start_ts = start_ts if start_ts is not None else time.time()
@@ -223,7 +225,7 @@ class Capture:
         if self._ended or self.stats.state in ("reconnecting", "unreachable"):
             return
         stalled = time.monotonic() - self._last_progress
-        if self.is_stream and self.stats.state == "running" and stalled > self.stall_s:
+        if self.is_stream and self._streaming and self.stats.state == "running" and stalled > self.stall_s:
             self.stats.state = "stalled"  # the read still waits; a frame sets it running again
             self.stats.last_error = f"no frame from the stream for {stalled:.1f} s"
             log.warning("camera %s: no frame for %.1f s from %s (stalled)", self.camera_id, stalled, self.source)
@@ -297,6 +299,7 @@ class Capture:
         step = src_fps / fps  # source frames per delivered frame
         n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._last_progress = time.monotonic()
+        self._streaming = False  # no frame yet from this connection: its first one may take a key frame's interval
         self.stats.state = "running"
         index = -1
         next_pick = 0.0
@@ -316,6 +319,7 @@ class Capture:
                 ok = False  # returned only because the read timeout expired: a stale frame flushed from the decoder
             if ok:
                 self._last_progress = now
+                self._streaming = True
                 if self.stats.state == "stalled":
                     self.stats.state = "running"
             if not ok or frame is None:

@@ -36,6 +36,10 @@ from storage.signing import SignerRef
 
 log = logging.getLogger(__name__)
 
+CLOCK_CONFIRM_S = 0.5
+"""A worker paused for a step of its wall clock resumes on the node's clock verdict only when that verdict was made at
+least this long after the worker saw the step (one health period: the evaluation saw the stepped clock too)."""
+
 
 class InferenceServer:
     """Runs the detector for every camera of the node; concurrent calls are batched (up to ``max_batch``)."""
@@ -217,6 +221,8 @@ class CameraWorker:
         self.max_clock_step_s = config.cluster.health.max_clock_offset_s
         self._wall_offset = time.time() - time.monotonic()
         self.clock_stepped = 0.0  # the step while paused for it, else 0
+        self._step_seen_at = float("-inf")  # time.monotonic() when the pause for a step began
+        self._clock_ok_at = float("-inf")  # the node's latest clock verdict that passed (time.monotonic(), renew)
         self._resume_from = float("-inf")  # frames before this timestamp belong to a window the fence closed
         self._closed_until = float("-inf")  # end of the last window closed: written once, never opened again
         self.unsafe_break = frozenset(unsafe_break)
@@ -280,10 +286,15 @@ class CameraWorker:
             self.token = token
         return True
 
-    def renew(self, deadline: float) -> bool:
-        """Push the fence deadline (monotonic seconds). A fenced worker resumes once the deadline is ahead again."""
+    def renew(self, deadline: float, clock_ok_at: float | None = None) -> bool:
+        """Push the fence deadline (monotonic seconds). A fenced worker resumes once the deadline is ahead again.
+
+        ``clock_ok_at``: when the node's clock probe last passed (``time.monotonic()``); a worker paused for a step
+        of the wall clock resumes once it passed after the step (see ``_clock_stepped``)."""
         if self.fence_deadline is not None:
             self.fence_deadline = max(self.fence_deadline, deadline)
+        if clock_ok_at is not None:
+            self._clock_ok_at = max(self._clock_ok_at, clock_ok_at)
         return True
 
     def _fence_expired(self) -> bool:
@@ -309,21 +320,36 @@ class CameraWorker:
 
         Frame times, window bounds and event times all come from the wall clock: a worker that went on would write
         windows minutes away from the true time, under a token that another producer of the same camera may hold
-        when that time comes. It pauses instead (its open window written, nothing processed) until the clock is back
-        or the node stops the camera: the node's own health sees the step (its clock probe) and hands the cameras
-        over; a camera started again gets a fresh reading of the clock.
+        when that time comes. It pauses at once instead (its open window written, nothing processed), and resumes
+        when the clock is back, or when the node's clock probe passed *after* the step (``renew``'s ``clock_ok_at``,
+        at least one health period later): the step was a correction (a wrong clock set right by time sync, a step
+        of both workstations alike), the new time agrees with the peer's, and the worker takes it as its reference.
+        A clock that stays off the peer's keeps the worker paused: the node's health counts it and the leader moves
+        the cameras. Without a fence (``edgepair run``, one node) there is no peer to tell the right clock: no pause.
         """
         if self.fence_deadline is None:
             return False
         step = (time.time() - time.monotonic()) - self._wall_offset
         if abs(step) > self.max_clock_step_s:
             if not self.clock_stepped:
+                self._step_seen_at = time.monotonic()
                 log.warning(
-                    "camera %s: the wall clock stepped by %+.1f s: processing paused until it is back (token %d)",
+                    "camera %s: the wall clock stepped by %+.1f s: processing paused until it is back or the"
+                    " node's clock check passes (token %d)",
                     self.cam.id,
                     step,
                     self.token,
                 )
+            if self._clock_ok_at >= self._step_seen_at + CLOCK_CONFIRM_S:
+                log.warning(
+                    "camera %s: the node's clock check passed after the step (%+.1f s): taking the new time,"
+                    " processing again",
+                    self.cam.id,
+                    step,
+                )
+                self._wall_offset = time.time() - time.monotonic()
+                self.clock_stepped = 0.0
+                return False
             self.clock_stepped = step
             return True
         if self.clock_stepped:

@@ -40,8 +40,8 @@ def camera_port(source: str) -> int:
     parts = urlsplit(source)
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise EdgepairError(
-            "camera-cut needs a network camera (rtsp://, rtsps://, http:// or https:// source): this camera reads a "
-            "file, which no network cut can reach; drill a pair whose cameras are streams"
+            "camera-cut needs a network camera whose source is an rtsp://, rtsps://, http:// or https:// URL (this one"
+            " is not: a file, or another scheme); drill a pair whose cameras are such streams"
         )
     try:
         return parts.port or DEFAULT_PORTS[parts.scheme]
@@ -95,15 +95,16 @@ class CameraCut:
         subprocess.run(["nft", "-f", "-"], input=script.encode(), check=True, capture_output=True, timeout=10)
 
     def cut(self) -> None:
-        self.cgroup.mkdir(exist_ok=True)
         path = self.cgroup.relative_to(CGROUP_ROOT)
         try:
+            self.cgroup.mkdir(exist_ok=True)
             self._nft(
                 f"table inet {self.table} {{\n set conn {{ type inet_service; }}\n"
                 f" chain out {{ type filter hook output priority -10; policy accept;\n"
                 f'  socket cgroupv2 level 1 "{path}"'
                 f" tcp dport {self.port} drop\n"
-                f"  tcp sport @conn drop\n  tcp dport @conn drop\n }}\n}}\n"
+                f"  tcp dport {self.port} tcp sport @conn drop\n"
+                f"  tcp sport {self.port} tcp dport @conn drop\n }}\n}}\n"
             )
             # Moved first, then its existing connections listed: a socket opened in between is in the new cgroup.
             (self.cgroup / "cgroup.procs").write_text(str(self.pid))
@@ -123,11 +124,14 @@ class CameraCut:
             self.blocked |= new
 
     def _follow_loop(self) -> None:
+        warned = False
         while not self._stop.wait(0.05):
             try:
                 self._follow()
             except (subprocess.SubprocessError, OSError) as exc:
-                log.warning("drill: camera-cut: could not follow the actor's sockets: %s", exc)
+                if not warned:  # once: it is retried every 50 ms
+                    log.warning("drill: camera-cut: could not follow the actor's sockets: %s", exc)
+                warned = True
 
     def heal(self) -> None:
         self._stop.set()

@@ -348,3 +348,25 @@ def frames_unwritten(samples: list[tuple[float, str, dict[str, Any]]], cam: str)
         if lost:
             out[key] = lost
     return out
+
+
+def windows_ahead(data_dirs: dict[str, Path], store: str, camera: str, since: float, slack_s: float) -> list[str]:
+    """Segments of ``camera`` written since ``since`` whose window starts more than ``slack_s`` after the file was
+    written (its modification time, from the kernel's clock): stamped by a wall clock ahead of the true time.
+
+    Every date folder of the camera is read (a clock can be off by any amount), but only the names and times of
+    files written during the drill; compacted files are left out (their windows are older than their writing)."""
+    out: set[str] = set()
+    for data_dir in data_dirs.values():
+        root = Path(data_dir) / "events" / f"store={store}"
+        for path in root.glob(f"date=*/camera={camera}/*.parquet"):
+            if "~" in path.stem:
+                continue
+            try:
+                start = int(path.stem.split(".")[1]) / 1000
+                written = path.stat().st_mtime
+            except (IndexError, ValueError, OSError):
+                continue
+            if written >= since and start > written + slack_s:
+                out.add(path.stem)
+    return sorted(out)

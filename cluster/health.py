@@ -268,6 +268,7 @@ class HealthMonitor:
         self.cameras: dict[str, _Camera] = {}
         self.offset0 = sources.wall() - sources.monotonic()
         self.evaluations = 0
+        self.clock_ok_at = float("-inf")  # monotonic time of the latest evaluation whose clock probe passed
         self.last: Verdict = Verdict((), True, True)
         self.lock = threading.Lock()
 
@@ -312,7 +313,11 @@ class HealthMonitor:
                 failing.append(cam)
         probes.append(self._guard("disk", lambda: probe_disk(*src.disk(), s.min_free_bytes)))
         probes.append(self._guard("replication", lambda: probe_replication(*src.replication()), counts=False))
-        probes.append(self._guard("clock", self._clock, counts=False))
+        clock_at = src.monotonic()
+        clock = self._guard("clock", self._clock, counts=False)
+        probes.append(clock)
+        if clock.ok:
+            self.clock_ok_at = clock_at
         ok_now = all(p.ok for p in probes if p.counts)
         healthy = self.hysteresis.update(ok_now)
         verdict = Verdict(tuple(probes), ok_now, healthy, tuple(sorted(failing)))

@@ -91,6 +91,7 @@ class RayCameraRunner:
         clock: Callable[[], float] = time.monotonic,
         unsafe_break: frozenset[str] = frozenset(),
         cluster: Callable[[], Cluster | None] = lambda: None,
+        clock_ok_at: Callable[[], float] = lambda: float("-inf"),
         ray_api: Any = None,
         start_actor: Callable[..., Any] | None = None,
     ) -> None:
@@ -107,6 +108,7 @@ class RayCameraRunner:
         self.clock = clock
         self.unsafe_break = frozenset(unsafe_break)
         self.cluster = cluster
+        self.clock_ok_at = clock_ok_at  # when the node's clock probe last passed (handed to the actors at renewals)
         self.ray = ray_api
         self.start_actor = start_actor
         self.shutting_down = False  # set by the node before the HA loop's shutdown stops every camera
@@ -122,8 +124,9 @@ class RayCameraRunner:
     def renewed(self, at: float) -> None:
         with self.lock:
             self.deadline = max(self.deadline, at + self.window)
+            clock_ok_at = self.clock_ok_at()
             for actor, _fps, _token in self.actors.values():
-                actor.renew.remote(self.deadline)
+                actor.renew.remote(self.deadline, clock_ok_at)
 
     def _new_actor(self, camera_id: str, fps: float | None, token: int, *, standby: bool) -> Any:
         from storage.signing import SignerRef
@@ -456,6 +459,7 @@ class Node:
                 cfg.cluster.ttl_s,
                 unsafe_break=self.unsafe_break,
                 cluster=lambda: getattr(self.loop, "last_cluster", None),
+                clock_ok_at=lambda: self.monitor.clock_ok_at if self.monitor is not None else float("-inf"),
             )
             self.runner.prepare_standby()
             cameras = {c.id: float(c.fps or 10.0) for c in cfg.cameras}

@@ -311,14 +311,12 @@ def test_a_silent_stream_is_reported_stalled_before_its_read_times_out(
     assert states.states == ["running", "stalled", "reconnecting", "running"]
 
 
-def test_streams_open_with_a_short_probe_unless_the_environment_sets_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streams_open_with_a_short_probe_unless_the_environment_sets_one() -> None:
     from actors.capture import _ffmpeg_options
 
-    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
-    assert _ffmpeg_options(0.5) == "analyzeduration;500000"
-    assert _ffmpeg_options(None) is None
-    assert _ffmpeg_options(0) is None
-    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-    assert _ffmpeg_options(0.25) == "rtsp_transport;tcp|analyzeduration;250000"
-    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "analyzeduration;3000000")
-    assert _ffmpeg_options(0.5) == "analyzeduration;3000000"
+    # Nothing in the environment: OpenCV's own default (RTSP over TCP first) kept, with the short probe.
+    assert _ffmpeg_options(None, 0.5) == "rtsp_flags;prefer_tcp|analyzeduration;500000"
+    assert _ffmpeg_options(None, None) is None  # the fallback: OpenCV and FFmpeg's defaults
+    assert _ffmpeg_options(None, 0) is None
+    assert _ffmpeg_options("rtsp_transport;udp", 0.25) == "rtsp_transport;udp|analyzeduration;250000"
+    assert _ffmpeg_options("analyzeduration;3000000", 0.5) == "analyzeduration;3000000"

@@ -220,3 +220,34 @@ def test_the_replay_processes_the_frames_the_windows_list() -> None:
     assert keep(T + 0.2004) and not keep(T + 0.205)  # whole milliseconds: 2 ms of slack, no more
     assert all(keep(T + 1 + k / 10) for k in range(10))  # frames not listed (an older segment): every frame
     assert keep(T - 0.5) and keep(T + 2.5)  # outside every window (a gap): the undisturbed tracker watches on
+
+
+def test_windows_ahead_of_the_time_their_file_was_written(tmp_path: Path) -> None:
+    """A window stamped more than the slack after its file was written (by the kernel's clock) was stamped by a
+    clock ahead of the true time; files written before the drill and compacted files are not looked at."""
+    import os
+
+    written = 1_800_000_000.0
+    folder = tmp_path / "ws-a" / "events" / "store=s1" / "date=2027-01-15" / "camera=cam-1"
+    folder.mkdir(parents=True)
+    files = {
+        "cam-1.1800000000000.ws-a.3": written + 1,  # written a second after its window started: on time
+        "cam-1.1800000009000.ws-a.3": written,  # 9 s ahead: within the slack
+        "cam-1.1800000300000.ws-a.3": written,  # 300 s ahead
+        "cam-1.1800000300000~1800003600000.ws-a.3": written,  # compacted: left out
+        "cam-1.1800000600000.ws-a.3": written - 100,  # ahead, but written before the drill
+    }
+    for stem, mtime in files.items():
+        path = folder / f"{stem}.parquet"
+        path.write_bytes(b"")
+        os.utime(path, (mtime, mtime))
+    other = tmp_path / "ws-b" / "events" / "store=s1" / "date=2027-01-16" / "camera=cam-1"
+    other.mkdir(parents=True)
+    (other / "cam-1.1800090000000.ws-b.3.parquet").write_bytes(b"")
+    os.utime(other / "cam-1.1800090000000.ws-b.3.parquet", (written, written))  # a day ahead, another date folder
+    dirs = {"ws-a": tmp_path / "ws-a", "ws-b": tmp_path / "ws-b"}
+    assert df.windows_ahead(dirs, "s1", "cam-1", written - 10, 10.0) == [
+        "cam-1.1800000300000.ws-a.3",
+        "cam-1.1800090000000.ws-b.3",
+    ]
+    assert df.windows_ahead(dirs, "s1", "cam-2", written - 10, 10.0) == []

@@ -38,6 +38,7 @@ def cam_metrics(cam: str) -> dict[str, Any]:
         "handovers": [{"from": "ws-a/5", "to": "ws-b/6", "at": T + 11.7, "margin_s": 0.3}],
         "handover_margin_s": 0.3,
         "not_replicated": [],
+        "windows_ahead": [],
         "tokens": [5, 6],
         "tokens_monotonic": True,
         "events": 12,
@@ -160,6 +161,12 @@ def test_run_without_baseline_has_no_failures() -> None:
             run_with(cam_1={"not_replicated": ["cam-1.1800000020000.ws-a.5", "cam-1.1800000021000.ws-a.5"]}),
             "cam-1: 2 windows written but not in the survivor's data",
             id="not-replicated",
+        ),
+        pytest.param(
+            run_with(cam_1={"windows_ahead": ["cam-1.1800000300000.ws-a.5"]}),
+            "cam-1: 1 windows stamped more than 10 s after their file was written (a clock ahead of the true"
+            " time): ['cam-1.1800000300000.ws-a.5']",
+            id="windows-ahead",
         ),
         pytest.param(
             run_with(cam_2={"tokens_monotonic": False, "tokens": [5, 6, 7]}),
@@ -476,3 +483,15 @@ def test_short_windows_with_listed_frames_are_compared(monkeypatch: pytest.Monke
     assert (exact["verdict"], exact["drill_events_compared"]) == ("match", 6)
     inexact = compare(monkeypatch, crossings, crossings, m={**metrics(short=short), "short_windows_inexact": short})
     assert (inexact["verdict"], inexact["drill_events_compared"]) == ("inconclusive", 0)  # 39 s to 41 s + 5 s grace
+
+
+def test_camera_port_of_a_network_camera_and_a_refused_file() -> None:
+    from cluster.drill_cut import camera_port
+    from cluster.errors import EdgepairError
+
+    assert camera_port("rtsp://127.0.0.1:8554/cam-1") == 8554
+    assert camera_port("rtsp://10.0.0.5/stream") == 554
+    assert camera_port("https://cam.local/mjpeg") == 443
+    for source in ("/srv/video.mp4", "rtspt://10.0.0.5/s"):
+        with pytest.raises(EdgepairError, match="camera-cut needs a network camera"):
+            camera_port(source)

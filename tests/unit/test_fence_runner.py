@@ -148,7 +148,7 @@ def test_a_renewal_sets_the_deadline_and_pushes_it_to_running_actors_only(tmp_pa
     runner.renewed(99.0)  # an older renewal (sent earlier, seen later) never moves the deadline back
     assert runner.deadline == 102.1
     running, standby = factory.handles
-    assert running.calls == [("renew", 102.1), ("renew", 102.1)]
+    assert running.calls == [("renew", 102.1, float("-inf")), ("renew", 102.1, float("-inf"))]
     assert standby.calls == []
 
 
@@ -180,7 +180,7 @@ def test_a_fenced_runner_neither_retokens_nor_activates(tmp_path: Path) -> None:
     runner.start_camera("cam-1", 10.0, 6)
     runner.start_camera("cam-2", 5.0, 6)
     assert [h.calls for h in factory.handles] == [
-        [("renew", 102.1), ("retoken", 6)],
+        [("renew", 102.1, float("-inf")), ("retoken", 6)],
         [("activate", 6, 5.0, 102.1, frozenset())],
     ]
     assert runner.running() == {"cam-1", "cam-2"}

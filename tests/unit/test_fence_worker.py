@@ -492,3 +492,75 @@ def test_a_wall_clock_step_pauses_the_worker_until_the_clock_is_back(
     assert states == ["clock-stepped", "starting"]  # then the capture's own state (the script's never changes)
     assert segments(tmp_path) == [seg(0, TOKEN, 3, ts(0), ts(2)), seg(1, TOKEN, 2, ts(15), ts(16))]
     assert worker.status()["frames"] == 5
+
+
+@pytest.mark.parametrize(
+    ("by", "deadline", "processed"),
+    [
+        (-300.0, 1e9, 3),  # a step back pauses too
+        (3.0, 1e9, 5),  # within the bound (5 s): no pause
+        (300.0, None, 5),  # no fence (`edgepair run`, one node): no peer to tell the right clock, no pause
+    ],
+)
+def test_which_steps_pause_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by: float, deadline: float | None, processed: int
+) -> None:
+    from actors import worker as worker_mod
+
+    real = worker_mod.time.time
+    offset = [0.0]
+    monkeypatch.setattr(worker_mod.time, "time", lambda: real() + offset[0])
+    worker = make_worker(tmp_path, FakeClock(100.0), deadline=deadline)
+    # Frame times ahead of the ones before (a step back is the clock's, not the frames'): only the pause drops them.
+    play(worker, [Frame(ts(k), 100.0 + k / 10) for k in range(3)] + [Do(lambda: offset.__setitem__(0, by))]
+         + [Frame(ts(3), 100.3), Frame(ts(4), 100.4)])  # fmt: skip
+    assert worker.status()["frames"] == processed
+
+
+def test_a_step_the_node_confirms_is_taken_as_the_new_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock set right (time sync correcting a wrong clock, both workstations stepped alike): the worker pauses at
+    the step, and resumes with the new time as its reference once the node's clock check passed after it (a
+    verdict from before the step, or from less than a health period after it, does not count). Without that, a
+    corrected clock kept every camera paused for good."""
+    import time as time_mod
+
+    from actors import worker as worker_mod
+
+    real = worker_mod.time.time
+    offset = [0.0]
+    monkeypatch.setattr(worker_mod.time, "time", lambda: real() + offset[0])
+    worker = make_worker(tmp_path, FakeClock(100.0), deadline=1e9)
+    states: list[str] = []
+
+    def look() -> Do:
+        return Do(lambda: states.append(worker.status()["state"]))
+
+    def confirm(after_s: float) -> Do:
+        return Do(lambda: worker.renew(1e9, worker._step_seen_at + after_s))
+
+    play(
+        worker,
+        [Frame(ts(k), 100.0 + k / 10) for k in range(3)]
+        + [Do(lambda: offset.__setitem__(0, 30.0)), Frame(ts(300), 100.3), look()]
+        + [Do(lambda: worker.renew(1e9, time_mod.monotonic() - 10)), Frame(ts(301), 100.4), look()]  # stale verdict
+        + [confirm(0.1), Frame(ts(302), 100.5), look()]  # too soon after the step
+        + [confirm(0.6), Frame(ts(315), 101.5), Frame(ts(316), 101.6), look()],
+    )
+    assert states == ["clock-stepped", "clock-stepped", "clock-stepped", "starting"]
+    assert worker.status()["frames"] == 5
+    assert segments(tmp_path)[-1] == seg(31, TOKEN, 2, ts(315), ts(316))
+
+
+def test_a_standby_worker_takes_the_clock_as_of_its_activation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors import worker as worker_mod
+
+    real = worker_mod.time.time
+    offset = [0.0]
+    monkeypatch.setattr(worker_mod.time, "time", lambda: real() + offset[0])
+    worker = make_worker(tmp_path, FakeClock(100.0), deadline=None, token=0)
+    offset[0] = 60.0  # the clock was set right while the actor waited as a standby
+    worker.start = lambda: True  # type: ignore[method-assign]
+    worker.activate(TOKEN, None, 1e9)
+    assert worker._clock_stepped() is False
+    offset[0] = 0.0  # a step after the activation does pause it
+    assert worker._clock_stepped() is True

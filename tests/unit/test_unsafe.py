@@ -295,3 +295,39 @@ def test_the_node_refuses_an_unknown_break(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ConfigError) as err:
         Node(parse_config(NODE_CONFIG, base_dir=tmp_path), "ws-a")
     assert str(err.value).startswith("EDGEPAIR_UNSAFE_BREAK='fences': unknown value 'fences'; allowed values:")
+
+
+def test_the_clock_jump_hook_offsets_the_wall_clock_only(tmp_path: Path) -> None:
+    """``install_clock_offset`` (in a fresh interpreter: it patches the process's ``time`` module for good): the wall
+    clock reads the file's offset, the monotonic clock does not move; an unreadable file reads as 0."""
+    import subprocess
+    import sys
+
+    offset = tmp_path / "offset"
+    offset.write_text("300\n")
+    code = (
+        "import time; from pathlib import Path; from cluster.unsafe import install_clock_offset\n"
+        "w0, m0 = time.time(), time.monotonic()\n"
+        f"install_clock_offset(Path({str(offset)!r}))\n"
+        "print(round(time.time() - w0), round(time.monotonic() - m0), round(time.time_ns() / 1e9 - w0))\n"
+        f"Path({str(offset)!r}).write_text('not a number'); time.sleep(0.15)\n"
+        "print(round(time.time() - w0))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2]
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["300 0 300", "0"]
+
+
+def test_the_clock_jump_hook_is_inert_without_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from cluster import unsafe
+
+    monkeypatch.delenv(unsafe.CLOCK_FILE_ENV, raising=False)
+    before = time.time
+    unsafe.install_clock_offset_from_env()  # Ray's worker setup hook in a node without the clock-jump hook
+    assert time.time is before
+    assert unsafe.test_faults({"EDGEPAIR_TEST_FAULTS": "clock-jump"}) == frozenset({"clock-jump"})
+    assert unsafe.test_faults({}) == frozenset()
