@@ -128,17 +128,23 @@ class RayCameraRunner:
             for actor, _fps, _token in self.actors.values():
                 actor.renew.remote(self.deadline, clock_ok_at)
 
+    def effective_fps(self, camera_id: str, fps: float | None) -> float | None:
+        """The rate a camera runs at: the planned ``fps`` capped by the camera's configured one (None: none given,
+        the source's own rate). The one place this is computed: a start, an activation and Ray's restart of an actor
+        all use it (the restart used to lose the plan when the camera had no ``fps`` of its own)."""
+        cam = next(c for c in self.config.cameras if c.id == camera_id)
+        return min(fps, cam.fps) if cam.fps and fps else (fps or None)
+
     def _new_actor(self, camera_id: str, fps: float | None, token: int, *, standby: bool) -> Any:
         from storage.signing import SignerRef
 
-        cam = next(c for c in self.config.cameras if c.id == camera_id)
         return self.start_actor(
             self.config,
             camera_id,
             self.inference,
             token=token,
             model_version=self.model_version,
-            fps=min(fps, cam.fps) if cam.fps and fps else (fps or None),
+            fps=self.effective_fps(camera_id, fps),
             fence_deadline=None if standby else self.deadline,
             autostart=not standby,
             signing=SignerRef.from_config(self.config),
@@ -170,7 +176,6 @@ class RayCameraRunner:
                 return
             if current is not None:
                 self._stop(camera_id)
-            cam = next(c for c in self.config.cameras if c.id == camera_id)
             actor = self.standby.pop(camera_id, None)
             warm = actor is not None
             if actor is None and self.unsafe_break:
@@ -178,8 +183,7 @@ class RayCameraRunner:
                 # one comes back idle too, and statuses() activates it again, with the breaks).
                 actor = self._new_actor(camera_id, None, 0, standby=True)
             if actor is not None:
-                eff = min(fps, cam.fps) if cam.fps and fps else (fps or None)
-                actor.activate.remote(token, eff, self.deadline, self.unsafe_break)
+                actor.activate.remote(token, self.effective_fps(camera_id, fps), self.deadline, self.unsafe_break)
             else:
                 actor = self._new_actor(camera_id, fps, token, standby=False)
             self.actors[camera_id] = (actor, fps, token)
@@ -290,9 +294,7 @@ class RayCameraRunner:
                 log.info(
                     "node %s: %s restarted by Ray: activating it again under token %d", self.config.node, cam, token
                 )
-                cam_cfg = next(c for c in self.config.cameras if c.id == cam)
-                eff = min(fps, cam_cfg.fps) if cam_cfg.fps and fps else None
-                actor.activate.remote(token, eff, self.deadline, self.unsafe_break)
+                actor.activate.remote(token, self.effective_fps(cam, fps), self.deadline, self.unsafe_break)
         return out
 
 

@@ -309,3 +309,26 @@ def test_the_runner_hands_each_segment_over_once_and_starts_afresh_with_a_restar
     # Ray restarted the actor: a new instance numbering from 1 again; its segments are all new
     assert [s for s, *_ in runner._received("cam-1", "inst-2", entries(1))] == ["seg-1"]
     assert runner._ack("cam-1") == ("inst-2", 1)
+
+
+def test_an_actor_ray_restarted_comes_back_at_the_planned_rate(tmp_path: Path) -> None:
+    """Ray restarts a dead camera actor from its constructor's arguments (idle, or with its old token): the runner
+    activates it again under the current token, fence and *planned* rate. For a camera without an ``fps`` of its own
+    the rate was lost (None: the source's full rate) where the start and the activation of a standby kept it."""
+    clock, factory = FakeClock(100.0), Factory()
+    runner = make_runner(tmp_path, clock, factory)
+    runner.renewed(100.0)
+    runner.start_camera("cam-1", 4.0, 5)
+    runner.prepare_standby()
+    runner.start_camera("cam-2", 3.0, 5)  # activates the standby actor
+    first, standby = factory.handles
+    assert ("activate", 5, 3.0, 101.6, frozenset()) in standby.calls
+    first.status_doc = {"active": False, "token": 0}  # what Ray's restart of the actor answers
+    runner.statuses()
+    assert first.calls[-1] == ("activate", 5, 4.0, 101.6, frozenset())
+    assert factory.made[0] == ("cam-1", {"token": 5, "fps": 4.0, "fence_deadline": 101.6, "autostart": True})
+    assert [runner.effective_fps(c, f) for c, f in [("cam-1", 4.0), ("cam-1", None), ("cam-2", 3.0)]] == [
+        4.0,
+        None,
+        3.0,
+    ]
