@@ -244,8 +244,8 @@ def test_the_runner_hands_its_breaks_to_every_actor_it_activates(tmp_path: Path)
     first.status_doc = {"active": False, "token": 0}  # Ray restarted it from its constructor: idle, without the breaks
     second.status_doc = {"active": True, "token": 5}
     runner.statuses()
-    # (the rate handed again is None for a camera without a configured fps: what statuses() has always sent)
-    assert first.calls[1:] == [("status",), ("activate", 5, None, 101.6, broken)]
+    # the planned rate again (it was None for a camera without a configured fps, issue 16: the source's full rate)
+    assert first.calls[1:] == [("status",), ("activate", 5, 10.0, 101.6, broken)]
     assert second.calls[1:] == [("status",)]
 
 
