@@ -45,6 +45,7 @@ from storage.kpis import (
 )
 from storage.sandbox import lock_down, one_line
 from storage.segments import load_timezone, write_atomic
+from storage.sqltext import literal as _literal
 from storage.views import INTERNAL_SCHEMA, create_views
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,6 @@ EVENT_COLUMNS = (
     "store_id, camera_id, ts, ts_local, local_date, local_hour, track_id, kind, line_id, zone_id, direction, dwell_s,"
     " node, token, config_version, model_version, segment_id, seq"
 )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # --- dataset files -------------------------------------------------------------------------------------------------

@@ -16,14 +16,12 @@ import itertools
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from storage.sqltext import literal as _literal
+
 SLOT_S = 900
 """Coverage is computed on 15-minute UTC slots: every real UTC offset is a multiple of 15 minutes."""
 _STEP_S = 6 * 3600
 """Offsets are probed every 6 hours, then bisected to the second: no zone changes its offset twice in 6 hours."""
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def offset_spans(timezone: str, lo: int, hi: int) -> list[tuple[int, int]]:

@@ -28,15 +28,12 @@ import duckdb
 
 from cluster.errors import QueryError
 from storage.segments import EVENTS_DIR
+from storage.sqltext import literal as _literal
 
 REFUSED_WHY = "queries may read only the store's views (no other file, setting, extension or database)"
 HELP = "run 'SHOW TABLES' to list the views, 'DESCRIBE events' for columns"
 _LOCKED_MARKERS = ("disabled by configuration", "configuration has been locked", "disabled through configuration")
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def one_line(exc: BaseException) -> str:

@@ -73,6 +73,7 @@ from storage.localtime import cov_slots_sql, local_ts_sql, slots_sql
 from storage.sandbox import check_statement, lock_down, one_line, query_error
 from storage.schema import EVENT_SCHEMA, SegmentMeta
 from storage.segments import EVENTS_DIR, is_temp_file, load_timezone
+from storage.sqltext import literal as _literal
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,6 @@ _META_TYPES = {
     "token": "BIGINT",
     "rows": "BIGINT",
 }
-
-
-def _literal(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def segment_glob(data_dir: Path) -> str:
