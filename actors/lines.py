@@ -309,7 +309,12 @@ class LineCounter:
         return self._finalise(None)
 
     def reset(self) -> None:
-        """Forget every track (the counters are kept); pending crossings are dropped: call ``flush`` first."""
+        """Forget every track (the counters are kept); pending crossings are dropped: call ``flush`` first.
+
+        What comes next is a fresh start, like the stream's first frame: a track born within ``back_s`` of it is not
+        projected back (after a fence pause or a restarted source, the person whose crossing was just counted and
+        flushed would otherwise be counted again, stepping away from the line as a new track)."""
+        self._t_start = None
         self._last.clear()
         self._trail.clear()
         self._born.clear()

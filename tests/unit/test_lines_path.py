@@ -110,3 +110,19 @@ def test_born_at_the_edge(x: float, expected: list[tuple[int, float, str]]) -> N
 def test_rejects_negative_fit_and_back() -> None:
     with pytest.raises(ValueError, match="fit_s and back_s must be >= 0"):
         LineCounter("door", "cam-1", *DOOR, INSIDE, back_s=-1.0)
+
+
+def test_a_reset_is_a_fresh_start_for_tracks_born_in_view() -> None:
+    """A crossing counted and flushed at a pause (``CameraAnalytics.finish``: flush, then reset), then the same person
+    seen again as a new track just past the line: not projected back and counted twice, as at a stream's start."""
+    line = LineCounter("door", "cam-1", *DOOR, INSIDE)
+    got = run(line, walk(0.5, [0.30, 0.35, 0.40, 0.45, 0.55], start=20), 25)  # crosses between frames 23 and 24
+    assert got == [(25, 2.4, "in")]
+    line.reset()
+    after = walk(0.5, [0.57, 0.62, 0.67, 0.72, 0.77, 0.82, 0.87], start=0)
+    after = {f: (x, y) for f, (x, y) in after.items()}
+    out = []
+    for f in range(10):  # the same person as track 1 again, 2.7 s after the pause
+        d = dets(*after[f]) if f in after else Detections.empty()
+        out += line.trigger(d, T0 + 2.7 + f / 10, W, H)
+    assert out == [] and (line.in_count, line.out_count) == (1, 0)
