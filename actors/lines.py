@@ -27,7 +27,10 @@ Rules:
   moment they crossed, or stepping out of a door the line is drawn across): one crossing, stamped at the birth and
   returned ``BIRTH_FIT_S`` after it. Someone standing still, walking along the line, or born on the side they walk
   away into more than ``back_s`` of walking from the line is not counted; people entering at a frame edge never
-  are (the door of a camera that sees only the inside is at the edge: they are not inferred to have crossed).
+  are (the door of a camera that sees only the inside is at the edge: they are not inferred to have crossed). Nor
+  is a track that continues one which crossed the same way within ``FRAGMENT_S`` (plus ``back_s``) before, at most
+  ``FRAGMENT_U`` along the line from it: the same person, lost just past the line (stopped behind someone, where
+  the tracker's re-linking, which predicts a walk going on, missed them), already counted.
 - Moving to the side of ``in_point`` is ``"in"``, the other way ``"out"``; every flip is one event, so in then out
   counts one of each, unless it happens within ``confirm_s``.
 - **Confirmation delay** (``confirm_s``, default ``CONFIRM_S`` = 0.5 s): a crossing is final, and returned, at the
@@ -58,6 +61,8 @@ FIT_S = 1.0  # see the module docstring: seconds of a track's path before a flip
 BACK_S = 1.0  # see the module docstring: how far back a track born away from the frame's edges is projected
 BIRTH_FIT_S = 0.5  # seconds of a new track's first motion fitted for that projection
 BIRTH_GIVE_UP_S = 2.0  # a new track still inside the dead band this long after its birth is not projected
+FRAGMENT_S = 2.0  # a crossing this long (plus back_s) before a birth, nearby, may be the same person's: see below
+FRAGMENT_U = 0.1  # "nearby": this far apart along the line at most (normalised, about a person's width or two)
 
 
 @dataclass
@@ -133,6 +138,8 @@ class LineCounter:
         self._t_start: float | None = None  # the first frame this line saw (the stream's start)
         self._trail: dict[int, list[tuple[float, np.ndarray]]] = {}  # track id -> its anchors of the last fit_s
         self._pending: dict[int, list[_Candidate]] = {}  # track id -> crossings not final yet (confirm_s)
+        # Crossings counted lately: (ts, track id, direction, where along the line), for ``_back_project``.
+        self._recent: list[tuple[float, int, str, float]] = []
         self.in_count = 0
         self.out_count = 0
 
@@ -140,6 +147,12 @@ class LineCounter:
         """Signed distance from ``p`` to the infinite line; > 0 on the left of start -> end (y pointing down)."""
         d = self._dir
         return float((d[0] * (p[1] - self.start[1]) - d[1] * (p[0] - self.start[0])) / self.length)
+
+    def _along(self, p: np.ndarray, q: np.ndarray) -> float:
+        """Where the move ``p`` -> ``q`` (on opposite sides) meets the line: the distance along it from its start."""
+        sp, sq = self._signed(p), self._signed(q)
+        x = p + sp / (sp - sq) * (q - p)
+        return float(np.dot(x - self.start, self._dir)) / self.length
 
     def _through_segment(self, p: np.ndarray, q: np.ndarray) -> bool:
         """Does the move ``p`` -> ``q`` (on opposite sides) meet the segment, extended by ``hysteresis``?"""
@@ -258,6 +271,22 @@ class LineCounter:
         if s_back * side >= 0 or abs(s_back) <= self.hysteresis or not self._through_segment(back, b.first[1]):
             return []
         direction = "in" if side == self.in_sign else "out"
+        # The same person as a track that crossed here just before and was lost (it stopped behind someone, and the
+        # tracker's re-linking, which predicts it walking on, missed it): that crossing was counted already.
+        u = self._along(back, b.first[1])
+        for i, (ts, other, d, u_other) in enumerate(self._recent):
+            if (
+                other != tid
+                and d == direction
+                and ts >= b.ts - self.back_s - FRAGMENT_S
+                and abs(u - u_other) <= FRAGMENT_U
+            ):
+                del self._recent[i]  # one crossing explains one new track
+                log.debug(
+                    "camera %s line %s: track %d born past the line continues track %d (crossed at %.1f): not counted",
+                    self.camera_id, self.line_id, tid, other, ts,
+                )  # fmt: skip
+                return []
         e = Event(b.ts, self.camera_id, tid, LINE_CROSS, line_id=self.line_id, direction=direction)
         self._count(e)
         return [e]
@@ -290,6 +319,9 @@ class LineCounter:
             )
             return []
         self._count(c.event)
+        e = c.event
+        self._recent = [r for r in self._recent if r[0] >= e.ts - self.back_s - FRAGMENT_S - 5.0][-64:]
+        self._recent.append((e.ts, e.track_id, str(e.direction), self._along(c.before, c.after)))
         return [c.event]
 
     def forget(self, track_ids: list[int]) -> list[Event]:
@@ -320,3 +352,4 @@ class LineCounter:
         self._born.clear()
         self._seen.clear()
         self._pending.clear()
+        self._recent.clear()

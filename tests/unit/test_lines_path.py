@@ -126,3 +126,53 @@ def test_a_reset_is_a_fresh_start_for_tracks_born_in_view() -> None:
         d = dets(*after[f]) if f in after else Detections.empty()
         out += line.trigger(d, T0 + 2.7 + f / 10, W, H)
     assert out == [] and (line.in_count, line.out_count) == (1, 0)
+
+
+def _feed(line: LineCounter, frames: list[dict[int, tuple[float, float]]]) -> list[tuple[float, int, str]]:
+    out = []
+    for f, tracks in enumerate(frames):
+        if tracks:
+            boxes = [[x * W - 20, y * H - 100, x * W + 20, y * H] for x, y in tracks.values()]
+            d = Detections(xyxy=np.array(boxes), confidence=np.full(len(boxes), 0.9), tracker_id=np.array(list(tracks)))
+        else:
+            d = Detections.empty()
+        out += [(round(e.ts - T0, 2), e.track_id, str(e.direction)) for e in line.trigger(d, T0 + f / 10, W, H)]
+    return out + [(round(e.ts - T0, 2), e.track_id, str(e.direction)) for e in line.flush()]
+
+
+@pytest.mark.parametrize(
+    ("gap", "u_shift", "expected"),
+    [
+        pytest.param(3, 0.0, [(2.5, 1, "in")], id="lost-past-the-line-and-back-as-a-new-track: counted once"),
+        pytest.param(15, 0.0, [(2.5, 1, "in")], id="after-1.5-s-hidden: counted once"),
+        pytest.param(3, 0.3, [(2.5, 1, "in"), (3.2, 2, "in")], id="another-person-farther-along-the-line: both"),
+    ],
+)
+def test_a_track_that_continues_one_which_just_crossed_is_not_counted_again(
+    gap: int, u_shift: float, expected: list[tuple[float, int, str]]
+) -> None:
+    """Track 1 walks in through the door (counted), is lost just past the line, and the same walk resumes as track 2
+    (the tracker did not re-link it): the back-projection of track 2 finds track 1's crossing, same way and place,
+    and counts nothing. A track born as far along the line as another person would be is counted."""
+    line = LineCounter("door", "cam-1", *DOOR, INSIDE)
+    frames: list[dict[int, tuple[float, float]]] = [{}] * 20
+    frames += [{1: (0.5, 0.30 + 0.05 * f)} for f in range(9)]  # crosses y 0.5 between its frames 4 and 5
+    frames += [{}] * gap
+    frames += [{2: (0.5 + u_shift, 0.30 + 0.05 * f)} for f in range(9 + gap, 21 + gap)]
+    assert _feed(line, frames) == expected
+
+
+@pytest.mark.parametrize(
+    ("box", "at_edge"),
+    [
+        ([300, 200, 340, 300], False),
+        ([10, 200, 50, 300], True),  # left
+        ([940, 200, 980, 300], True),  # right (W = 1000)
+        ([300, 20, 340, 120], True),  # top
+        ([300, 380, 340, 480], True),  # bottom (H = 500)
+    ],
+)
+def test_at_edge_on_every_side(box: list[float], at_edge: bool) -> None:
+    from actors.lines import _at_edge
+
+    assert _at_edge(np.array(box, np.float64), W, H) is at_edge
