@@ -94,15 +94,18 @@ def _store_with_events(cfg: Config) -> Path:
     for name in (STATE, "pair.stopped.json"):  # `pair up` / `make demo`: each workstation writes its own data dir
         state_file = data_dir / "pair" / name
         try:
+            if state_file.stat().st_size > 1_000_000:
+                continue
             nodes = json.loads(state_file.read_text())["nodes"]
-            first = next(iter(nodes.values()))
+            node_config = next(iter(nodes.values()))["config"]
+        except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError, RecursionError):
+            continue
+        if isinstance(node_config, str) and node_config.isprintable() and len(node_config) < 4096:
             hint = (
                 f"the local pair of {state_file.parent} (`pair up`, `make demo`) keeps each workstation's data in its"
-                f" own folder: use --config {first['config']}"
+                f" own folder: use --config {node_config}"
             )
             break
-        except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
-            continue
     raise QueryError(f"no events recorded in {data_dir} (no segment under it): {hint}")
 
 

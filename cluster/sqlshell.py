@@ -20,6 +20,9 @@ from cluster.errors import QueryError
 if TYPE_CHECKING:
     import duckdb
 
+SHOWN = 100
+"""Rows a result shows (and the most fetched, plus one to tell that there are more)."""
+
 HELP = (
     "end a statement with ';' (it may span lines). Views: SHOW TABLES; columns: DESCRIBE traffic_daily;"
     " dot commands: .tables .help .quit"
@@ -66,8 +69,9 @@ def run_shell(
             buffer.clear()
             say("")
             continue
-        text = line.strip()
-        if not buffer and text.startswith("."):
+        text = line.rstrip("\r\n")
+        if not buffer and text.strip().startswith("."):
+            text = text.strip()
             command = text.split()[0]
             if command in (".quit", ".exit", ".q"):
                 return 0
@@ -79,22 +83,45 @@ def run_shell(
                 say(f"error: unknown command {command}: {HELP}")
             if command != ".tables":
                 continue
-        if not text:
+        if not text.strip() and not buffer:
             continue
         buffer.append(text)
-        if not text.endswith(";"):
-            continue
         sql = "\n".join(buffer)
+        end = _statement_end(sql)
+        if end is None:
+            continue
         buffer.clear()
         try:
             check_statement(sql)
             try:
-                relation = con.sql(sql)
+                relation = con.sql(sql[:end])  # without its ';' and what follows (a comment): it is wrapped in LIMIT
+                # At most one row more than is shown: the rest is never fetched (a query cannot spill to disk here).
+                table = relation.limit(SHOWN + 1).to_arrow_table() if relation is not None else None
             except duckdb.Error as exc:
                 raise query_error(exc) from None
-            if relation is not None:
-                say(format_table(relation.to_arrow_table()))
+            if table is not None:
+                say(format_table(table.slice(0, SHOWN), max_rows=SHOWN))
+                if table.num_rows > SHOWN:
+                    say(f"(more than {SHOWN} rows: narrow the query, or use `edgepair query --format csv`)")
         except QueryError as exc:
             say(f"error: {exc}")
         except (OverflowError, ValueError, pa.ArrowException) as exc:  # a value Python cannot hold (year 294247)
             say(f"error: a value of the result cannot be shown ({type(exc).__name__}): cast it to VARCHAR")
+
+
+def _statement_end(sql: str) -> int | None:
+    """Where the ``;`` that ends ``sql`` is, when its last token past comments is one outside any string or comment
+    (a ``;`` inside a quoted string or after ``--`` ends nothing); None while the statement goes on."""
+    import duckdb
+
+    try:
+        tokens = duckdb.tokenize(sql)
+    except Exception:  # text the tokenizer cannot read: sent as it is, and refused with one line
+        return len(sql)
+    code = [(pos, kind) for pos, kind in tokens if kind != duckdb.token_type.comment]
+    if not code:
+        return None
+    pos, kind = code[-1]
+    if kind == duckdb.token_type.operator and sql[pos:].lstrip().startswith(";"):
+        return pos + sql[pos:].index(";")
+    return None

@@ -61,14 +61,14 @@ def _first_word(sql: str) -> str:
 
 def check_statement(sql: str, help_text: str = HELP) -> None:
     """Refuse ``sql`` unless it is exactly one read-only query (module rules); QueryError of one line."""
+    if "\x00" in sql:
+        raise QueryError("query refused: the text holds a NUL character; type the statement again")
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {one_line(exc)} ({help_text})") from None
     if len(statements) != 1:
-        raise QueryError(
-            f"query refused: {len(statements)} statements given, `edgepair query` runs exactly one; {REFUSED_WHY}"
-        )
+        raise QueryError(f"query refused: {len(statements)} statements given, one is run at a time; {REFUSED_WHY}")
     st = statements[0]
     if st.type == duckdb.StatementType.SELECT:
         return

@@ -31,12 +31,16 @@ VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 BOUND_S = 600
 
 
+def readme_blocks(text: str) -> list[list[str]]:
+    """The command lines of each of the README's ``sh`` blocks, in order (blank and comment lines left out)."""
+    return [
+        [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+        for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+    ]
+
+
 def readme_commands(text: str) -> list[str]:
-    """The command lines of the README's ``sh`` blocks, in order (blank and comment lines left out)."""
-    lines = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
-        lines += [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
-    return lines
+    return [line for block in readme_blocks(text) for line in block]
 
 
 def why_not_run(line: str, in_ansible: bool) -> str | None:
@@ -57,6 +61,10 @@ def test_readme_commands_parse_into_what_runs_and_what_does_not() -> None:
     runs = [line for line in lines if why_not_run(line, False) is None]
     assert any(line.startswith(".venv/bin/edgepair pair up") for line in runs)
     assert any(line.startswith(".venv/bin/edgepair sql") for line in runs)
+    # The analyst's block comes after the Ansible ones: a `cd deploy/ansible` there does not reach it.
+    blocks = readme_blocks((REPO / "README.md").read_text())
+    assert any(b[0].startswith("cd deploy/ansible") for b in blocks)
+    assert any(line.startswith(".venv/bin/duckdb") for b in blocks for line in b if not b[0].startswith("cd "))
     assert why_not_run("ansible-playbook -i inventories/<store> site.yml", False) is not None
     assert why_not_run("make demo   # comment", False) is not None
 
@@ -76,11 +84,14 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
             shutil.copy2(src, copy / rel)
     (copy / ".venv").symlink_to(REPO / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEPAIR_", "PYTEST"))}
-    ran, skipped, in_ansible = [], [], False
-    lines = readme_commands((REPO / "README.md").read_text())
-    pair_up = False
+    ran, skipped = [], []
+    blocks = readme_blocks((REPO / "README.md").read_text())
+    lines = [(i, line) for i, block in enumerate(blocks) for line in block]
+    pair_up, in_ansible, block_of = False, False, -1
     try:
-        for line in lines:
+        for i, line in lines:
+            if i != block_of:  # a `cd` lasts until the end of its block
+                block_of, in_ansible = i, False
             in_ansible = in_ansible or line.startswith("cd deploy/ansible")
             why = why_not_run(line, in_ansible)
             if why is not None:

@@ -133,3 +133,35 @@ def test_analyst_commands_on_a_data_dir_without_events_say_so(tmp_path: Path, ar
         f"edgepair: error: no events recorded in {data} (no segment under it): the local pair of {run} (`pair up`,"
         f" `make demo`) keeps each workstation's data in its own folder: use --config {run / 'ws-a.yaml'}"
     ]
+
+
+def test_sql_shell_errors_while_running_and_odd_input_are_one_line_each(tmp_path: Path) -> None:
+    """An error raised while the query runs (not when it is parsed), a NUL byte, a ';' inside a string or before a
+    comment, and a result longer than what is shown: each answered, the shell goes on, nothing is fetched beyond the
+    shown rows plus one."""
+    cfg = make_store(tmp_path)
+    stdin = (
+        "SELECT x::INT FROM (VALUES ('a')) t(x);\n"
+        "SELECT 1;\x00;\n"
+        "SELECT 'a;\nb' AS s;\n"
+        "SELECT 2 AS two; -- a comment\n"
+        "SELECT * FROM range(1000000);\n"
+        "SELECT 3 AS three;\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "sql", "--config", str(cfg)],
+        input=stdin.encode(), capture_output=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )  # fmt: skip
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert "Traceback" not in out + proc.stderr.decode()
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, out
+    assert errors[0].startswith("error: query failed: Conversion Error"), errors
+    assert errors[1] == "error: query refused: the text holds a NUL character; type the statement again", errors
+    lines = [line.strip() for line in out.splitlines()]
+    assert "a;" in lines and "b" in lines, out  # the string with its ';' and its newline, in one statement
+    assert "2" in lines and "3" in lines, out
+    assert "(more than 100 rows: narrow the query, or use `edgepair query --format csv`)" in lines, out
+    assert "99" in lines and "100" not in lines, out  # rows 0-99 shown

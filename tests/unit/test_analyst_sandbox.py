@@ -58,7 +58,7 @@ def test_query_reads_the_views(store: Path, capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(
     ("sql", "refused"),
     [
-        ("SELECT 1; SELECT 2", "2 statements given, `edgepair query` runs exactly one"),
+        ("SELECT 1; SELECT 2", "2 statements given, one is run at a time"),
         ("SELECT count(*) FROM events; COPY (SELECT 1) TO '/tmp/x'", "2 statements given"),
         ("", "0 statements given"),
         ("SELECT * FROM read_text('/etc/hostname')", 'Cannot access file "/etc/hostname"'),
