@@ -154,7 +154,7 @@ def run_once(
         if scenario == "kill-actor":
             moved = [sorted(place)[0]]  # the camera whose actor was killed must come back in a new process
         if scenario == "camera-cut":
-            moved = [cut_camera(place, leader)]  # that camera alone moves to the workstation that still reaches it
+            moved = [cut_camera(place, leader)[1]]  # that camera alone moves to the workstation that still reaches it
         try:
             _wait(lambda: _taken_over(watch, cams, t0, moved), 60, "every camera processing frames again")
             recovered = True

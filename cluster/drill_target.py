@@ -62,12 +62,13 @@ NODE_FAULTS = ("kill-node", "kill-leader", "freeze-node", "partition", *GRAY_NOD
 Restore = Callable[[], None]
 
 
-def cut_camera(place: dict[str, str], leader: str) -> str:
-    """The camera ``camera-cut`` cuts off from the leader's workstation: the first (by id) of those it runs."""
-    cams = sorted(c for c, n in place.items() if n == leader)
+def cut_camera(place: dict[str, str], leader: str) -> tuple[str, str]:
+    """(workstation, camera) ``camera-cut`` cuts apart: the first camera (by id) the leader's workstation runs, or,
+    when it runs none (an earlier cut moved its camera away: per-camera moves stay), the first one the other runs."""
+    cams = sorted(c for c, n in place.items() if n == leader) or sorted(place)
     if not cams:
-        raise EdgepairError(f"camera-cut: {leader} runs no camera to cut off (placement {place})")
-    return cams[0]
+        raise EdgepairError(f"camera-cut: no camera runs (placement {place})")
+    return place[cams[0]], cams[0]
 
 
 class DrillTarget(Protocol):
@@ -248,11 +249,11 @@ class LocalPair:
         if scenario == "camera-cut":
             from cluster.drill_cut import CameraCut, camera_port
 
-            cam = cut_camera(place, leader)
+            node, cam = cut_camera(place, leader)
             source = next(c["source"] for c in self.node_config()["cameras"] if c["id"] == cam)
-            cut = CameraCut(self._actor_pid(leader, cam), camera_port(source), f"{cam} from {leader}")
+            cut = CameraCut(self._actor_pid(node, cam), camera_port(source), f"{cam} from {node}")
             cut.cut()
-            return f"{leader}/{cam} (camera unreachable from {leader} only)", seq(lambda: time.sleep(hold_s), cut.heal)
+            return f"{node}/{cam} (camera unreachable from {node} only)", seq(lambda: time.sleep(hold_s), cut.heal)
         if scenario == "bad-key":
             faults.write_bad_key(state, "members/ws-bad", '{"healthy": true}')  # no name
             faults.write_bad_key(state, "assignment", '{"cameras": "not a mapping", "token": "x"}')

@@ -495,3 +495,14 @@ def test_camera_port_of_a_network_camera_and_a_refused_file() -> None:
     for source in ("/srv/video.mp4", "rtspt://10.0.0.5/s"):
         with pytest.raises(EdgepairError, match="camera-cut needs a network camera"):
             camera_port(source)
+
+
+def test_camera_cut_cuts_the_leaders_first_camera_or_else_the_others() -> None:
+    from cluster.drill_target import cut_camera
+    from cluster.errors import EdgepairError
+
+    assert cut_camera({"cam-2": "ws-a", "cam-1": "ws-b", "cam-3": "ws-a"}, "ws-a") == ("ws-a", "cam-2")
+    # An earlier cut moved the leader's camera away (per-camera moves stay): the other workstation's first camera.
+    assert cut_camera({"cam-2": "ws-b", "cam-1": "ws-b"}, "ws-a") == ("ws-b", "cam-1")
+    with pytest.raises(EdgepairError, match="no camera runs"):
+        cut_camera({}, "ws-a")
