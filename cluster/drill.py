@@ -112,6 +112,16 @@ def _all_running(target: DrillTarget, cams: list[str]) -> dict[str, str] | None:
     return place if set(cams) <= set(place) and all(h.get("healthy") for h in hs.values()) else None
 
 
+def _ready(target: DrillTarget, cams: list[str]) -> dict[str, str] | None:
+    """What a run starts from: :func:`_all_running`, and no node listing a camera as failing at its source (a node
+    remembers that for ``cluster.health.FAILING_MEMORY_S``, 120 s: a camera cut again within it, failing from both
+    nodes as far as they know, rightly stays where it is, so a second ``camera-cut`` run waits it out)."""
+    place = _all_running(target, cams)
+    if place is None or any((target.health(n) or {}).get("failing") for n in target.nodes):
+        return None
+    return place
+
+
 def _leader(target: DrillTarget) -> str:
     def find() -> str | None:
         for n in target.nodes:
@@ -139,7 +149,11 @@ def run_once(
     target.prepare()
     cfg = target.node_config()
     cams = [c["id"] for c in cfg["cameras"]]
-    _wait(lambda: _all_running(target, cams), 120, "every camera running and both nodes healthy")
+    _wait(
+        lambda: _ready(target, cams),
+        180,
+        "every camera running, both nodes healthy and no camera listed as failing at its source",
+    )
     with Watcher(target) as watch:
         t_begin = time.time()
         time.sleep(pre_s)
