@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cluster.drill_faults import _socket_ports
+from cluster.drill_faults import _socket_ports, nft
 from cluster.errors import EdgepairError
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,11 @@ class CameraCut:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _nft(self, script: str) -> None:
-        subprocess.run(["nft", "-f", "-"], input=script.encode(), check=True, capture_output=True, timeout=10)
-
     def cut(self) -> None:
         path = self.cgroup.relative_to(CGROUP_ROOT)
         try:
             self.cgroup.mkdir(exist_ok=True)
-            self._nft(
+            nft(
                 f"table inet {self.table} {{\n set conn {{ type inet_service; }}\n"
                 f" chain out {{ type filter hook output priority -10; policy accept;\n"
                 f'  socket cgroupv2 level 1 "{path}"'
@@ -120,7 +117,7 @@ class CameraCut:
     def _follow(self) -> None:
         new = _socket_ports(self.pid, {self.port}) - self.blocked
         if new:
-            self._nft("".join(f"add element inet {self.table} conn {{ {p} }}\n" for p in sorted(new)))
+            nft("".join(f"add element inet {self.table} conn {{ {p} }}\n" for p in sorted(new)))
             self.blocked |= new
 
     def _follow_loop(self) -> None:
@@ -138,7 +135,7 @@ class CameraCut:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self._nft(f"delete table inet {self.table}\n")
+            nft(f"delete table inet {self.table}\n")
         except subprocess.CalledProcessError as exc:
             log.warning("drill: camera-cut: table %s not removed: %s", self.table, exc.stderr.decode().strip())
         home = self.mount / self.home.lstrip("/")

@@ -221,6 +221,11 @@ def _socket_ports(pid: int, remote_ports: set[int]) -> set[int]:
     return out
 
 
+def nft(script: str) -> None:
+    """Apply an nftables script (``nft -f -``): the drills' network faults."""
+    subprocess.run(["nft", "-f", "-"], input=script.encode(), check=True, capture_output=True, timeout=10)
+
+
 class Partition:
     """An nftables black hole around one workstation (see the module docstring); ``heal()`` removes it."""
 
@@ -238,11 +243,8 @@ class Partition:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _nft(self, script: str) -> None:
-        subprocess.run(["nft", "-f", "-"], input=script.encode(), check=True, capture_output=True, timeout=10)
-
     def cut(self) -> None:
-        self._nft(
+        nft(
             f"table inet {self.table} {{\n set agent {{ type inet_service; }}\n"
             f" chain out {{ type filter hook output priority -10; policy accept;\n"
             f"  tcp dport {self.flight} drop\n  tcp sport {self.flight} drop\n"
@@ -261,7 +263,7 @@ class Partition:
         pid = int(self.state["nodes"][self.node]["pid"])
         new = _socket_ports(pid, self.etcd_ports) - self.blocked
         if new:
-            self._nft("".join(f"add element inet {self.table} agent {{ {p} }}\n" for p in sorted(new)))
+            nft("".join(f"add element inet {self.table} agent {{ {p} }}\n" for p in sorted(new)))
             self.blocked |= new
 
     def _follow_loop(self) -> None:
@@ -276,7 +278,7 @@ class Partition:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self._nft(f"delete table inet {self.table}\n")
+            nft(f"delete table inet {self.table}\n")
         except subprocess.CalledProcessError as exc:
             log.warning("drill: partition: table %s not removed: %s", self.table, exc.stderr.decode().strip())
         if self.member_pid and _alive(self.member_pid):
