@@ -149,6 +149,10 @@ class _RemoteDetect:
     def resolve(self, ref: Any) -> Any:
         return ray.get(ref)
 
+    def ready(self, ref: Any, timeout: float) -> bool:
+        done, _ = ray.wait([ref], timeout=timeout)
+        return bool(done)
+
 
 def start_camera(
     config: Config,
@@ -180,4 +184,5 @@ def start_camera(
         fence_deadline=fence_deadline,
         autostart=autostart,
         signing=signing,
+        ready=remote.ready,
     )

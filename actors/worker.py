@@ -36,6 +36,9 @@ from storage.signing import SignerRef
 
 log = logging.getLogger(__name__)
 
+RESULT_WAIT_S = 0.1
+"""How often a worker waiting for an inference result looks at its stop flag and fence."""
+
 CLOCK_CONFIRM_S = 0.5
 """A worker paused for a step of its wall clock resumes on the node's clock verdict only when that verdict was made at
 least this long after the worker saw the step (one health period: the evaluation saw the stepped clock too)."""
@@ -166,17 +169,24 @@ class CameraWorker:
         signing: SignerRef | None = None,
         clock: Callable[[], float] = time.monotonic,
         unsafe_break: frozenset[str] = frozenset(),
+        ready: Callable[[Any, float], bool] | None = None,
     ) -> None:
         """``signing``: where this node's key is (:meth:`SignerRef.from_config`); the worker loads its signer itself
         and signs every segment. None writes unsigned segments (the plain-text opt-out, logged once).
 
         ``clock``: the monotonic clock the fence reads (``fence_deadline`` and renewals are on it); tests drive it.
         ``unsafe_break``: test-only breaks of :mod:`cluster.unsafe` (``fence``, ``drop-window``); never in production.
+        ``ready(ref, timeout)``: whether a submitted frame's result is there, waiting up to ``timeout`` seconds (None:
+        ``resolve`` answers at once, as an in-process detector does). With it, a stop or a lapsed fence is seen while
+        the inference does not answer: a hung inference process cannot hold the camera's stop (and with it the node's
+        HA thread) for ever.
         """
         self.config = config
         self.cam = next(c for c in config.cameras if c.id == camera_id)
         self.submit = submit
         self.resolve = resolve
+        self.ready = ready
+        self.abandoned = 0  # frames given up in inference at a stop or a fence pause while it did not answer
         self.token = token
         self.model_version = model_version
         self.config_version = config.version()
@@ -215,6 +225,7 @@ class CameraWorker:
         # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
         self.fence_deadline = fence_deadline
         self.fenced = False
+        self.fence_pauses = 0  # times this worker paused on its fence (issue 21's soak: must stay 0 under load)
         self.clock = clock
         # The wall clock against the monotonic one: under a fence (a pair), a worker whose wall clock steps by more
         # than the bound pauses as a fenced one does (see ``_clock_stepped``); the node's health sees the step too.
@@ -303,6 +314,7 @@ class CameraWorker:
         if self.fence_deadline is not None and self.clock() >= self.fence_deadline:
             if not self.fenced:
                 self.fenced = True
+                self.fence_pauses += 1
                 log.warning(
                     "camera %s: fenced: lease not renewed in time, processing paused (token %d)",
                     self.cam.id,
@@ -356,6 +368,16 @@ class CameraWorker:
             log.info("camera %s: the wall clock is back (%+.1f s): processing again", self.cam.id, step)
             self.clock_stepped = 0.0
         return False
+
+    def _await(self, ref: Any) -> bool:
+        """Wait for a frame's inference result: True once it is there; False when a stop is asked or the fence
+        lapses first (the loop then pauses, or ends, without it)."""
+        if self.ready is None:
+            return True
+        while not self.ready(ref, RESULT_WAIT_S):
+            if self._stop.is_set() or self._paused():
+                return False
+        return True
 
     def _paused(self) -> bool:
         return self._fence_expired() or self._clock_stepped()
@@ -424,6 +446,7 @@ class CameraWorker:
             "frames_pending": sum(w.frames for w in list(self._unwritten))
             + (win.frames if (win := self._window) is not None else 0),
             "dropped": s.frames_dropped,
+            "fence_pauses": self.fence_pauses,
             "reconnects": s.reconnects,
             "error": redact(self.error or s.last_error),
             "fps": round(self.frames / max(1e-6, time.time() - self.started_at), 2),
@@ -466,7 +489,19 @@ class CameraWorker:
                     frame, meta = item
                     inflight.append((self.submit(frame), meta))
             if inflight:
-                ref, meta = inflight.popleft()
+                ref, meta = inflight[0]
+                if not self._await(ref):
+                    if self._stop.is_set():
+                        log.warning(
+                            "camera %s: stopping while the inference does not answer: %d frames in inference given up",
+                            self.cam.id,
+                            len(inflight),
+                        )
+                        self.abandoned += len(inflight)
+                        inflight.clear()
+                        break
+                    continue  # the fence lapsed: _wait_fenced drops what is in flight
+                inflight.popleft()
                 dets = self.resolve(ref)
                 if self._paused():
                     continue  # the lease lapsed (or the clock stepped) while this frame was in inference: dropped

@@ -271,6 +271,7 @@ class HealthMonitor:
         self.clock_ok_at = float("-inf")  # monotonic time of the latest evaluation whose clock probe passed
         self.last: Verdict = Verdict((), True, True)
         self.lock = threading.Lock()
+        self.on_change: Callable[[], None] | None = None  # called when the published verdict or failing list changes
 
     def report(self) -> HealthReport:
         with self.lock:
@@ -329,8 +330,11 @@ class HealthMonitor:
                     "healthy again" if verdict.healthy else "UNHEALTHY",
                     "; ".join(verdict.reasons) or "every probe passes",
                 )
+            changed = (verdict.healthy, verdict.failing) != (self.last.healthy, self.last.failing)
             self.last = verdict
             self.evaluations += 1
+        if changed and self.on_change is not None:
+            self.on_change()  # the HA loop publishes it at once, not at its next tick
         return verdict
 
     def _camera(self, cam: str, st: Mapping[str, Any], now: float) -> Probe:

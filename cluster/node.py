@@ -36,6 +36,7 @@ from cluster.errors import ConfigError
 from cluster.health import HealthMonitor, LoopRestarts, Settings, Sources, backoff, disk_state
 from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
 from failover.fence import FENCE_FRACTION
+from failover.timing import Durations
 
 if TYPE_CHECKING:
     from failover.dcs import Cluster
@@ -313,6 +314,7 @@ class InferenceProber:
         self.frame = np.zeros((96, 96, 3), dtype=np.uint8)
         self.ref: Any = None
         self.sent_at = 0.0
+        self.latencies = Durations()  # answered probes (issue 21's soak reads their distribution from /health)
 
     def probe(self, deadline_s: float) -> tuple[float | None, str]:
         if self.ref is None:
@@ -324,6 +326,7 @@ class InferenceProber:
         if not ready:
             return None, ""
         ref, self.ref = self.ref, None
+        self.latencies.add(elapsed)
         try:
             self.ray.get(ref, timeout=1)
         except Exception as exc:
@@ -340,6 +343,18 @@ class NodeMetrics:
             "edgepair_camera_frames", "Frames processed since the camera started", ["camera"], registry=r
         )
         self.dropped = Gauge("edgepair_camera_dropped_frames", "Frames dropped (backpressure)", ["camera"], registry=r)
+        self.fence_pauses = Gauge(
+            "edgepair_camera_fence_pauses",
+            "Times the camera's worker paused on its fence (lease not renewed in time) since it started here",
+            ["camera"],
+            registry=r,
+        )
+        self.renew_gap_max = Gauge(
+            "edgepair_lease_renewal_gap_max_seconds",
+            "Longest time between two successful lease renewals since the node started (the fence expires at"
+            " fence fraction x TTL)",
+            registry=r,
+        )
         self.latency = Gauge("edgepair_inference_latency_seconds", "Mean inference time a frame", registry=r)
         self.role = Gauge("edgepair_role_leader", "1 when this node leads", registry=r)
         self.token = Gauge("edgepair_fencing_token", "Fencing token of the assignment this node runs", registry=r)
@@ -379,6 +394,8 @@ class Node:
         self.inference: Any = None
         self.replicator: Any = None
         self.monitor: Any = None  # cluster.health.HealthMonitor, once Ray and the HA loop run
+        self.prober: InferenceProber | None = None
+        self._info_ref: Any = None  # the inference actor's info() request in flight (see _inference_latency)
         self.restarts = LoopRestarts()
         self.unsafe_break = unsafe.breaks()  # test-only (cluster.unsafe); ConfigError on an unknown value
         self.test_faults = unsafe.test_faults()  # test-only fault hooks (cluster.unsafe)
@@ -475,6 +492,7 @@ class Node:
                 ttl=cfg.cluster.ttl_s,
                 health=self.monitor.report,
             )
+            self.monitor.on_change = self.loop.wake
             self._start_replication()
             ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
             ha.start()
@@ -629,7 +647,7 @@ class Node:
         """The health probes (cluster.health) on this node's Ray, data dir, replicator and last etcd read."""
         assert self.runner is not None
         runner = self.runner
-        prober = InferenceProber(self.inference)
+        prober = self.prober = InferenceProber(self.inference)
 
         def replication() -> tuple[str, bool | None, str]:
             rep = self.replicator
@@ -679,10 +697,12 @@ class Node:
             m.fps.labels(cam).set(s.get("fps", 0))
             m.frames.labels(cam).set(s.get("frames", 0))
             m.dropped.labels(cam).set(s.get("dropped", 0))
+            m.fence_pauses.labels(cam).set(s.get("fence_pauses", 0))
         tokens = [s.get("token", 0) for s in cams.values()]
         m.role.set(1 if self.live_role()["role"] == "leader" else 0)
         m.token.set(max(tokens) if tokens else (st.get("token") or 0))
         m.cameras.set(len(cams))
+        m.renew_gap_max.set(self.loop.renew_gap.max)
         lag = 0.0
         if self.replicator is not None:
             try:
@@ -694,13 +714,7 @@ class Node:
         if self.replicator is not None:
             for reason, n in self.replicator.refusal_counts().items():
                 m.refused.labels(reason).set(n)
-        try:
-            import ray
-
-            inf = ray.get(self.inference.info.remote(), timeout=5)
-            m.latency.set(inf["busy_s"] / max(1, inf["frames"]))
-        except Exception:
-            pass
+        self._inference_latency()
         verdict = self.monitor.verdict().as_dict() if self.monitor is not None else {}
         m.healthy.set(1 if st.get("healthy", True) else 0)
         for name, p in (verdict.get("probes") or {}).items():
@@ -721,6 +735,11 @@ class Node:
             "failing": st.get("failing", []),
             "probes": verdict.get("probes", {}),
             "loop_restarts": restarts,
+            "fence_pauses": {c: int(v.get("fence_pauses", 0)) for c, v in cams.items()},
+            "timing": {
+                **st.get("timing", {}),
+                "inference_probe": self.prober.latencies.summary() if self.prober is not None else {},
+            },
             "leader": st.get("leader"),
             "token": max(tokens) if tokens else st.get("token"),
             "cameras": sorted(cams),
@@ -732,6 +751,22 @@ class Node:
             "unsafe_break": sorted(self.unsafe_break),
             "test_faults": sorted(self.test_faults),
         }
+
+    def _inference_latency(self) -> None:
+        """The inference actor's mean time a frame, without waiting for it: a hung actor (the gray drill's SIGSTOP)
+        must not hold /health and /metrics still (one request in flight at a time, read when it is answered)."""
+        import ray
+
+        try:
+            if self._info_ref is None:
+                self._info_ref = self.inference.info.remote()
+            ready, _ = ray.wait([self._info_ref], timeout=0.2)
+            if ready:
+                ref, self._info_ref = self._info_ref, None
+                inf = ray.get(ref, timeout=1)
+                self.metrics.latency.set(inf["busy_s"] / max(1, inf["frames"]))
+        except Exception:
+            self._info_ref = None  # an actor restarted by Ray answers a fresh request
 
     def live_role(self) -> dict[str, Any]:
         """Role read at request time, never cached: a node is leader only while it holds the key under a valid

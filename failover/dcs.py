@@ -278,10 +278,12 @@ class AbstractDCS(ABC):
     def probe_quorum(self) -> QuorumProbe:
         """Ask every etcd member directly whether it has a raft leader. Never raises."""
 
-    def watch_leader(self, on_change: Callable[[], None]) -> bool:
-        """Optional: call ``on_change()`` (from another thread) when the leader key changes, so that a follower
-        reacts before its next tick. Returns True while such a watch is armed; never raises. The default has no
-        watch (the loop polls every tick); a watch only ever makes a tick come sooner, it never replaces one."""
+    def watch_changes(self, on_change: Callable[[], None], me: str) -> bool:
+        """Optional: call ``on_change()`` (from another thread) when a key of the store changes in a way the HA loop
+        of node ``me`` acts on (:class:`ChangeFilter`: the leader key, the assignment, an operator's flag, another
+        member's health or cameras), so that it reacts before its next tick. Returns True while such a watch is
+        armed; never raises. The default has no watch (the loop polls every tick); a watch only ever makes a tick
+        come sooner, it never replaces one."""
         return False
 
     def close(self) -> None:
@@ -297,3 +299,40 @@ def _load(raw: str | bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DCSError(f"the {what} key must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+class ChangeFilter:
+    """Which changes of the store's keys wake node ``me``'s HA loop before its next tick.
+
+    A key wakes it when its value differs from the one last seen through the watch (or it was deleted, or first
+    seen), except this node's own member key, and except a member key whose only change is its ``wall`` clock field,
+    which every member rewrites each tick: waking on those would make the two nodes tick each other in a loop. So a
+    peer that turns unhealthy, stops or starts a camera, or whose key expires, wakes this node at once; a leader
+    that writes an assignment wakes its followers; a follower that stopped a moved camera wakes the node about to
+    start it.
+    """
+
+    def __init__(self, me: str) -> None:
+        self.own = f"members/{me}"
+        self.seen: dict[str, bytes | None] = {}
+
+    def wakes(self, name: str, value: bytes | None) -> bool:
+        """``name``: the key below the store prefix; ``value``: its new value, None when it was deleted."""
+        if name == self.own:
+            return False
+        if value is not None and name.startswith("members/"):
+            value = _without_wall(value)
+        if name in self.seen and self.seen[name] == value:
+            return False
+        self.seen[name] = value
+        return True
+
+
+def _without_wall(raw: bytes) -> bytes:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw  # malformed: its every change wakes (get_cluster reports it)
+    if isinstance(data, dict):
+        data.pop("wall", None)
+    return json.dumps(data, sort_keys=True).encode()

@@ -14,9 +14,11 @@
   ``https://`` (or bare ``host:port``) endpoints, and etcd auth names the user by the certificate's CN; see
   ``failover.etcd_tls`` for the endpoint rules and ``failover.etcd_auth`` for what that user may do. A TLS or auth
   refusal becomes a ``DCSError`` that names the endpoint and what to fix (``failover.etcd_tls.explain``).
-- ``watch_leader``: a watch on the leader key at the current endpoint wakes a follower's loop as soon as the key is
-  deleted (the leader's lease expired or was revoked) instead of at its next tick. When the watch stream ends (the
-  member died, the client closed) it is re-armed at a later tick; while it is dead or silent the loop just polls.
+- ``watch_changes``: a watch on the store's keys at the current endpoint wakes the loop as soon as something it acts
+  on changed (``failover.dcs.ChangeFilter``: the leader key deleted when a leader's lease expired or was revoked, a
+  new assignment, a peer turned unhealthy or stopped a camera) instead of at its next tick. When the watch stream
+  ends (the member died, the client closed) it is re-armed at a later tick; while it is dead or silent the loop
+  just polls.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client, Transactions
+from pyetcd.events import DeleteEvent
 from pyetcd.exceptions import Etcd3Exception
 
 from cluster.errors import DCSError
-from failover.dcs import AbstractDCS, Assignment, Cluster, Leader, Member, QuorumProbe, Switchover
+from failover.dcs import AbstractDCS, Assignment, ChangeFilter, Cluster, Leader, Member, QuorumProbe, Switchover
 from failover.etcd_tls import credentials, describe, explain, member_status, parse_endpoint
 
 if TYPE_CHECKING:
@@ -288,22 +291,32 @@ class EtcdDCS(AbstractDCS):
 
     # -- leader watch ----------------------------------------------------------------------------------------------
 
-    def watch_leader(self, on_change: Callable[[], None]) -> bool:
+    def watch_changes(self, on_change: Callable[[], None], me: str) -> bool:
         if self._watch is not None and not self._watch_dead:
             return True
         self._cancel_watch()
         client = self.etcd.clients[self.etcd.index]
         self._watch_dead = False
+        changes = ChangeFilter(me)
+        prefix = self.prefix
 
         def callback(response: object) -> None:
             if response is None or isinstance(response, BaseException):
                 self._watch_dead = True  # the stream ended: re-armed at a later tick
-            on_change()
+                on_change()
+                return
+            woke = False
+            for event in getattr(response, "events", ()):
+                name = bytes(event.key).decode(errors="replace")[len(prefix) :]
+                value = None if isinstance(event, DeleteEvent) else bytes(event.value)
+                woke = changes.wakes(name, value) or woke
+            if woke:
+                on_change()
 
         try:
-            watch_id = client.add_watch_callback(self.key("leader"), callback)
+            watch_id = client.add_watch_prefix_callback(prefix, callback)
         except Exception as exc:  # an optional speed-up: no failure of it may reach the loop
-            log.debug("watching the leader key of store %s failed: %s", self.store_id, describe(exc))
+            log.debug("watching the keys of store %s failed: %s", self.store_id, describe(exc))
             return False
         self._watch = (client, int(watch_id))
         return True

@@ -41,6 +41,7 @@ from cluster.errors import DCSError
 from failover.dcs import AbstractDCS, Cluster, Leader, Member, QuorumProbe
 from failover.decide import Action, Decision, Snapshot, decide
 from failover.fence import CameraRunner, Fenced, FencedRunner
+from failover.timing import Durations
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,9 @@ class HALoop:
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by the DCS's leader watch (and by stop) to end a pause early
         self.tick_errors = 0  # ticks that raised an unexpected exception (logged; the loop goes on)
+        self.renew_rtt = Durations()  # how long each successful renewal request took
+        self.renew_gap = Durations()  # time between the sends of two successive successful renewals (the fence's)
+        self.last_renewal_sent = float("-inf")
 
     # -- one tick --------------------------------------------------------------------------------------------------
 
@@ -172,12 +176,20 @@ class HALoop:
                 )
                 self.leader = None
             self._renewed(sent)
+            self._time_renewal(sent)
             self.session = self.dcs.touch_member(self._member())
             cluster = self.dcs.get_cluster()
         except DCSError as exc:
             return None, str(exc)
         self.last_cluster = cluster
         return cluster, ""
+
+    def _time_renewal(self, sent: float) -> None:
+        now = self.clock.monotonic()
+        self.renew_rtt.add(now - sent)
+        if self.last_renewal_sent > float("-inf"):
+            self.renew_gap.add(sent - self.last_renewal_sent)
+        self.last_renewal_sent = sent
 
     def _renewed(self, at: float) -> None:
         self.last_renewal = at
@@ -322,12 +334,18 @@ class HALoop:
             self._pause(max(0.0, self.loop_wait - (self.clock.monotonic() - started)))
 
     def _pause(self, seconds: float) -> None:
-        """Wait for the next tick. A follower on the real clock with a leader watch armed wakes as soon as the
-        leader key changes (a dead leader's lease expired: take over now, not up to a loop period later)."""
-        if isinstance(self.clock, SystemClock) and self.leader is None and self.dcs.watch_leader(self._wake.set):
+        """Wait for the next tick. On the real clock with the store watch armed (``watch_changes``), the loop wakes as
+        soon as something it acts on changed (a dead leader's lease expired: take over now, not up to a loop period
+        later; a peer turned unhealthy; a moved camera stopped), or when :meth:`wake` is called (this node's own
+        health verdict changed)."""
+        if isinstance(self.clock, SystemClock) and self.dcs.watch_changes(self._wake.set, self.name):
             self._wake.wait(seconds)
         else:
             self.clock.sleep(seconds)
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the pause (this node's health verdict changed: publish it at once)."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -381,6 +399,7 @@ class HALoop:
             "healthy": self.healthy,
             "health_reasons": list(self.health.reasons),
             "failing": list(self.health.failing),
+            "timing": {"renew_rtt": self.renew_rtt.summary(), "renew_gap": self.renew_gap.summary()},
         }
 
     def _cluster_leader(self) -> str | None:

@@ -611,15 +611,15 @@ def test_node_certificate_does_everything_the_ha_loop_does(
         stale = Assignment({"cam-1": "ws-b"}, {"cam-1": 10.0}, state.leader.token - 1)
         assert ws_b.write_assignment(stale) is False  # the fencing transaction compares the leader's token
         assert ws_b.probe_quorum().with_leader == tuple(cluster.endpoints)
-        woke = threading.Event()
-        assert ws_b.watch_leader(woke.set)
         ws_b.set_paused(True)
         ws_b.set_paused(False)
         ws_b.request_switchover("ws-b", leader="ws-a")
         ws_b.clear_switchover()
         ws_b.set_rebalance(False)
+        woke = threading.Event()
+        assert ws_b.watch_changes(woke.set, "ws-b")  # a node's certificate may watch its store's keys
         assert leader_dcs.release_leader(state.leader)
-        wait_for(woke.is_set, 5, "ws-b's watch on the leader key to fire on its deletion")
+        wait_for(woke.is_set, 5, "ws-b's watch on the store's keys to fire on the leader key's deletion")
         took = ws_b.attempt_to_acquire_leader("ws-b")
         assert took is not None and took.token > state.leader.token
         assert ws_b.write_assignment(Assignment({"cam-1": "ws-b"}, {"cam-1": 10.0}, took.token))

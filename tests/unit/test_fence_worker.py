@@ -564,3 +564,60 @@ def test_a_standby_worker_takes_the_clock_as_of_its_activation(tmp_path: Path, m
     assert worker._clock_stepped() is False
     offset[0] = 0.0  # a step after the activation does pause it
     assert worker._clock_stepped() is True
+
+
+HUNG = -1.0  # a Frame's ``done``: its inference never answers (the gray drill's SIGSTOPped inference process)
+
+
+def hung_inference(worker: CameraWorker, clock: FakeClock, stop_after: int | None) -> list[int]:
+    """Give ``worker`` a ``ready`` whose HUNG frames never answer: each wait moves the clock by its timeout, and
+    after ``stop_after`` waits the node's runner asks the worker to stop. Returns the count of waits (one item)."""
+    waits = [0]
+
+    def ready(ref: Any, timeout: float) -> bool:
+        if ref.done != HUNG:
+            return True
+        waits[0] += 1
+        clock.advance_to(clock.now + timeout)
+        if stop_after is not None and waits[0] >= stop_after:
+            worker.stop(timeout=0)
+        return False
+
+    worker.ready = ready
+    return waits
+
+
+def test_a_stop_while_the_inference_hangs_gives_up_the_frames_in_it_and_writes_what_was_processed(
+    tmp_path: Path,
+) -> None:
+    """The inference process is stopped (SIGSTOP) with two frames in it: the camera's stop still ends the loop
+    (within one wait of the stop, not at the runner's 30 s timeout), writes the window of the frames processed before,
+    and counts the two given up."""
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, inflight=2, deadline=1000.0)
+    waits = hung_inference(worker, clock, stop_after=5)
+    play(worker, [Frame(ts(0), 100.0), Frame(ts(1), 100.1), Frame(ts(2), 100.2, HUNG), Frame(ts(3), 100.3, HUNG)])
+    assert waits == [5]
+    assert worker.frames == 2
+    assert worker.abandoned == 2
+    assert worker.fenced is False
+    assert segments(tmp_path) == [seg(0, TOKEN, 2, ts(0), ts(1))]
+
+
+def test_a_fence_that_lapses_while_the_inference_hangs_pauses_the_worker(tmp_path: Path) -> None:
+    """No renewal while the inference hangs: the fence lapses during the wait, the worker pauses (once) and writes
+    its window without waiting for the hung answer; the stop then ends it."""
+    clock = FakeClock(100.0)
+    worker = make_worker(tmp_path, clock, inflight=1)
+    waits = hung_inference(worker, clock, stop_after=None)
+    steps: list[Frame | Do] = [Frame(ts(0), 100.0), Frame(ts(1), 100.1, HUNG)]
+    steps += [Do(lambda: None) for _ in range(3)]  # fenced: the capture is drained, nothing processed
+    play(worker, steps)
+    expected, t = 0, 100.1  # the waits of RESULT_WAIT_S (0.1 s) from the hung frame's hand-over to the deadline
+    while t < D:
+        t, expected = t + 0.1, expected + 1
+    assert waits == [expected]  # no wait past the deadline
+    assert worker.frames == 1
+    assert worker.fence_pauses == 1
+    assert worker.status()["state"] == "fenced"
+    assert segments(tmp_path) == [seg(0, TOKEN, 1, ts(0), ts(0))]

@@ -225,12 +225,15 @@ def test_a_hung_inference_makes_the_node_unhealthy_after_three_ticks_and_back_af
     fake = Fake()
     m = monitor(fake)
     m.evaluate()
+    woken: list[bool] = []  # the HA loop is woken at each change of the verdict, never otherwise
+    m.on_change = lambda: woken.append(m.report().healthy)
     fake.inference = (None, "")
     verdicts = []
     for _ in range(3):
         fake.step()
         verdicts.append(m.evaluate().healthy)
     assert verdicts == [True, True, False]
+    assert woken == [False]
     assert m.report() == HealthReport(False, ("inference: no answer to a probe frame (deadline 2s)",), ())
     fake.inference = (0.04, "")
     back = []
@@ -238,6 +241,7 @@ def test_a_hung_inference_makes_the_node_unhealthy_after_three_ticks_and_back_af
         fake.step()
         back.append(m.evaluate().healthy)
     assert back == [False, False, False, True]
+    assert woken == [False, True]
     assert m.report() == HealthReport(True, (), ())
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from cluster.errors import DCSError
-from failover.dcs import Assignment, Member, QuorumProbe
+from failover.dcs import Assignment, ChangeFilter, Member, QuorumProbe
 from failover.decide import Action, Decision
 from failover.loop import HALoop, SystemClock
 from failover.memory_dcs import FakeClock, MemoryDCS, MemoryStore
@@ -307,19 +307,19 @@ class NoSleep(SystemClock):
 
 
 class WatchingDCS(MemoryDCS):
-    """A leader watch that reports a change at once (as if the leader key had just been deleted)."""
+    """A store watch that reports a change at once (as if the leader key had just been deleted)."""
 
     def __init__(self, store: MemoryStore) -> None:
         super().__init__(store, "s1", TTL)
         self.armed = 0
 
-    def watch_leader(self, on_change: Callable[[], None]) -> bool:
+    def watch_changes(self, on_change: Callable[[], None], me: str) -> bool:
         self.armed += 1
         on_change()
         return True
 
 
-def test_follower_pause_ends_when_the_leader_watch_fires() -> None:
+def test_follower_pause_ends_when_the_store_watch_fires() -> None:
     dcs = WatchingDCS(MemoryStore(FakeClock()))
     runner = Runner("ws-b", FakeClock(), [])
     loop = HALoop(dcs, "ws-b", CAMS, 3, runner, clock=NoSleep(), ttl=TTL)
@@ -331,7 +331,7 @@ def test_leader_pause_sleeps_without_watch() -> None:
     w = started_pair()
     dcs = w.dcs["ws-a"]
     loop = w.loops["ws-a"]
-    assert loop.leader is not None and not dcs.watch_leader(lambda: None)
+    assert loop.leader is not None and not dcs.watch_changes(lambda: None, "ws-a")
     loop._pause(WAIT)  # the fake clock: moves it on
     assert w.clock.now == 1001.0
 
@@ -386,3 +386,26 @@ def test_a_leader_stops_saying_leader_before_its_key_is_deleted(how: str) -> Non
         loop.shutdown(release=True)
     assert seen == [None]
     assert w.leader() is None and loop.leader is None
+
+
+def _member(name: str, wall: float, running: tuple[str, ...] = (), healthy: bool = True) -> bytes:
+    return Member(name, healthy, 3, running, wall=wall).to_json().encode()
+
+
+def test_the_store_watch_wakes_on_what_the_loop_acts_on_and_not_on_clock_ticks() -> None:
+    f = ChangeFilter("ws-a")
+    assert f.wakes("members/ws-a", _member("ws-a", 1.0)) is False  # our own key never wakes us
+    assert f.wakes("members/ws-b", _member("ws-b", 1.0)) is True  # first seen
+    assert f.wakes("members/ws-b", _member("ws-b", 1.4)) is False  # only its clock moved (every tick)
+    assert f.wakes("members/ws-b", _member("ws-b", 1.8, healthy=False)) is True  # turned unhealthy
+    assert f.wakes("members/ws-b", _member("ws-b", 2.2, healthy=False)) is False
+    assert f.wakes("members/ws-b", _member("ws-b", 2.6, ("cam-1",), healthy=False)) is True  # cameras changed
+    assert f.wakes("members/ws-b", None) is True  # its lease expired: the key is gone
+    assert f.wakes("members/ws-b", None) is False
+    assert f.wakes("leader", b"ws-b") is True
+    assert f.wakes("leader", b"ws-b") is False  # rewritten the same: nothing to do
+    assert f.wakes("leader", None) is True  # the leader's lease expired
+    assert f.wakes("assignment", b'{"token": 5}') is True
+    assert f.wakes("assignment", b'{"token": 5}') is False
+    assert f.wakes("members/ws-c", b"not json") is True  # malformed: reported by the next read
+    assert f.wakes("members/ws-c", b"not json") is False
