@@ -30,6 +30,7 @@ from actors.zones import PolygonZone
 from cluster import unsafe
 from cluster.config import CameraConfig, Config
 from cluster.errors import EdgepairError, StorageError
+from cluster.fencing import Fence
 from cluster.redact import redact
 from storage.segments import SegmentWriter
 from storage.signing import SignerRef
@@ -223,7 +224,7 @@ class CameraWorker:
         self._instance = f"{os.getpid()}-{time.time_ns()}"
         # Fencing: with a deadline (time.monotonic(), shared by every process of the machine) the worker stops by
         # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
-        self.fence_deadline = fence_deadline
+        self.fence: Fence | None = None if fence_deadline is None else Fence(clock=clock, deadline=fence_deadline)
         self.fenced = False
         self.fence_pauses = 0  # times this worker paused on its fence (issue 21's soak: must stay 0 under load)
         self.clock = clock
@@ -297,13 +298,22 @@ class CameraWorker:
             self.token = token
         return True
 
+    @property
+    def fence_deadline(self) -> float | None:
+        """The fence's deadline (``time.monotonic()``), None without an election (``edgepair run``)."""
+        return None if self.fence is None else self.fence.deadline
+
+    @fence_deadline.setter
+    def fence_deadline(self, deadline: float | None) -> None:
+        self.fence = None if deadline is None else Fence(clock=self.clock, deadline=deadline)
+
     def renew(self, deadline: float, clock_ok_at: float | None = None) -> bool:
         """Push the fence deadline (monotonic seconds). A fenced worker resumes once the deadline is ahead again.
 
         ``clock_ok_at``: when the node's clock probe last passed (``time.monotonic()``); a worker paused for a step
         of the wall clock resumes once it passed after the step (see ``_clock_stepped``)."""
-        if self.fence_deadline is not None:
-            self.fence_deadline = max(self.fence_deadline, deadline)
+        if self.fence is not None:
+            self.fence.extend(deadline)
         if clock_ok_at is not None:
             self._clock_ok_at = max(self._clock_ok_at, clock_ok_at)
         return True
@@ -311,7 +321,7 @@ class CameraWorker:
     def _fence_expired(self) -> bool:
         if unsafe.FENCE in self.unsafe_break:
             return False  # test-only break (cluster.unsafe): the fence is off, the worker never pauses
-        if self.fence_deadline is not None and self.clock() >= self.fence_deadline:
+        if self.fence is not None and self.fence.expired():
             if not self.fenced:
                 self.fenced = True
                 self.fence_pauses += 1

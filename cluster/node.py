@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from cluster import unsafe
 from cluster.config import Config
 from cluster.errors import ConfigError
+from cluster.fencing import Fence
 from cluster.health import HealthMonitor, LoopRestarts, Settings, Sources, backoff, disk_state
 from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
 from failover.fence import FENCE_FRACTION
@@ -113,7 +114,7 @@ class RayCameraRunner:
         self.ray = ray_api
         self.start_actor = start_actor
         self.shutting_down = False  # set by the node before the HA loop's shutdown stops every camera
-        self.deadline = float("-inf")
+        self.fence = Fence(self.window, clock)  # -inf before the first renewal: nothing starts
         self.actors: dict[str, tuple[Any, float, int]] = {}
         self.standby: dict[str, Any] = {}  # camera -> an idle actor ready to take it over (see prepare_standby)
         self.pending_written: list[tuple[str, str, str, float]] = []  # from cameras already stopped
@@ -122,9 +123,13 @@ class RayCameraRunner:
         self.acked: dict[str, tuple[str, int]] = {}
         self.lock = threading.RLock()
 
+    @property
+    def deadline(self) -> float:
+        return self.fence.deadline
+
     def renewed(self, at: float) -> None:
         with self.lock:
-            self.deadline = max(self.deadline, at + self.window)
+            self.fence.renewed(at)
             clock_ok_at = self.clock_ok_at()
             for actor, _fps, _token in self.actors.values():
                 actor.renew.remote(self.deadline, clock_ok_at)
@@ -164,7 +169,7 @@ class RayCameraRunner:
 
     def start_camera(self, camera_id: str, fps: float, token: int) -> None:
         with self.lock:
-            if self.clock() >= self.deadline:
+            if self.fence.expired():
                 log.warning("node %s: not starting %s: fenced", self.config.node, camera_id)
                 return
             current = self.actors.get(camera_id)
@@ -775,7 +780,7 @@ class Node:
         if loop is None or runner is None:
             return {"role": "starting"}
         leader = loop.leader
-        valid = leader is not None and loop.mode in ("normal", "failsafe") and runner.clock() < runner.deadline
+        valid = leader is not None and loop.mode in ("normal", "failsafe") and not runner.fence.expired()
         return {
             "role": "leader" if valid else "follower",
             "leader_token": leader.token if valid and leader is not None else None,

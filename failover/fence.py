@@ -1,5 +1,10 @@
 """Self-fencing: a node stops its cameras by itself before its lease can have expired.
 
+The rule itself is :class:`cluster.fencing.Fence`, used by every runner (``FencedRunner`` here, the node's
+``RayCameraRunner`` and each camera's ``CameraWorker``): a deadline on the monotonic clock that renewals move forward
+only, expired once the clock reaches it. ``docs/architecture.md`` (walk 2) lists every place the fencing token and
+this deadline are checked.
+
 ``FencedRunner`` wraps the runner that really starts cameras. Every successful lease renewal (or fresh confirmation
 that etcd has no quorum anywhere) pushes a deadline of ``at + 0.8 x ttl`` on the monotonic clock, ``at`` being the
 moment the renewal request was *sent* (the server extends the lease from a later moment, so the deadline is always
@@ -17,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from cluster.fencing import Fence
 from failover.decide import FENCE_FRACTION
 
 log = logging.getLogger(__name__)
@@ -58,23 +64,27 @@ class FencedRunner:
         on_fence: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.runner = runner
+        self.fence = Fence(fraction * ttl, monotonic)  # nothing may run before the first renewal
         self.window = fraction * ttl
         self.node = node
         self.monotonic = monotonic
         self.on_fence = on_fence
-        self.deadline = float("-inf")  # nothing may run before the first renewal
         self.current: dict[str, tuple[float, int]] = {}
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def deadline(self) -> float:
+        return self.fence.deadline
+
     def renewed(self, at: float) -> None:
         with self.lock:
-            self.deadline = max(self.deadline, at + self.window)
+            self.fence.renewed(at)
 
     def start_camera(self, camera_id: str, fps: float, token: int) -> None:
         with self.lock:
-            if self.monotonic() >= self.deadline:
+            if self.fence.expired():
                 log.warning("%s: not starting %s: fenced (no lease renewal in time)", self.node, camera_id)
                 return
             if self.current.get(camera_id) == (fps, token) and camera_id in self.runner.running():
@@ -95,7 +105,7 @@ class FencedRunner:
         """Stop every camera if the deadline has passed; returns the cameras stopped."""
         with self.lock:
             now = self.monotonic() if now is None else now
-            if now < self.deadline:
+            if not self.fence.expired(now):
                 return []
             stopped = sorted(self.runner.running())
             for cam in stopped:
@@ -104,7 +114,7 @@ class FencedRunner:
                 log.warning(
                     "%s: fenced: no lease renewal for %.2fs (limit %.2fs), stopped %s",
                     self.node,
-                    now - (self.deadline - self.window),
+                    self.fence.since_renewal(now),
                     self.window,
                     ", ".join(stopped),
                 )
