@@ -33,10 +33,10 @@ from cluster.pki import CertDir, Identity
 from storage.catalog import Run, runs_to_kv
 from storage.compaction import compact
 from storage.replication import Replicator
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
 from storage.segments import SegmentWriter, load_timezone, write_atomic
 from storage.views import run_query
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 
 def free_port() -> int:

@@ -2,11 +2,11 @@
 
     PYTHONPATH=. python bench/takeover.py --runs 10 --ttl 2 [--modes plain,tls]
 
-Real 3-member etcd on loopback (heartbeat 50 ms, election 500 ms), two ``failover.testnode`` processes, three
+Real 3-member etcd on loopback (heartbeat 50 ms, election 500 ms), two ``tests.harness.testnode`` processes, three
 cameras. Scenarios: ``sigkill`` (leader process killed), ``sigstop`` (leader process frozen), ``member`` (the leader
 process and its own etcd member killed together, as when the leader's workstation loses power; the member is
 restarted after the run) and ``partition`` (the leader cut off from every etcd member by a black-hole proxy,
-``failover.blackhole``). Each run uses a fresh store id; the table gives median and max takeover, and the number of
+``tests.harness.blackhole``). Each run uses a fresh store id; the table gives median and max takeover, and the number of
 runs in which a camera ran on both nodes at once (must be 0).
 
 Modes: ``tls`` is the cluster as a store runs it (mutual TLS on client and peer URLs, etcd auth, each node its own
@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from failover.blackhole import Partition
-from failover.drill import CAMS, Pair, double_runs, store_pki, wait_for
 from failover.etcd_cluster import EtcdCluster
+from tests.harness.blackhole import Partition
+from tests.harness.pair import CAMS, Pair, double_runs, store_pki, wait_for
 
 SCENARIOS = ("sigkill", "sigstop", "member", "partition")
 MODES = ("plain", "tls")

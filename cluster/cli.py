@@ -150,10 +150,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from cluster.node import Node
+    from cluster.node import Node, node_run_dir, revoke_lease
 
     cfg = load_config(args.config)
-    return Node(cfg, args.name).run()
+    if args.agent:
+        return Node(cfg, args.name).run()
+    import failover.etcd_dcs  # noqa: F401  (imported now: revoking must not wait for the import once the agent died)
+    from cluster.supervise import agent_argv, supervise
+
+    cfg.node_config(args.name)  # fails now, with its message, on an unknown node name
+    argv = ["node", "--config", str(args.config), "--name", args.name]
+    return supervise(
+        agent_argv(argv), node_run_dir(cfg, args.name), lambda lease: revoke_lease(cfg, args.name, lease), args.name
+    )
 
 
 def _etcd_target(args: argparse.Namespace) -> tuple[list[str], str, Identity | None]:
@@ -511,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("node", help="run this workstation's agent: etcd membership, cameras, health (long-running)")
     s.add_argument("--config", required=True)
     s.add_argument("--name", required=True, help="this workstation's name in cluster.nodes")
+    s.add_argument(
+        "--agent",
+        action="store_true",
+        help="run the agent itself, without its supervisor (the supervisor stops the agent's cameras and revokes"
+        " its etcd lease the moment the agent dies, so the peer takes over at once: cluster/supervise.py)",
+    )
     s.set_defaults(func=cmd_node)
 
     s = sub.add_parser("pair", help="a whole store on this machine: 3 etcd members and two nodes on loopback")

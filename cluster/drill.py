@@ -37,7 +37,7 @@ from cluster.drill_baseline import compare_with_baseline, processed_filter
 from cluster.drill_report import summarize
 from cluster.drill_target import NODE_FAULTS, SCENARIOS, DrillTarget, LocalPair, cut_camera
 from cluster.errors import EdgepairError
-from failover.drill import wait_for
+from cluster.waiting import wait_for
 
 __all__ = ["SCENARIOS", "run_drill", "run_once"]
 

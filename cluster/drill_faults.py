@@ -82,9 +82,25 @@ def signal_all(pids: list[int], sig: int) -> None:
 
 
 def workstation_pids(state: dict[str, Any], node: str) -> list[int]:
-    """The agent and its descendants (its Ray), agent first."""
+    """Every process of the workstation's service: its supervisor first, then the agent, then the agent's Ray."""
     pid = int(state["nodes"][node]["pid"])
-    return [pid, *descendants(pid)] if _alive(pid) else []
+    if not _alive(pid):
+        return []
+    agent = agent_pid(state, node)
+    return [pid, *([agent] if agent != pid else []), *(p for p in descendants(pid) if p != agent)]
+
+
+def agent_pid(state: dict[str, Any], node: str) -> int:
+    """The node agent's pid: the supervisor's child started with ``--agent`` (``cluster.supervise``), or the recorded
+    pid itself when it runs the agent without a supervisor."""
+    pid = int(state["nodes"][node]["pid"])
+    if "--agent" in cmdline(pid):
+        return pid
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    return next((k for k in kids if "--agent" in cmdline(k)), pid)
 
 
 def kill_all(pids: list[int], bound_s: float = 10.0) -> None:
@@ -260,7 +276,7 @@ class Partition:
         )
 
     def _follow(self) -> None:
-        pid = int(self.state["nodes"][self.node]["pid"])
+        pid = agent_pid(self.state, self.node)
         new = _socket_ports(pid, self.etcd_ports) - self.blocked
         if new:
             nft("".join(f"add element inet {self.table} agent {{ {p} }}\n" for p in sorted(new)))

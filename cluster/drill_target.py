@@ -161,12 +161,10 @@ class LocalPair:
                 lambda: faults.restart_etcd_member(run_dir, state, leader),
                 lambda: faults.restart_node(run_dir, state, leader),
             )
-        if scenario == "kill-leader":
+        if scenario == "kill-leader":  # the agent alone: its supervisor and its machine live on
             pids = faults.workstation_pids(state, leader)
-            faults.kill_all(pids[:1])
-            return leader, seq(
-                lambda: faults.reap_orphans(pids[1:]), lambda: faults.restart_node(run_dir, state, leader)
-            )
+            faults.kill_all([faults.agent_pid(state, leader)])
+            return leader, seq(lambda: faults.reap_orphans(pids), lambda: faults.restart_node(run_dir, state, leader))
         if scenario == "freeze-node":
             pids = faults.workstation_pids(state, leader)
             faults.signal_all(pids, 19)  # SIGSTOP

@@ -36,6 +36,7 @@ from cluster.errors import ConfigError
 from cluster.fencing import Fence
 from cluster.health import HealthMonitor, LoopRestarts, Settings, Sources, backoff, disk_state
 from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
+from cluster.supervise import write_lease
 from failover.fence import FENCE_FRACTION
 from failover.timing import Durations
 
@@ -66,6 +67,24 @@ def record_store_setup(cfg: Config) -> None:
     setup = StoreSetup.from_config(cfg)
     ensure_store_file(cfg.storage.data_dir, setup)
     record_definition(cfg.storage.data_dir, setup.definition())
+
+
+def node_run_dir(config: Config, name: str) -> Path:
+    """The node's private run dir (Ray's folders, its lease file): beside its data dir."""
+    return config.storage.data_dir.parent / f".run-{name}"
+
+
+def revoke_lease(config: Config, name: str, lease: int) -> None:
+    """Revoke session lease ``lease`` of node ``name`` in etcd, with the node's own identity (its supervisor's step
+    after the agent died: member and leader keys vanish at once)."""
+    from failover.etcd_dcs import EtcdDCS
+
+    dcs = EtcdDCS(config.cluster.etcd_endpoints, config.store.id, config.cluster.ttl_s, identity=config.identity(name))
+    dcs.lease_id = lease
+    try:
+        dcs.revoke()
+    finally:
+        dcs.close()
 
 
 class RayCameraRunner:
@@ -388,9 +407,8 @@ class Node:
         if not config.cluster.etcd_endpoints:
             raise ConfigError("cluster.etcd_endpoints is empty: a node needs etcd (use `edgepair run` without it)")
         self.me = config.node_config(name)
-        data_dir = config.storage.data_dir
         self.config = config.model_copy(update={"node": name})
-        self.run_dir = run_dir or data_dir.parent / f".run-{name}"
+        self.run_dir = run_dir or node_run_dir(config, name)
         self.metrics = NodeMetrics()
         self.stop_event = threading.Event()
         self.started = time.time()
@@ -464,6 +482,7 @@ class Node:
         server = self._serve_http()
         # etcd's gRPC channel first, then Ray: Ray starts its processes with fork+exec, which gRPC survives.
         dcs = EtcdDCS(cfg.cluster.etcd_endpoints, cfg.store.id, cfg.cluster.ttl_s, identity=self.identity)
+        dcs.on_grant = lambda lease: write_lease(self.run_dir, lease)  # for the supervisor (cluster.supervise)
         start_ray(cfg, self.run_dir, runtime_env=self._test_runtime_env())
         # After ray.init, which installs its own fatal-signal handlers: SIGTERM must drain, not crash.
         for s in (signal.SIGTERM, signal.SIGINT):

@@ -104,6 +104,7 @@ class EtcdDCS(AbstractDCS):
         self.etcd = EndpointRotator(endpoints, self.timeout, identity)
         self.lease_ttl = max(1, math.ceil(ttl))
         self.lease_id: int | None = None
+        self.on_grant: Callable[[int], None] | None = None  # told each new session lease (the node's supervisor file)
         self._member_lease: int | None = None
         self._watch: tuple[Client, int] | None = None
         self._watch_dead = False
@@ -157,6 +158,11 @@ class EtcdDCS(AbstractDCS):
     def _grant(self) -> int:
         lease = self.etcd.call("lease grant", lambda c: c.lease(self.lease_ttl))
         self.lease_id = int(lease.id)
+        if self.on_grant is not None:
+            try:
+                self.on_grant(self.lease_id)
+            except Exception as exc:  # the supervisor then lets the lease expire: slower, never unsafe
+                log.warning("recording lease %x of store %s failed: %s", self.lease_id, self.store_id, exc)
         return self.lease_id
 
     def renew(self) -> bool:

@@ -10,7 +10,7 @@ that etcd has no quorum anywhere) pushes a deadline of ``at + 0.8 x ttl`` on the
 moment the renewal request was *sent* (the server extends the lease from a later moment, so the deadline is always
 before the lease's end). A timer thread, independent of the HA loop, stops every camera when the deadline passes;
 a camera is never started after it. Where the HA loop can freeze without the cameras freezing (SIGSTOP of the
-agent, a long GC pause), the ``FencedRunner`` must live with the cameras, not with the loop: ``failover.testnode``
+agent, a long GC pause), the ``FencedRunner`` must live with the cameras, not with the loop: ``tests.harness.testnode``
 runs it in the camera process and sends it the renewals through a pipe.
 """
 

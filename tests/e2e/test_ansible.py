@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from failover.drill import wait_for
 from tests.e2e.conftest import (
     ANSIBLE_DIR,
     CACHE,
@@ -38,6 +37,7 @@ from tests.e2e.conftest import (
     release_bundle,
     tool,
 )
+from tests.harness.pair import wait_for
 
 PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml", "rotate-certs.yml"]
 WORKSTATIONS = ("ws-a", "ws-b")

@@ -360,9 +360,9 @@ def segment(
     track_id_text: bool = False,
 ) -> tuple[str, bytes]:
     """A well formed segment file (or one with the given flaw) and its id."""
-    from storage.replnode import window_events
     from storage.schema import SegmentMeta, events_to_table, with_segment_meta
     from storage.segments import _to_parquet_bytes
+    from tests.harness.replnode import window_events
 
     sid = sid or f"{cam}.{round(ws * 1000)}.{node}.{token}"
     table = events_to_table(

@@ -102,7 +102,7 @@ def _placement(lab: ModuleType) -> dict[str, list[str]]:
 def _spread(lab: ModuleType) -> dict[str, list[str]]:
     """Make the leader run one camera (the node faults hit the leader: its camera must move): a rebalance when the
     cameras are not one per workstation, then wait (bounded) until they are, settled."""
-    from failover.drill import wait_for
+    from tests.harness.pair import wait_for
 
     def spread() -> dict[str, list[str]] | None:
         p = _placement(lab)

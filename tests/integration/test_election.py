@@ -1,4 +1,4 @@
-"""Fault drills on a real 3-member etcd with two node processes (``failover.testnode``), TTL 2 s.
+"""Fault drills on a real 3-member etcd with two node processes (``tests.harness.testnode``), TTL 2 s.
 
 The cluster runs as a store runs it: mutual TLS on client and peer URLs and etcd auth (each node process is its
 workstation's etcd user, limited to the store's prefix). One test repeats the SIGKILL takeover in plain text, the
@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from failover import admin
-from failover.blackhole import Partition
-from failover.drill import CAMS, Pair, double_runs, store_pki, wait_for
 from failover.etcd_cluster import EtcdCluster
+from tests.harness.blackhole import Partition
+from tests.harness.pair import CAMS, Pair, double_runs, store_pki, wait_for
 
 TTL = 2
 

@@ -25,12 +25,12 @@ from cluster.errors import DCSError
 from cluster.pki import CertDir, Identity
 from failover import admin
 from failover.dcs import ROOT, Assignment, Member
-from failover.drill import store_pki, wait_for
 from failover.etcd_auth import node_role, prefix_range_end, store_prefix
 from failover.etcd_cluster import EtcdCluster
 from failover.etcd_dcs import EtcdDCS
 from failover.etcd_tls import credentials, describe, explain, parse_endpoint
 from failover.raft import keep_raft_leader_on
+from tests.harness.pair import store_pki, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed (apt-get install etcd-server)")
 

@@ -1,6 +1,6 @@
 """Two real replicating node processes on loopback, each with its own data folder and Flight server.
 
-Counts are exact, from the deterministic writer of :mod:`storage.replnode` (cameras x windows x events).
+Counts are exact, from the deterministic writer of :mod:`tests.harness.replnode` (cameras x windows x events).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.catalog import Catalog
-from storage.replnode import TZ
 from storage.verify import verify_data_dir
 from storage.views import run_query
+from tests.harness.replnode import TZ
 from tests.pki_helpers import StorePKI, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ class Pair:
 
     def start(self, node: str, *extra: str) -> subprocess.Popen[bytes]:
         peer = "ws-b" if node == "ws-a" else "ws-a"
-        cmd = [sys.executable, "-m", "storage.replnode", "--data-dir", str(self.dir(node)), "--node", node]
+        cmd = [sys.executable, "-m", "tests.harness.replnode", "--data-dir", str(self.dir(node)), "--node", node]
         cmd += ["--store", "s1", "--port", str(self.ports[node]), "--peer", f"grpc://127.0.0.1:{self.ports[peer]}"]
         cmd += ["--events-per-segment", str(K), "--anti-entropy-s", "1", *extra]
         if self.pki is not None:

@@ -9,13 +9,13 @@ from typing import Any
 import pyarrow.flight as flight
 import pytest
 
-from failover.drill import wait_for
 from failover.etcd_cluster import free_port
 from storage import replclient, replication
 from storage.replication import Replicator
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentWriter
 from storage.views import run_query
+from tests.harness.pair import wait_for
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 
 def write_windows(data_dir: Path, cams: list[str], windows: int) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from failover.drill import wait_for
 from failover.etcd_cluster import free_port
 from storage.analytics import DEFINITIONS_FILE, STORE_FILE, ensure_store_file, load_definitions, record_definition
 from storage.kpis import KpiDefinition, StoreSetup
 from storage.replication import Replicator
+from tests.harness.pair import wait_for
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 A = KpiDefinition(bounce_s=10, visit_merge_s=5, opening_hours=("00:00", "24:00"))

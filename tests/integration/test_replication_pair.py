@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.pki import CertDir
-from failover.drill import wait_for
 from storage import replserver
 from storage.compaction import build_compacted
 from storage.flightauth import client_kwargs
 from storage.replclient import PeerClient
 from storage.segments import SegmentWriter, _to_parquet_bytes
+from tests.harness.pair import wait_for
 from tests.integration.test_replication_security import (
     TZ,
     N,

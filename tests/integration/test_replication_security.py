@@ -21,18 +21,18 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from failover.drill import wait_for
 from failover.etcd_cluster import free_port
 from storage import replserver
 from storage.catalog import Run, runs_to_kv
 from storage.flightauth import H_CERT, H_NODE, H_SIG, H_TIME, call_message, client_kwargs
 from storage.replication import Replicator
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.replserver import CHUNK_SCHEMA
 from storage.schema import EVENT_SCHEMA, SegmentMeta, events_to_table, with_segment_meta
 from storage.segments import SegmentWriter, _to_parquet_bytes
 from storage.verify import verify_data_dir
 from storage.views import run_query
+from tests.harness.pair import wait_for
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 from tests.pki_helpers import WITNESS, StorePKI, make_pki
 
 

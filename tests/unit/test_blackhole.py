@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from failover.blackhole import BlackHole, Partition, partitions
+from tests.harness.blackhole import BlackHole, Partition, partitions
 
 QUIET = 0.3  # how long a cut connection is watched for bytes that must not come
 

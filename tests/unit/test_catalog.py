@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.catalog import Catalog, is_compacted_id
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentWriter
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 
 def make(tmp_path: Path, n: int = 5) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from storage.catalog import Catalog
 from storage.compaction import compact, level_of
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.retention import enforce_retention, expired
 from storage.segments import SegmentWriter
 from storage.views import open_dataset
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 K = 2
 NOW = DEFAULT_BASE + 3 * 86400

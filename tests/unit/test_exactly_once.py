@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from storage.catalog import CatalogEntry, Piece, Run, credit_pieces
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentWriter
 from storage.views import open_dataset
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 K = 4
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.replication import Replicator
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentInfo, SegmentWriter
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 
 def write(folder: Path, i: int) -> SegmentInfo:

@@ -15,12 +15,12 @@ from storage import segments
 from storage.catalog import Catalog
 from storage.compaction import compact
 from storage.layout import sig_path
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.retention import enforce_retention
 from storage.segments import SegmentWriter
 from storage.signing import SignerRef, sign_own_unsigned
 from storage.verify import verify_data_dir
 from storage.views import run_query
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 from tests.pki_helpers import StorePKI, make_pki
 
 

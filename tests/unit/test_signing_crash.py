@@ -12,10 +12,10 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.layout import sig_path
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentWriter
 from storage.signing import read_sig, sign_own_unsigned, well_formed
 from storage.verify import verify_data_dir
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 from tests.pki_helpers import StorePKI, make_pki
 
 

@@ -12,12 +12,12 @@ from cluster.errors import StorageError
 from cluster.pki import CertDir
 from storage.catalog import Catalog, entry_from_bytes
 from storage.compaction import compact
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.schema import META_PREFIX
 from storage.segments import SegmentWriter, _to_parquet_bytes
 from storage.signing import ForeignSigner, MissingSignature, check_signature, well_formed
 from storage.verify import verify_data_dir
 from storage.views import run_query
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 from tests.pki_helpers import StorePKI, make_pki
 
 PAIR = ("ws-a", "ws-b")

@@ -27,10 +27,10 @@ from storage.admission import (
 from storage.bounds import Refused, check_entry
 from storage.catalog import Catalog, CatalogEntry, Run
 from storage.layout import parse_file_id, segment_path
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.schema import SegmentMeta, events_to_table, with_segment_meta
 from storage.segments import SegmentWriter, _to_parquet_bytes, load_timezone
 from storage.views import run_query
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 
 W = DEFAULT_BASE
 MS = round(W * 1000)

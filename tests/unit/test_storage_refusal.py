@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from storage.catalog import CatalogEntry, RefusalIndex, Run, compute_superseded
-from storage.replnode import TZ
+from tests.harness.replnode import TZ
 
 
 def seg(cam: str, start: float, node: str, token: int) -> CatalogEntry:

@@ -12,8 +12,8 @@ import pytest
 from storage.bounds import Refused
 from storage.replclient import RETRYABLE
 from storage.replication import Replicator
-from storage.replnode import DEFAULT_BASE, TZ, window_events
 from storage.segments import SegmentWriter
+from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
 from tests.pki_helpers import StorePKI, make_pki
 
 

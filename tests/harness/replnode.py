@@ -1,6 +1,6 @@
 """A small standalone replicating node for tests and benches: serves Flight, replicates, optionally writes.
 
-``python -m storage.replnode --data-dir D --node ws-a --store s --port P --peer grpc://127.0.0.1:Q [--cert-dir C]
+``python -m tests.harness.replnode --data-dir D --node ws-a --store s --port P --peer grpc://127.0.0.1:Q [--cert-dir C]
 [--write-cameras cam-1,cam-2 --rate N --events-per-segment K --seed S --windows W --token T --first-window F]``
 
 The written data is deterministic: for camera c and window i (1 s from ``--base`` + i), K ``line_cross`` events at
@@ -27,7 +27,7 @@ from storage.catalog import CATALOG_DIR
 from storage.replication import Replicator
 from storage.segments import SegmentWriter, sweep_temp_files
 
-log = logging.getLogger("storage.replnode")
+log = logging.getLogger("tests.harness.replnode")
 
 DEFAULT_BASE = 1719828000.0  # 2024-07-01T10:00:00Z
 TZ = "Europe/London"

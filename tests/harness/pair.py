@@ -1,4 +1,5 @@
-"""Drill helpers shared by the integration tests and ``bench/takeover.py``: two ``failover.testnode`` processes
+"""Test harness (not shipped in the product): drill helpers shared by the integration tests and
+``bench/takeover.py``: two ``tests.harness.testnode`` processes
 over one JSONL event log, bounded waits, and the "no camera ran twice at once" check.
 
 When the cluster runs TLS (``EtcdCluster(cert_dir=...)``) each node process presents its own workstation
@@ -11,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cluster.waiting import wait_for
 from failover.etcd_cluster import EtcdCluster
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAMS = ("cam-1", "cam-2", "cam-3")
 
 
@@ -34,25 +34,6 @@ def store_pki(path: Path, store_id: str) -> Path:
         if not pki.cert_path(name).exists():
             pki.issue(name, role, ["127.0.0.1", "localhost"])
     return pki.path
-
-
-def wait_for(
-    pred: Callable[[], Any],
-    timeout: float,
-    what: str,
-    *,
-    period: float = 0.05,
-    error: type[Exception] = AssertionError,
-    prefix: str = "",
-) -> Any:
-    """Poll ``pred`` every ``period`` s until it returns something true (returned); raise ``error`` at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(period)
-    raise error(f"{prefix}timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Pair:
@@ -76,7 +57,7 @@ class Pair:
     def start(self, name: str) -> None:
         own = self.cluster.endpoint(name)
         endpoints = self.endpoints.get(name) or [own] + [e for e in self.cluster.endpoints if e != own]
-        cmd = [sys.executable, "-m", "failover.testnode", "--name", name, "--endpoints", ",".join(endpoints)]
+        cmd = [sys.executable, "-m", "tests.harness.testnode", "--name", name, "--endpoints", ",".join(endpoints)]
         cmd += ["--store", self.store, "--cameras", ",".join(CAMS), "--ttl", str(self.ttl), "--log", str(self.log)]
         if self.cluster.cert_dir is not None:
             cmd += ["--cert-dir", str(self.cluster.cert_dir)]

@@ -1,6 +1,6 @@
 """A node process for drills and integration tests: the real HA loop over etcd, with cameras that only log.
 
-    python -m failover.testnode --name ws-a --endpoints https://127.0.0.1:2379,... --store s1 \\
+    python -m tests.harness.testnode --name ws-a --endpoints https://127.0.0.1:2379,... --store s1 \\
         --cameras cam-1,cam-2,cam-3 --capacity 3 --ttl 2 --log events.jsonl --cert-dir pki
 
 With ``--cert-dir`` (a ``cluster.pki`` folder holding ``ca.crt``, ``<name>.crt`` and ``<name>.key``) it talks to
@@ -29,7 +29,7 @@ from typing import Any
 from failover.dcs import Assignment, Leader
 from failover.fence import FencedRunner
 
-log = logging.getLogger("failover.testnode")
+log = logging.getLogger("tests.harness.testnode")
 
 
 class EventLog:
