@@ -16,9 +16,11 @@ values, ``[]`` when none), and the set is handed to the camera actors when they 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -361,6 +363,10 @@ class NodeMetrics:
         self.cert_expiry = Gauge(
             "edgepair_certificate_expiry_timestamp_seconds", "When this node's TLS certificate expires", registry=r
         )
+        # Issue 20 (alerts, deploy/prometheus/edgepair.rules.yml): the data dir's filesystem, and fence pauses.
+        self.disk_free = Gauge("edgepair_data_dir_free_bytes", "Free bytes of the data dir's filesystem", registry=r)
+        self.disk_size = Gauge("edgepair_data_dir_size_bytes", "Size of the data dir's filesystem", registry=r)
+        self.fenced = Gauge("edgepair_cameras_fenced", "Cameras of this node paused on their fence now", registry=r)
 
 
 class Node:
@@ -683,6 +689,11 @@ class Node:
         m.role.set(1 if self.live_role()["role"] == "leader" else 0)
         m.token.set(max(tokens) if tokens else (st.get("token") or 0))
         m.cameras.set(len(cams))
+        m.fenced.set(sum(1 for s in cams.values() if s.get("state") == "fenced"))
+        with contextlib.suppress(OSError):
+            usage = shutil.disk_usage(self.config.storage.data_dir)
+            m.disk_free.set(usage.free)
+            m.disk_size.set(usage.total)
         lag = 0.0
         if self.replicator is not None:
             try:
