@@ -166,3 +166,66 @@ def test_every_alert_has_a_runbook_section() -> None:
     for r in rules():
         if "alert" in r:
             assert r["annotations"]["runbook_url"] == f"docs/runbook.md#{r['alert'].lower()}"
+
+
+ROLE = REPO / "deploy" / "ansible" / "roles" / "monitoring"
+
+
+def render_role_template(name: str, **overrides: Any) -> str:
+    """The monitoring role's template ``name`` for the example inventory's witness (plain Jinja2, as Ansible does)."""
+    import jinja2
+
+    inv = yaml.safe_load((REPO / "deploy" / "ansible" / "inventories" / "example" / "hosts.yml").read_text())
+    ws = inv["all"]["children"]["workstations"]["hosts"]
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values = {
+        **defaults,
+        "monitoring_metrics_port": 9101,
+        "monitoring_pki_dir": "/etc/prometheus/edgepair-pki",
+        "edgepair_store": {"id": "store-42"},
+        "groups": {"workstations": list(ws)},
+        "hostvars": ws,
+        "inventory_hostname": "witness1",
+        **overrides,
+    }
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string((ROLE / "templates" / name).read_text()).render(**values)
+
+
+@needs_promtool
+def test_the_roles_prometheus_config_scrapes_both_workstations_over_mutual_tls(tmp_path: Path) -> None:
+    text = render_role_template("prometheus.yml.j2")
+    doc = yaml.safe_load(text)
+    (job,) = [j for j in doc["scrape_configs"] if j["job_name"] == "edgepair"]
+    assert job["scheme"] == "https"
+    assert job["tls_config"] == {
+        "ca_file": "/etc/prometheus/edgepair-pki/ca.crt",
+        "cert_file": "/etc/prometheus/edgepair-pki/prometheus.crt",
+        "key_file": "/etc/prometheus/edgepair-pki/prometheus.key",
+    }
+    assert job["static_configs"] == [
+        {"targets": ["10.0.0.11:9101"], "labels": {"store": "store-42", "node": "ws-a"}},
+        {"targets": ["10.0.0.12:9101"], "labels": {"store": "store-42", "node": "ws-b"}},
+    ]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text)
+    done = promtool("check", "config", "--syntax-only", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+AMTOOL = shutil.which("amtool")
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (Debian: apt-get install prometheus-alertmanager)")
+@pytest.mark.parametrize("webhook", ["", "https://oncall.example/hook"])
+def test_the_roles_alertmanager_config_is_valid(tmp_path: Path, webhook: str) -> None:
+    text = render_role_template("alertmanager.yml.j2", monitoring_webhook_url=webhook)
+    doc = yaml.safe_load(text)
+    assert doc["route"]["receiver"] == ("webhook" if webhook else "local")
+    hooks = [c["url"] for r in doc["receivers"] for c in r.get("webhook_configs", [])]
+    assert hooks == ([webhook] if webhook else [])
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(text)
+    assert AMTOOL is not None
+    done = subprocess.run([AMTOOL, "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
