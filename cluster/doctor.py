@@ -138,7 +138,14 @@ def data_dir_fact(data_dir: Path) -> DataDirFact:
         owner = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:
         owner = str(st.st_uid)
-    return DataDirFact(str(data_dir), is_dir=stat.S_ISDIR(st.st_mode), mode=stat.S_IMODE(st.st_mode), owner=owner)
+    closed = next((p for p in data_dir.resolve().parents if p.is_dir() and not p.stat().st_mode & stat.S_IXOTH), None)
+    return DataDirFact(
+        str(data_dir),
+        is_dir=stat.S_ISDIR(st.st_mode),
+        mode=stat.S_IMODE(st.st_mode),
+        owner=owner,
+        closed_parent=str(closed or ""),
+    )
 
 
 def model_fact(cfg: Config) -> ModelFact:

@@ -14,7 +14,8 @@ Rules:
   whole seconds, so ±1 s) is within ``cluster.health.max_clock_offset_s``.
 - **disk**: the data dir can be written and fsynced, its filesystem keeps ``cluster.health.min_free_bytes`` free
   (the node's own probe) and at least :attr:`Settings.min_free_ratio` of its size.
-- **data-dir**: it exists, is a folder, and no other user may read or write it (mode ``& 0o007 == 0``).
+- **data-dir**: it exists, is a folder, and no other user may read or write it (mode ``& 0o007 == 0``, or a folder
+  above it that other users cannot enter).
 - **model**: the model file exists and its sha256 equals the one recorded when it was installed.
 - **certificate**: each certificate loads, is valid now and for :attr:`Settings.cert_warn_days` more days; each
   private key is mode 0600.
@@ -81,6 +82,7 @@ class DataDirFact:
     is_dir: bool = True
     mode: int | None = None
     owner: str = ""
+    closed_parent: str = ""  # the nearest folder above it that other users cannot enter (mode without o+x), if any
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,12 @@ def check_data_dir(d: DataDirFact) -> Finding:
     if not d.is_dir:
         return Finding("data-dir", False, f"data dir {d.path} is not a folder", f"ls -l {d.path}; fix storage.data_dir")
     mode = d.mode or 0
+    if mode & 0o007 and d.closed_parent:
+        return Finding(
+            "data-dir",
+            True,
+            f"data dir {d.path} mode {mode:04o}, owner {d.owner}; others cannot enter {d.closed_parent}",
+        )
     if mode & 0o007:
         return Finding(
             "data-dir",

@@ -346,6 +346,14 @@ def test_one_problem_gives_exactly_its_finding(what: str, changes: dict[str, Any
     assert problems(diagnose(healthy_facts(**changes), Settings())) == [expected]
 
 
+def test_a_data_dir_others_cannot_reach_is_private_whatever_its_mode() -> None:
+    d = DataDirFact("/run/pair/ws-a/data", mode=0o755, owner="root", closed_parent="/run/pair")
+    (finding,) = [f for f in diagnose(healthy_facts(data_dir=d), Settings()) if f.check == "data-dir"]
+    assert finding == Finding(
+        "data-dir", True, "data dir /run/pair/ws-a/data mode 0755, owner root; others cannot enter /run/pair"
+    )
+
+
 def test_no_peer_and_no_log_are_not_problems() -> None:
     findings = diagnose(healthy_facts(peer_health=None, log=None), Settings())
     assert problems(findings) == []
