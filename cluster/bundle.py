@@ -134,14 +134,16 @@ def _http(url: str, ctx: Any) -> bytes:
 
 
 def gather(cfg: Config, name: str, config_path: Path, logs: list[Path], drills: Path | None) -> Bundle:
-    from cluster.doctor import diagnose, health_url, settings_for
+    from cluster.doctor import client_identity, diagnose, health_url, settings_for
     from cluster.doctor import gather as doctor_gather
 
     b = Bundle()
     register_camera_secrets(cfg)
     b.attempt("config/store.yaml", lambda b: b.text("config/store.yaml", config_path.read_text()))
     b.attempt("config/effective.json", lambda b: b.json("config/effective.json", json.loads(cfg.model_dump_json())))
-    identity = cfg.identity(name)
+    identity, broken = client_identity(cfg, name)
+    if broken:
+        b.errors["tls"] = broken
     ctx = identity.client_ssl_context() if identity is not None else None
 
     def doctor(b: Bundle) -> None:

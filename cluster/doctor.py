@@ -201,7 +201,7 @@ def cert_facts(cert_dir: Path, name: str) -> tuple[CertFact, ...]:
                     key_mode=key_mode,
                 )
             )
-    if all(not c.error for c in out):
+    if all(not c.error and not (c.key_mode or 0) & 0o077 for c in out):  # else those findings say what is wrong
         try:
             Identity.load(cert_dir, name)
         except PKIError as exc:
@@ -219,13 +219,39 @@ def log_fact(path: Path, lines: int = LOG_LINES) -> LogFact:
     return LogFact(str(path), lines_read=len(tail), errors=errors)
 
 
+def client_identity(cfg: Config, name: str) -> tuple[Identity | None, str]:
+    """The identity to connect with: the node's own, else the admin ``root`` one where held; and why neither loads
+    ("" when one does, or when TLS is off). A broken identity is a finding of doctor, never its crash."""
+    from cluster.pki import ADMIN_NAME, PKIError
+
+    if not cfg.security.tls:
+        return None, ""
+    first = ""
+    for who in (name, ADMIN_NAME):
+        try:
+            return cfg.identity(who), ""
+        except PKIError as exc:
+            first = first or redact(exc)
+    return None, first
+
+
 def gather(cfg: Config, name: str, config_path: str, log_path: Path | None = None) -> Facts:
     """Every fact doctor judges, for workstation ``name`` of ``cfg``."""
     cfg.node_config(name)  # ConfigError naming the nodes when ``name`` is not one of them
     peers = [n for n in cfg.cluster.nodes if n.name != name]
-    identity = cfg.identity(name)
+    identity, broken = client_identity(cfg, name)
     ctx = identity.client_ssl_context() if identity is not None else None
-    etcd, members = etcd_facts(list(cfg.cluster.etcd_endpoints), identity)
+    if broken:  # TLS on and no certificate of this host loads: nothing can be asked over the network
+        why = f"no certificate to connect with: {broken}"
+        etcd = tuple(EtcdFact(e, error=why) for e in cfg.cluster.etcd_endpoints)
+        members = MembersFact(error=why)
+    else:
+        etcd, members = etcd_facts(list(cfg.cluster.etcd_endpoints), identity)
+
+    def health(node: str) -> HttpFact:
+        url = health_url(cfg, node)
+        return HttpFact(url, error=f"no certificate to connect with: {broken}") if broken else get_health(url, ctx)
+
     data_dir = cfg.storage.data_dir
     return Facts(
         node=name,
@@ -234,8 +260,8 @@ def gather(cfg: Config, name: str, config_path: str, log_path: Path | None = Non
         config_path=config_path,
         cert_dir=str(cfg.security.cert_dir),
         now=time.time(),
-        health=get_health(health_url(cfg, name), ctx),
-        peer_health=get_health(health_url(cfg, peers[0].name), ctx) if peers else None,
+        health=health(name),
+        peer_health=health(peers[0].name) if peers else None,
         etcd=etcd,
         members=members,
         disk=disk_fact(data_dir),

@@ -179,6 +179,16 @@ def test_doctor_checks_a_workstation_and_names_each_problem(site: dict[str, Any]
         cert.write_bytes(saved[0])
         key.write_bytes(saved[1])
 
+    key = site["pki"] / "ws-a.key"
+    key.chmod(0o644)  # the node's identity no longer loads: doctor connects with root's and says what is wrong
+    try:
+        assert problem_texts(doctor(site)) == [
+            *node_down,
+            ("certificate", f"{key} is mode 0644: other users may read the key", f"chmod 0600 {key}"),
+        ]
+    finally:
+        key.chmod(0o600)
+
     log = site["log"].read_text()
     try:
         with site["log"].open("a") as f:
