@@ -235,6 +235,30 @@ def client_identity(cfg: Config, name: str) -> tuple[Identity | None, str]:
     return None, first
 
 
+UNITS = ("edgepair.service", "edgepair-etcd.service")
+
+
+def unit_states(units: tuple[str, ...] = UNITS) -> tuple[tuple[str, str], ...]:
+    """Each unit's ActiveState under systemd (as deployed by Ansible); () on a host without systemd (a local pair)."""
+    import subprocess
+
+    if not Path("/run/systemd/system").is_dir():
+        return ()
+    out = []
+    for unit in units:
+        try:
+            done = subprocess.run(
+                ["systemctl", "show", "-p", "ActiveState", "--value", unit],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S * 3,
+            )
+            out.append((unit, done.stdout.strip()))
+        except (OSError, subprocess.SubprocessError) as exc:
+            out.append((unit, f"unreadable ({type(exc).__name__})"))
+    return tuple(out)
+
+
 def gather(cfg: Config, name: str, config_path: str, log_path: Path | None = None) -> Facts:
     """Every fact doctor judges, for workstation ``name`` of ``cfg``."""
     cfg.node_config(name)  # ConfigError naming the nodes when ``name`` is not one of them
@@ -270,6 +294,7 @@ def gather(cfg: Config, name: str, config_path: str, log_path: Path | None = Non
         certs=cert_facts(cfg.security.cert_dir, name) if cfg.security.tls else (),
         log=log_fact(log_path) if log_path is not None else None,
         tls=cfg.security.tls,
+        units=unit_states(),
     )
 
 

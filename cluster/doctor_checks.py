@@ -6,6 +6,7 @@
 
 Rules:
 
+- **service**: under systemd, the units ``edgepair`` and ``edgepair-etcd`` are active.
 - **health**: the node's own ``/health`` answers and says ``healthy`` (answering, not fenced) and
   ``member_healthy`` (its probes); each health reason is listed.
 - **etcd**: every configured endpoint answers ``Status`` and has a raft leader; the member list (from any member)
@@ -131,6 +132,7 @@ class Facts:
     log: LogFact | None = None
     tls: bool = True
     peer_host: str = ""
+    units: tuple[tuple[str, str], ...] = ()  # (systemd unit, its ActiveState) under systemd; () elsewhere
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,10 @@ class Settings:
 
 
 def diagnose(facts: Facts, settings: Settings) -> list[Finding]:
-    """Every finding, in a fixed order: health, etcd, peer, clock, disk, data dir, model, certificates, log."""
-    out = [check_health(facts)]
+    """Every finding, in a fixed order: services, health, etcd, peer, clock, disk, data dir, model, certificates,
+    log."""
+    out = [check_unit(unit, state) for unit, state in facts.units]
+    out.append(check_health(facts))
     out += check_etcd(facts)
     out += check_peer(facts, settings)
     out.append(check_disk(facts, settings))
@@ -162,6 +166,14 @@ def problems(findings: list[Finding]) -> list[Finding]:
 
 def _restart_node(facts: Facts) -> str:
     return f"systemctl restart edgepair; journalctl -u edgepair -n 200 (on {facts.node})"
+
+
+def check_unit(unit: str, state: str) -> Finding:
+    if state == "active":
+        return Finding("service", True, f"{unit} is active")
+    return Finding(
+        "service", False, f"{unit} is {state or 'unknown'}", f"systemctl restart {unit}; journalctl -u {unit} -n 100"
+    )
 
 
 def check_health(facts: Facts) -> Finding:

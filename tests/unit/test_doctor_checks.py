@@ -88,6 +88,16 @@ def etcd_down() -> dict[str, Any]:
 
 CASES: list[tuple[str, dict[str, Any], Finding]] = [
     (
+        "agent unit failed",
+        {"units": (("edgepair.service", "failed"), ("edgepair-etcd.service", "active"))},
+        Finding(
+            "service",
+            False,
+            "edgepair.service is failed",
+            "systemctl restart edgepair.service; journalctl -u edgepair.service -n 100",
+        ),
+    ),
+    (
         "node down",
         {"health": HttpFact("https://10.0.0.11:9101/health", error="ConnectionRefusedError: [Errno 111] refused")},
         Finding(
@@ -344,6 +354,16 @@ CASES: list[tuple[str, dict[str, Any], Finding]] = [
 @pytest.mark.parametrize(("what", "changes", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_one_problem_gives_exactly_its_finding(what: str, changes: dict[str, Any], expected: Finding) -> None:
     assert problems(diagnose(healthy_facts(**changes), Settings())) == [expected]
+
+
+def test_active_units_are_listed_first() -> None:
+    units = (("edgepair.service", "active"), ("edgepair-etcd.service", "active"))
+    findings = diagnose(healthy_facts(units=units), Settings())
+    assert findings[:2] == [
+        Finding("service", True, "edgepair.service is active"),
+        Finding("service", True, "edgepair-etcd.service is active"),
+    ]
+    assert problems(findings) == []
 
 
 def test_a_data_dir_others_cannot_reach_is_private_whatever_its_mode() -> None:
