@@ -61,9 +61,9 @@ def panel_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-def as_promql(expr: str) -> str:
+def as_promql(expr: str, store: str = "s1") -> str:
     """A panel's query with Grafana's variables given values, as Prometheus would receive it."""
-    return expr.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$store", "s1")
+    return expr.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$store", store)
 
 
 def test_dashboards_exist_for_a_store_and_a_fleet() -> None:
