@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # OS packages: footage for the demo (vtest.avi), etcd for the pair, GStreamer RTSP cameras, Chromium for reports,
-# and for the Ansible lab: systemd-nspawn hosts with their own sshd, nftables.
+# for the Ansible lab: systemd-nspawn hosts with their own sshd, nftables; promtool and amtool (and the servers of
+# the local alert test) from Prometheus's packages, whose services this step disables where it installed them.
 APT_PACKAGES := opencv-doc etcd-server etcd-client \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium \
-  systemd-container openssh-server nftables
+  systemd-container openssh-server nftables prometheus prometheus-alertmanager
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv model demo test test-all test-e2e test-lab test-lab-drills lint typecheck bench clean
@@ -21,6 +22,11 @@ apt:
 	  echo "installing OS packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: OS packages$$missing are missing; run as root or install them with apt-get" >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  if [ -d /run/systemd/system ]; then \
+	    for svc in prometheus prometheus-alertmanager; do \
+	      case " $$missing " in *" $$svc "*) systemctl disable --now $$svc >/dev/null 2>&1 || true;; esac; \
+	    done; \
+	  fi; \
 	fi
 
 venv: $(STAMP)

@@ -16,9 +16,11 @@ values, ``[]`` when none), and the set is handed to the camera actors when they 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -400,6 +402,12 @@ class NodeMetrics:
         self.cert_expiry = Gauge(
             "edgepair_certificate_expiry_timestamp_seconds", "When this node's TLS certificate expires", registry=r
         )
+        # Issue 20 (alerts, deploy/prometheus/edgepair.rules.yml): the data dir's filesystem, and fence pauses.
+        self.disk_free = Gauge("edgepair_data_dir_free_bytes", "Free bytes of the data dir's filesystem", registry=r)
+        self.disk_size = Gauge("edgepair_data_dir_size_bytes", "Size of the data dir's filesystem", registry=r)
+        self.fenced = Gauge("edgepair_cameras_fenced", "Cameras of this node paused on their fence now", registry=r)
+        self.labelled: set[str] = set()  # cameras with per-camera series now
+        self.probed: set[str] = set()  # probes with an edgepair_health_probe_ok series now
 
 
 class Node:
@@ -722,11 +730,21 @@ class Node:
             m.frames.labels(cam).set(s.get("frames", 0))
             m.dropped.labels(cam).set(s.get("dropped", 0))
             m.fence_pauses.labels(cam).set(s.get("fence_pauses", 0))
+        for cam in m.labelled - set(cams):  # moved away: its series end here (no stale value left behind)
+            for gauge in (m.fps, m.frames, m.dropped, m.fence_pauses):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(cam)
+        m.labelled = set(cams)
         tokens = [s.get("token", 0) for s in cams.values()]
         m.role.set(1 if self.live_role()["role"] == "leader" else 0)
         m.token.set(max(tokens) if tokens else (st.get("token") or 0))
         m.cameras.set(len(cams))
         m.renew_gap_max.set(self.loop.renew_gap.max)
+        m.fenced.set(sum(1 for s in cams.values() if s.get("state") == "fenced"))
+        with contextlib.suppress(OSError):
+            usage = shutil.disk_usage(self.config.storage.data_dir)
+            m.disk_free.set(usage.free)
+            m.disk_size.set(usage.total)
         lag = 0.0
         if self.replicator is not None:
             try:
@@ -741,8 +759,13 @@ class Node:
         self._inference_latency()
         verdict = self.monitor.verdict().as_dict() if self.monitor is not None else {}
         m.healthy.set(1 if st.get("healthy", True) else 0)
-        for name, p in (verdict.get("probes") or {}).items():
+        probes = verdict.get("probes") or {}
+        for name, p in probes.items():
             m.probe_ok.labels(name).set(1 if p["ok"] else 0)
+        for name in m.probed - set(probes):  # a camera's probe ends when the camera moved away
+            with contextlib.suppress(KeyError):
+                m.probe_ok.remove(name)
+        m.probed = set(probes)
         restarts = self.restarts.snapshot()
         restarts["ha"] = int(getattr(self.loop, "tick_errors", 0))
         restarts["camera-reader"] = sum(int((s.get("capture") or {}).get("reader_restarts", 0)) for s in cams.values())

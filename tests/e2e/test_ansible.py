@@ -39,7 +39,7 @@ from tests.e2e.conftest import (
 )
 from tests.harness.pair import wait_for
 
-PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml", "rotate-certs.yml"]
+PLAYBOOKS = ["site.yml", "rolling-upgrade.yml", "rollback.yml", "drill.yml", "rotate-certs.yml", "monitoring.yml"]
 WORKSTATIONS = ("ws-a", "ws-b")
 V_OLD = base_version()
 V_NEW = new_version()
