@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 RESULT_WAIT_S = 0.1
 """How often a worker waiting for an inference result looks at its stop flag and fence."""
 
+STOP_DRAIN_S = 0.5
+"""How long a stopping worker still waits for the results of the frames in inference (they are processed and
+written, as at any stop); past it the inference is taken as not answering (hung) and those frames are given up."""
+
 CLOCK_CONFIRM_S = 0.5
 """A worker paused for a step of its wall clock resumes on the node's clock verdict only when that verdict was made at
 least this long after the worker saw the step (one health period: the evaluation saw the stepped clock too)."""
@@ -188,6 +192,7 @@ class CameraWorker:
         self.resolve = resolve
         self.ready = ready
         self.abandoned = 0  # frames given up in inference at a stop or a fence pause while it did not answer
+        self._start_lock = threading.RLock()
         self.token = token
         self.model_version = model_version
         self.config_version = config.version()
@@ -255,9 +260,10 @@ class CameraWorker:
 
     # --- control (idempotent) --------------------------------------------------------------------------------
     def start(self) -> bool:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"camera-{self.cam.id}", daemon=True)
-            self._thread.start()
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"camera-{self.cam.id}", daemon=True)
+                self._thread.start()
         return True
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
@@ -273,20 +279,23 @@ class CameraWorker:
 
         ``unsafe_break`` (test-only, :mod:`cluster.unsafe`), when given, replaces the worker's set of breaks.
         """
-        if unsafe_break is not None:
-            self.unsafe_break = frozenset(unsafe_break)
-        if self._thread is None:
-            self.token = token
-            if fps:
-                self.capture.target_fps = fps
-            self.fence_deadline = deadline
-            self.started_at = time.time()
-            self._wall_offset = self.started_at - time.monotonic()  # a standby created long ago: its clock as of now
-        else:
-            self.retoken(token)
-            if deadline is not None:
-                self.renew(deadline)
-        return self.start()
+        # Ray runs an actor's calls on several threads (max_concurrency): two activations (the runner's, and one of
+        # statuses() when a status answered first) must not both start the loop.
+        with self._start_lock:
+            if unsafe_break is not None:
+                self.unsafe_break = frozenset(unsafe_break)
+            if self._thread is None:
+                self.token = token
+                if fps:
+                    self.capture.target_fps = fps
+                self.fence_deadline = deadline
+                self.started_at = time.time()
+                self._wall_offset = self.started_at - time.monotonic()  # a standby created long ago: its clock now
+            else:
+                self.retoken(token)
+                if deadline is not None:
+                    self.renew(deadline)
+            return self.start()
 
     def retoken(self, token: int) -> bool:
         """Carry on under a newer fencing token (a new leader kept this camera here): no restart, no gap.
@@ -384,9 +393,14 @@ class CameraWorker:
         lapses first (the loop then pauses, or ends, without it)."""
         if self.ready is None:
             return True
+        stop_seen: float | None = None
         while not self.ready(ref, RESULT_WAIT_S):
-            if self._stop.is_set() or self._paused():
+            if self._paused():
                 return False
+            if self._stop.is_set():
+                stop_seen = self.clock() if stop_seen is None else stop_seen
+                if self.clock() - stop_seen >= STOP_DRAIN_S:
+                    return False  # the inference does not answer: the stop gives up what is in it
         return True
 
     def _paused(self) -> bool:
@@ -503,8 +517,9 @@ class CameraWorker:
                 if not self._await(ref):
                     if self._stop.is_set():
                         log.warning(
-                            "camera %s: stopping while the inference does not answer: %d frames in inference given up",
+                            "camera %s: stopping: the inference did not answer within %.1f s, %d frames in it given up",
                             self.cam.id,
+                            STOP_DRAIN_S,
                             len(inflight),
                         )
                         self.abandoned += len(inflight)

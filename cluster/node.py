@@ -893,6 +893,17 @@ class _HTTPServer(ThreadingHTTPServer):
         super().__init__(*args, **kwargs)
         self._slots = threading.BoundedSemaphore(self.max_connections)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not socketserver's traceback on stderr: a client that went away mid-answer (a poller's short
+        timeout, a scanner) is routine; anything else is logged as an error with its type."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # ConnectionError, ssl.SSLError, TimeoutError
+            log.debug("/health: client %s went away: %s", client_address[0], type(exc).__name__)
+        else:
+            log.error("/health: request from %s failed: %s: %s", client_address[0], type(exc).__name__, exc)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self.shutdown_request(request)  # every slot busy: refuse at once rather than queue without bound
