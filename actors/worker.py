@@ -41,8 +41,9 @@ RESULT_WAIT_S = 0.1
 """How often a worker waiting for an inference result looks at its stop flag and fence."""
 
 STOP_DRAIN_S = 0.5
-"""How long a stopping worker still waits for the results of the frames in inference (they are processed and
-written, as at any stop); past it the inference is taken as not answering (hung) and those frames are given up."""
+"""A stopping worker waits for the result of a frame in inference until it has waited this long for it (such frames
+are processed and written, as at any stop); past it the inference is taken as not answering (hung) and the frames in
+it are given up. A hung inference has usually been awaited for seconds when the stop comes: it ends at once."""
 
 CLOCK_CONFIRM_S = 0.5
 """A worker paused for a step of its wall clock resumes on the node's clock verdict only when that verdict was made at
@@ -393,14 +394,12 @@ class CameraWorker:
         lapses first (the loop then pauses, or ends, without it)."""
         if self.ready is None:
             return True
-        stop_seen: float | None = None
+        began = self.clock()
         while not self.ready(ref, RESULT_WAIT_S):
             if self._paused():
                 return False
-            if self._stop.is_set():
-                stop_seen = self.clock() if stop_seen is None else stop_seen
-                if self.clock() - stop_seen >= STOP_DRAIN_S:
-                    return False  # the inference does not answer: the stop gives up what is in it
+            if self._stop.is_set() and self.clock() - began >= STOP_DRAIN_S:
+                return False  # the inference does not answer: the stop gives up what is in it
         return True
 
     def _paused(self) -> bool:
@@ -517,7 +516,7 @@ class CameraWorker:
                 if not self._await(ref):
                     if self._stop.is_set():
                         log.warning(
-                            "camera %s: stopping: the inference did not answer within %.1f s, %d frames in it given up",
+                            "camera %s: stopping: the inference did not answer for %.1f s, %d frames in it given up",
                             self.cam.id,
                             STOP_DRAIN_S,
                             len(inflight),

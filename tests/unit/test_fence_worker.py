@@ -594,18 +594,21 @@ def hung_inference(worker: CameraWorker, clock: FakeClock, stop_after: int | Non
     return seen
 
 
+@pytest.mark.parametrize("stop_after", [1, 5, 30])
 def test_a_stop_while_the_inference_hangs_gives_up_the_frames_in_it_and_writes_what_was_processed(
-    tmp_path: Path,
+    tmp_path: Path, stop_after: int
 ) -> None:
-    """The inference process is stopped (SIGSTOP) with two frames in it: the camera's stop still ends the loop,
-    STOP_DRAIN_S (0.5 s) after it was asked (not at the runner's 30 s timeout), writes the window of the frames
-    processed before, and counts the two given up."""
+    """The inference process is stopped (SIGSTOP) with two frames in it: the camera's stop still ends the loop (not
+    at the runner's 30 s timeout) once the frame at the head has been awaited STOP_DRAIN_S (0.5 s): at once for a
+    stop that comes later (5 or 30 waits of 0.1 s), 0.5 s after the wait began for one that comes first (1 wait).
+    It writes the window of the frames processed before, and counts the two given up."""
     clock = FakeClock(100.0)
     worker = make_worker(tmp_path, clock, inflight=2, deadline=1000.0)
-    seen = hung_inference(worker, clock, stop_after=5)
+    seen = hung_inference(worker, clock, stop_after=stop_after)
     play(worker, [Frame(ts(0), 100.0), Frame(ts(1), 100.1), Frame(ts(2), 100.2, HUNG), Frame(ts(3), 100.3, HUNG)])
-    gave_up_after = clock.now - seen["stopped_at"]
-    assert STOP_DRAIN_S <= gave_up_after < STOP_DRAIN_S + RESULT_WAIT_S  # the first wait that reached the bound
+    awaited_from = 100.3  # the hung frame at the head is awaited from ts(3)'s hand-over on
+    expected_end = max(seen["stopped_at"], awaited_from + STOP_DRAIN_S)
+    assert expected_end <= clock.now < expected_end + RESULT_WAIT_S  # the first wait that reached both
     assert worker.frames == 2
     assert worker.abandoned == 2
     assert worker.fenced is False
