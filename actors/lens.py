@@ -56,9 +56,8 @@ class Lens:
         d = np.asarray(D, dtype=np.float64).reshape(-1)
         if d.size != 4:
             raise ValueError(f"D must hold the 4 coefficients k1..k4 of cv2.fisheye, got {d.size}")
-        return cls(
-            float(k_mat[0, 2]), float(k_mat[1, 2]), radius, float(k_mat[0, 0]), float(k_mat[1, 1]), tuple(d.tolist())
-        )  # type: ignore[arg-type]
+        k = (float(d[0]), float(d[1]), float(d[2]), float(d[3]))
+        return cls(float(k_mat[0, 2]), float(k_mat[1, 2]), radius, float(k_mat[0, 0]), float(k_mat[1, 1]), k)
 
     # ------------------------------------------------------------------------------------------ pixel <-> ray
 
@@ -134,8 +133,8 @@ def estimate_circle(frame_bgr: np.ndarray, dark: int = 24) -> Circle | None:
     fitted with a least-squares circle (Kasa's), leaving out boundary pixels on the frame's own border (a circle
     cropped by the sensor). None when no usable circle is found: no dark surround (the lens fills the frame), or
     too little of the boundary is visible."""
-    grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
-    grey = cv2.medianBlur(grey, 5)
+    grey = np.asarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr, np.uint8)
+    grey = np.asarray(cv2.medianBlur(grey, 5), np.uint8)
     mask = (grey > dark).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)

@@ -24,6 +24,7 @@ from actors.analytics import CameraAnalytics
 from actors.capture import EOS, Capture, FrameMeta
 from actors.detections import Detections
 from actors.events import Event
+from actors.fisheye import wrap_detection
 from actors.lines import LineCounter
 from actors.tracking import ByteTracker, TrackerConfig
 from actors.zones import PolygonZone
@@ -175,8 +176,8 @@ class CameraWorker:
         """
         self.config = config
         self.cam = next(c for c in config.cameras if c.id == camera_id)
-        self.submit = submit
-        self.resolve = resolve
+        # A fisheye camera sends its rotated views to inference and merges their boxes back (actors/fisheye.py).
+        self.submit, self.resolve = wrap_detection(self.cam.lens, submit, resolve)
         self.token = token
         self.model_version = model_version
         self.config_version = config.version()

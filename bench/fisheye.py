@@ -110,8 +110,9 @@ def hull_of(rotated: np.ndarray) -> np.ndarray:
 def axis_rotated(xyxy: np.ndarray) -> np.ndarray:
     """Axis-aligned ``xyxy`` -> rotated rows at angle 0."""
     x = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return np.column_stack([(x[:, 0] + x[:, 2]) / 2, (x[:, 1] + x[:, 3]) / 2, x[:, 2] - x[:, 0], x[:, 3] - x[:, 1],
-                            np.zeros(len(x))])
+    return np.column_stack(
+        [(x[:, 0] + x[:, 2]) / 2, (x[:, 1] + x[:, 3]) / 2, x[:, 2] - x[:, 0], x[:, 3] - x[:, 1], np.zeros(len(x))]
+    )
 
 
 def matches(iou: np.ndarray, threshold: float = IOU) -> int:
@@ -232,9 +233,9 @@ def bench_models(models: list[Model], n: int, view_px: int, sweep: bool) -> list
             **score(fisheye_boxes(fish, default_t, lens, n, view_px), truths),
         }
         if sweep:
-            t, s = best_threshold(lambda t: plain_boxes(plain, t), truths, grid)
+            t, s = best_threshold(lambda t, p=plain: plain_boxes(p, t), truths, grid)
             row["plain_best"] = {"threshold": t, **s}
-            t, s = best_threshold(lambda t: fisheye_boxes(fish, t, lens, n, view_px), truths, grid)
+            t, s = best_threshold(lambda t, f=fish: fisheye_boxes(f, t, lens, n, view_px), truths, grid)
             row["fisheye_best"] = {"threshold": t, **s}
         rows.append(row)
         print(f"{m.label}: done", file=sys.stderr, flush=True)
