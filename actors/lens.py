@@ -135,8 +135,8 @@ def estimate_circle(frame_bgr: np.ndarray, dark: int = 24) -> Circle | None:
     too little of the boundary is visible."""
     grey = np.asarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr, np.uint8)
     grey = np.asarray(cv2.medianBlur(grey, 5), np.uint8)
-    mask = (grey > dark).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
+    bright = (grey > dark).astype(np.uint8)
+    mask = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
