@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fisheye bench skipped: {CEPDOF} or {MODELS} not found (needs ../shared)")
         return 2
     if args.counting:
-        from cluster.fisheye_scene import bench_counting
+        from bench.fisheye_scene import bench_counting
 
         rows = bench_counting(args.seed)
         print(rows["markdown"])

@@ -561,10 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1, help="with --random-lines: how many seeds from --seed")
     s.set_defaults(func=cmd_evaluate)
 
-    from cluster import acceptance, calibrate
+    from cluster import acceptance, calibrate, camera_cli
 
     acceptance.add_parser(sub)
     calibrate.add_parser(sub)
+    camera_cli.add_parser(sub)
 
     s = sub.add_parser("analytics", help="a DuckDB file of KPI views for analysts (open), or several stores (merge)")
     s.add_argument("action", choices=["open", "merge"])
