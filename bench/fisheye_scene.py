@@ -134,7 +134,7 @@ def cut_people(video: Path = ONE_BY_ONE) -> tuple[np.ndarray, list[Sprite]]:
             mask = (cv2.GaussianBlur(diff, (5, 5), 0) > 28).astype(np.uint8)
             mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
             mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
-            n, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+            _n, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
             k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
             x, y, w, h = (int(v) for v in stats[k, :4])
             alpha = (labels[y : y + h, x : x + w] == k).astype(np.float32)
@@ -287,7 +287,7 @@ def bench_counting(seed: int) -> dict[str, Any]:
         for fisheye in (False, True):
             t0 = time.perf_counter()
             counted = count_scene(scene, det, fisheye)
-            ms = 1000 * (time.perf_counter() - t0) / len(scene.frames())
+            ms = 1000 * (time.perf_counter() - t0) / round(scene.seconds * scene.fps)
             err, true = count_error(counted, scene.truth)
             rows.append(
                 {

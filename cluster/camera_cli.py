@@ -48,7 +48,7 @@ def read_frames(cfg: Config, cam: CameraConfig, image: str | None, count: int) -
 
     cap = _open(cam.source, cam.is_stream, 10_000, cfg.credential_source(cam.id))
     try:
-        frames = []
+        frames: list[np.ndarray] = []
         while len(frames) < count:
             ok, frame = cap.read()
             if not ok:
