@@ -85,8 +85,7 @@ def render_preview(cfg: Config, cam: CameraConfig, frames: list[np.ndarray], det
     """The last frame with the camera's set-up drawn (see ``actors.preview``); ``detector`` None: no detections."""
     from actors import preview
     from actors.detections import Detections
-    from actors.fisheye import FisheyeDetection, RotatedBoxes
-    from actors.worker import build_analytics
+    from actors.fisheye import FisheyeDetection
 
     frame = frames[-1]
     h, w = frame.shape[:2]
@@ -96,10 +95,23 @@ def render_preview(cfg: Config, cam: CameraConfig, frames: list[np.ndarray], det
     if fisheye is not None:
         lens, views = fisheye.plan(w, h)
         preview.draw_lens(out, lens, views)
+    if detector is not None:
+        _draw_detections(cfg, cam, frames, detector, fisheye, out)
+    # The set-up last, over the detections: what the installer checks is where the lines and zones are.
     preview.draw_zones(out, [(z.id, z.polygon) for z in cam.zones])
     preview.draw_lines(out, [(ln.id, ln.start, ln.end, ln.in_point) for ln in cam.lines])
-    if detector is None:
-        return out
+    return out
+
+
+def _draw_detections(
+    cfg: Config, cam: CameraConfig, frames: list[np.ndarray], detector: Any, fisheye: Any, out: np.ndarray
+) -> None:
+    from actors import preview
+    from actors.detections import Detections
+    from actors.fisheye import RotatedBoxes
+    from actors.worker import build_analytics
+
+    h, w = out.shape[:2]
     analytics = build_analytics(cam, cfg)
     dets, tracks, rotated = Detections.empty(), Detections.empty(), None
     for i, f in enumerate(frames):
@@ -109,7 +121,6 @@ def render_preview(cfg: Config, cam: CameraConfig, frames: list[np.ndarray], det
         rotated = fisheye.last if fisheye.last is not None else RotatedBoxes(np.zeros((0, 5)), np.zeros(0))
     preview.draw_detections(out, dets, rotated)
     preview.draw_tracks(out, tracks, cam.anchor)
-    return out
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
