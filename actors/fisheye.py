@@ -36,6 +36,7 @@ DEFAULT_VIEWS = 12  # bench/fisheye.py on CEPDOF: YOLOX-nano recall/precision .9
 DEFAULT_VIEW_PX = 640
 MARGIN = 0.25  # of the radius, around each view's wedge: a person whose centre is in the wedge fits in the view
 CENTRE_FRACTION = 0.15  # of the radius: boxes centred this close to the centre are taken from every view (then NMS)
+NEIGHBOUR_WEDGES = 1.0  # see merge_views: how far beyond its own wedge a view's box may fill a gap (in wedges)
 ROTATED_NMS_IOU = 0.3  # two boxes of one person from two views overlap; two people side by side seldom do by this
 
 
@@ -157,23 +158,31 @@ def merge_views(
     lens: Lens,
     iou_threshold: float = ROTATED_NMS_IOU,
     wedge_filter: bool = True,
+    neighbours: float = NEIGHBOUR_WEDGES,
 ) -> RotatedBoxes:
-    """Every view's detections as rotated boxes in fisheye pixels, each from the view where it stands most upright
-    (``wedge_filter``), duplicates removed by rotated NMS."""
+    """Every view's detections as rotated boxes in fisheye pixels, duplicates removed by rotated NMS, each person from
+    the view where it stands most upright (``wedge_filter``): a box centred in its view's own wedge (or near the
+    centre) comes before every box of the neighbouring views, whatever the scores; a box up to ``neighbours``
+    wedge widths beyond its view's wedge is kept only where no such box covers it (0: never, the first round's rule).
+    ``wedge_filter`` False: every box, by score alone."""
     if len(per_view) != len(views):
         raise ValueError(f"got detections of {len(per_view)} views for {len(views)} views")
-    parts, scores = [], []
+    parts, scores, order = [], [], []
     for dets, view in zip(per_view, views, strict=True):
         rb = view_boxes(dets, view, lens)
+        priority = rb.scores.astype(np.float64)
         if len(rb) and wedge_filter:
-            az = lens.azimuth(rb.boxes[:, :2])
+            tilt = _angle_diff(lens.azimuth(rb.boxes[:, :2]), view.phi)
             r = np.hypot(rb.boxes[:, 0] - lens.cx, rb.boxes[:, 1] - lens.cy)
-            keep = (_angle_diff(az, view.phi) <= view.half_wedge) | (r < CENTRE_FRACTION * lens.radius)
-            rb = RotatedBoxes(rb.boxes[keep], rb.scores[keep])
+            own = (tilt <= view.half_wedge) | (r < CENTRE_FRACTION * lens.radius)
+            keep = own | (tilt <= view.half_wedge * (1 + 2 * neighbours))
+            priority = priority + own  # scores are in 0..1: every own-wedge box outranks every neighbour's box
+            rb, priority = RotatedBoxes(rb.boxes[keep], rb.scores[keep]), priority[keep]
         parts.append(rb.boxes)
         scores.append(rb.scores)
+        order.append(priority)
     merged = RotatedBoxes(np.concatenate(parts).reshape(-1, 5), np.concatenate(scores).reshape(-1))
-    keep = rotated_nms(merged, iou_threshold)
+    keep = rotated_nms(RotatedBoxes(merged.boxes, np.concatenate(order).astype(np.float32)), iou_threshold)
     return RotatedBoxes(merged.boxes[keep], merged.scores[keep])
 
 

@@ -1,7 +1,8 @@
 """Detection under a ceiling fisheye: the plain detector against the fisheye path, per model, on CEPDOF.
 
     PYTHONPATH=. .venv/bin/python bench/fisheye.py [--models pico416,yolox] [--views 8] [--sweep] [--json out.json]
-    PYTHONPATH=. .venv/bin/python bench/fisheye.py --counting [--seed 7]
+    PYTHONPATH=. .venv/bin/python bench/fisheye.py --counting [--seeds 7,1,2,3] [--count-models yolox,nano416]
+        [--views 12] [--walkers 6] [--seconds 16] [--fps 5] [--margin-s 1.5] [--no-plain]
 
 For each model of ``../shared/models`` and the default one (``edgepair model install``'s SSDLite), on the 10 frames
 of ``../shared/footage/fisheye-cepdof`` (7 people in each, rotated-box ground truth):
@@ -17,9 +18,10 @@ each path (views built, detector, merge), ONNX Runtime on one thread, measured i
 machine is shared, so ratios mean more than absolute times. The image circle is estimated from the first frame
 (``actors.lens.estimate_circle``), as ``edgepair camera calibrate-lens`` does.
 
-``--counting`` runs the synthetic counting scene instead (``cluster.fisheye_scene``: people cut out of the one-by-one
-footage walking known paths across a virtual ceiling fisheye, true crossings known exactly) and prints counted
-against true per line, for the plain and the fisheye paths.
+``--counting`` runs the synthetic counting scene instead (``tests/fisheye_scene.py``: people cut out of the one-by-one
+footage walking known paths across a virtual ceiling fisheye, true crossings known exactly) and prints the count
+error per seed and model of the fisheye path, the first round's merge and the plain detector, side by side
+(``bench/fisheye_counting.py``); progress on stderr.
 
 Needs ``../shared`` (models, footage); exits 2 with a message when absent.
 """
@@ -45,18 +47,17 @@ from actors.detections import Detections  # noqa: E402
 from actors.fisheye import (  # noqa: E402
     DEFAULT_VIEW_PX,
     DEFAULT_VIEWS,
-    RotatedBoxes,
+    NEIGHBOUR_WEDGES,
     make_views,
     merge_views,
     plan_views,
     rotated_iou,
 )
 from actors.lens import Lens, estimate_circle  # noqa: E402
+from tests.cepdof import CEPDOF, IOU, axis_rotated, hull_of, load_cepdof, matches  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 MODELS = SHARED / "models"
-CEPDOF = SHARED / "footage" / "fisheye-cepdof"
-IOU = 0.5
 FLOOR = 0.15  # detections are computed once at this score and thresholded after (greedy NMS commutes with it)
 
 
@@ -81,53 +82,6 @@ def model_file(m: Model) -> Path:
     from cluster.models import default_model_path
 
     return default_model_path() if m.file == "default" else MODELS / m.file
-
-
-# ------------------------------------------------------------------------------------------------ the data
-
-
-def load_cepdof(root: Path = CEPDOF) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Frames (BGR) and their ground truth (``(K, 5)`` rotated boxes) in file order, with the file names."""
-    import cv2
-
-    ann = json.loads((root / "annotations" / "video_0.json").read_text())
-    frames, truths, names = [], [], []
-    for image in sorted(ann["images"], key=lambda i: i["file_name"]):
-        frame = cv2.imread(str(root / "video_0" / image["file_name"]))
-        if frame is None:
-            raise SystemExit(f"cannot read {root / 'video_0' / image['file_name']}")
-        boxes = [a["bbox"] for a in ann["annotations"] if a["image_id"] == image["id"]]
-        frames.append(frame)
-        truths.append(np.asarray(boxes, np.float64).reshape(-1, 5))
-        names.append(image["file_name"])
-    return frames, truths, names
-
-
-def hull_of(rotated: np.ndarray) -> np.ndarray:
-    return RotatedBoxes(np.asarray(rotated, np.float32).reshape(-1, 5), np.zeros(len(rotated), np.float32)).hulls()
-
-
-def axis_rotated(xyxy: np.ndarray) -> np.ndarray:
-    """Axis-aligned ``xyxy`` -> rotated rows at angle 0."""
-    x = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return np.column_stack(
-        [(x[:, 0] + x[:, 2]) / 2, (x[:, 1] + x[:, 3]) / 2, x[:, 2] - x[:, 0], x[:, 3] - x[:, 1], np.zeros(len(x))]
-    )
-
-
-def matches(iou: np.ndarray, threshold: float = IOU) -> int:
-    """One-to-one greedy matches (highest IoU first) at ``iou >= threshold``."""
-    if iou.size == 0:
-        return 0
-    iou = iou.copy()
-    n = 0
-    while True:
-        i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
-        if iou[i, j] < threshold:
-            return n
-        n += 1
-        iou[i, :] = -1
-        iou[:, j] = -1
 
 
 def score(preds: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, float]:
@@ -183,12 +137,14 @@ def plain_boxes(run: Run, threshold: float) -> list[np.ndarray]:
     return [axis_rotated(d[0].xyxy[d[0].confidence >= threshold]) for d in run.per_frame]
 
 
-def fisheye_boxes(run: Run, threshold: float, lens: Lens, n: int, view_px: int) -> list[np.ndarray]:
+def fisheye_boxes(
+    run: Run, threshold: float, lens: Lens, n: int, view_px: int, neighbours: float = NEIGHBOUR_WEDGES
+) -> list[np.ndarray]:
     views = plan_views(lens, n, view_px)
     out = []
     for per_view in run.per_frame:
         kept = [d[d.confidence >= threshold] for d in per_view]
-        out.append(merge_views(kept, views, lens).boxes.astype(np.float64))
+        out.append(merge_views(kept, views, lens, neighbours=neighbours).boxes.astype(np.float64))
     return out
 
 
@@ -232,6 +188,10 @@ def bench_models(models: list[Model], n: int, view_px: int, sweep: bool) -> list
             "threshold": default_t,
             **score(fisheye_boxes(fish, default_t, lens, n, view_px), truths),
         }
+        row["fisheye_first_round"] = {
+            "threshold": default_t,
+            **score(fisheye_boxes(fish, default_t, lens, n, view_px, neighbours=0.0), truths),
+        }
         if sweep:
             t, s = best_threshold(lambda t, p=plain: plain_boxes(p, t), truths, grid)
             row["plain_best"] = {"threshold": t, **s}
@@ -257,15 +217,16 @@ def _cell(s: dict[str, Any]) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     sweep = "plain_best" in rows[0]
-    head = "| model | plain: recall / precision, rotated (axis-aligned) | fisheye path | ms/frame plain | fisheye |"
-    out = [head, "|---|---|---|---:|---:|"]
+    head = "| model | plain: recall / precision, rotated (axis-aligned) | fisheye path | first round's merge |"
+    out = [head + " ms/frame plain | fisheye |", "|---|---|---|---|---:|---:|"]
     for r in rows:
         out.append(
             f"| {r['label']}, default t | {_cell(r['plain_default'])} | {_cell(r['fisheye_default'])} | "
+            f"{_cell(r['fisheye_first_round'])} | "
             f"{r['plain_ms']:.0f} | {r['fisheye_ms']:.0f} ({r['fisheye_ms'] / r['plain_ms']:.1f}x) |"
         )
         if sweep:
-            out.append(f"| {r['label']}, best-F1 t | {_cell(r['plain_best'])} | {_cell(r['fisheye_best'])} | | |")
+            out.append(f"| {r['label']}, best-F1 t | {_cell(r['plain_best'])} | {_cell(r['fisheye_best'])} | | | |")
     views = rows[0]["views"]
     out.append(
         f"\nCEPDOF Lunch3 frames 1-10, {rows[0]['plain_default']['truths']} people; fisheye path: {views} views of "
@@ -281,7 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--view-px", type=int, default=DEFAULT_VIEW_PX, help="longer side of each view in pixels")
     ap.add_argument("--sweep", action="store_true", help="also the best-F1 threshold of each path and model")
     ap.add_argument("--counting", action="store_true", help="the synthetic counting scene instead (see the doc)")
-    ap.add_argument("--seed", type=int, default=7, help="--counting: the scene's seed")
+    ap.add_argument("--seeds", default="7,1,2,3", help="--counting: scene seeds (7 tuning, the others held out)")
+    ap.add_argument("--count-models", default="yolox,nano416", help="--counting: yolox, nano416 (comma-separated)")
+    ap.add_argument("--walkers", type=int, default=6, help="--counting: people per scene")
+    ap.add_argument("--seconds", type=float, default=16.0, help="--counting: scene length")
+    ap.add_argument("--fps", type=float, default=5.0, help="--counting: frames a second")
+    ap.add_argument("--margin-s", type=float, default=None, help="--counting: crossings this far from walk ends")
+    ap.add_argument("--no-plain", action="store_true", help="--counting: skip the plain detector")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -289,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fisheye bench skipped: {CEPDOF} or {MODELS} not found (needs ../shared)")
         return 2
     if args.counting:
-        from bench.fisheye_scene import bench_counting
+        from bench.fisheye_counting import bench_counting
+        from tests.fisheye_scene import MARGIN_S
 
-        rows = bench_counting(args.seed)
+        if args.margin_s is None:
+            args.margin_s = MARGIN_S
+        rows = bench_counting(args)
         print(rows["markdown"])
     else:
         keys = args.models.split(",")

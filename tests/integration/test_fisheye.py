@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.fisheye import make_views, merge_views, plan_views
+from actors.fisheye import make_views, merge_views, plan_views, rotated_iou
 from actors.inference import Detector
 from actors.lens import Lens, estimate_circle
-from bench.fisheye import axis_rotated, load_cepdof, matches, rotated_iou
 from cluster.cli import main
+from tests.cepdof import axis_rotated, load_cepdof, matches
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 CEPDOF = SHARED / "footage" / "fisheye-cepdof"
@@ -117,7 +117,7 @@ needs_scene = pytest.mark.skipif(
 @needs_scene
 @pytest.mark.slow  # 50 frames x 8 views through NanoDet: about 15 s on a quiet 2-core machine, minutes under load
 def test_counting_under_the_lens_against_exact_crossings() -> None:
-    from bench.fisheye_scene import build_scene, count_error, count_scene
+    from tests.fisheye_scene import build_scene, count_error, count_scene
 
     scene = build_scene(SEED, walkers=3, seconds=10.0)
     assert scene.truth == TRUTH

@@ -83,6 +83,35 @@ def test_merge_maps_boxes_back_radially_keeps_each_from_its_own_wedge_and_remove
     np.testing.assert_allclose(hull, [600.0, 380.0, 700.0, 420.0], atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("neighbours", "kept"),
+    [
+        (1.0, [[650.0, 400.0, 40.0, 100.0, 90.0]]),  # no box from its own view: the neighbouring view's fills the gap
+        (0.0, []),  # the first round's rule: own wedge only, the person is lost
+    ],
+)
+def test_a_person_found_only_in_the_neighbouring_view_fills_the_gap(neighbours: float, kept: list) -> None:
+    views = plan_views(LENS, n=4, view_px=400)
+    person = (650.0, 400.0)  # azimuth 90: view 1's wedge; view 2 (phi 180) is one wedge beyond it
+    per_view = [Detections.empty(), Detections.empty(), _box_in_view(2, views, person, 40, 100, 0.6)]
+    per_view.append(Detections.empty())
+    merged = merge_views(per_view, views, LENS, neighbours=neighbours)
+    np.testing.assert_allclose(merged.boxes, np.array(kept, np.float32).reshape(-1, 5), atol=1e-3)
+
+
+def test_an_own_wedge_box_outranks_a_higher_scoring_neighbour_box_of_the_same_person() -> None:
+    views = plan_views(LENS, n=4, view_px=400)
+    person = (650.0, 400.0)
+    per_view = [
+        Detections.empty(),
+        _box_in_view(1, views, person, 40, 100, 0.5),
+        _box_in_view(2, views, person, 40, 100, 0.9),
+        Detections.empty(),
+    ]
+    merged = merge_views(per_view, views, LENS)
+    assert merged.scores.tolist() == pytest.approx([0.5])  # the upright copy, though it scores lower
+
+
 def test_rotated_iou_and_nms_exact() -> None:
     a = np.array([[0.0, 0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 20.0, 10.0, 90.0], [5.0, 0.0, 10.0, 20.0, 0.0]])
     iou = rotated_iou(a, a)
