@@ -36,7 +36,7 @@ DEFAULT_VIEWS = 12  # bench/fisheye.py on CEPDOF: YOLOX-nano recall/precision .9
 DEFAULT_VIEW_PX = 640
 MARGIN = 0.25  # of the radius, around each view's wedge: a person whose centre is in the wedge fits in the view
 CENTRE_FRACTION = 0.15  # of the radius: boxes centred this close to the centre are taken from every view (then NMS)
-NEIGHBOUR_WEDGES = 1.0  # see merge_views: how far beyond its own wedge a view's box may fill a gap (in wedges)
+NEIGHBOUR_WEDGES = 0.5  # see merge_views: how far beyond its own wedge a view's box may fill a gap (in wedges)
 ROTATED_NMS_IOU = 0.3  # two boxes of one person from two views overlap; two people side by side seldom do by this
 
 
@@ -161,29 +161,49 @@ def merge_views(
     neighbours: float = NEIGHBOUR_WEDGES,
 ) -> RotatedBoxes:
     """Every view's detections as rotated boxes in fisheye pixels, duplicates removed by rotated NMS, each person from
-    the view where it stands most upright (``wedge_filter``): a box centred in its view's own wedge (or near the
-    centre) comes before every box of the neighbouring views, whatever the scores; a box up to ``neighbours``
-    wedge widths beyond its view's wedge is kept only where no such box covers it (0: never, the first round's rule).
-    ``wedge_filter`` False: every box, by score alone."""
+    the view where it stands most upright (``wedge_filter``):
+
+    1. boxes centred in their view's own wedge (or near the centre), rotated NMS among them;
+    2. boxes up to ``neighbours`` wedge widths beyond their view's wedge (a person the own view missed: tilted by up
+       to ``(1 + 2 neighbours)`` half-wedges, still in the crop) fill the gaps: dropped when they overlap any box of
+       step 1 at all, then rotated NMS among them. 0: step 1 only (the first round's rule).
+
+    ``wedge_filter`` False: every box of every view, rotated NMS by score alone."""
     if len(per_view) != len(views):
         raise ValueError(f"got detections of {len(per_view)} views for {len(views)} views")
-    parts, scores, order = [], [], []
+    own: list[RotatedBoxes] = []
+    near: list[RotatedBoxes] = []
     for dets, view in zip(per_view, views, strict=True):
         rb = view_boxes(dets, view, lens)
-        priority = rb.scores.astype(np.float64)
-        if len(rb) and wedge_filter:
-            tilt = _angle_diff(lens.azimuth(rb.boxes[:, :2]), view.phi)
-            r = np.hypot(rb.boxes[:, 0] - lens.cx, rb.boxes[:, 1] - lens.cy)
-            own = (tilt <= view.half_wedge) | (r < CENTRE_FRACTION * lens.radius)
-            keep = own | (tilt <= view.half_wedge * (1 + 2 * neighbours))
-            priority = priority + own  # scores are in 0..1: every own-wedge box outranks every neighbour's box
-            rb, priority = RotatedBoxes(rb.boxes[keep], rb.scores[keep]), priority[keep]
-        parts.append(rb.boxes)
-        scores.append(rb.scores)
-        order.append(priority)
-    merged = RotatedBoxes(np.concatenate(parts).reshape(-1, 5), np.concatenate(scores).reshape(-1))
-    keep = rotated_nms(RotatedBoxes(merged.boxes, np.concatenate(order).astype(np.float32)), iou_threshold)
-    return RotatedBoxes(merged.boxes[keep], merged.scores[keep])
+        if not wedge_filter:
+            own.append(rb)
+            continue
+        tilt = _angle_diff(lens.azimuth(rb.boxes[:, :2]), view.phi)
+        r = np.hypot(rb.boxes[:, 0] - lens.cx, rb.boxes[:, 1] - lens.cy)
+        mine = (tilt <= view.half_wedge) | (r < CENTRE_FRACTION * lens.radius)
+        beside = ~mine & (tilt <= view.half_wedge * (1 + 2 * neighbours))
+        own.append(RotatedBoxes(rb.boxes[mine], rb.scores[mine]))
+        near.append(RotatedBoxes(rb.boxes[beside], rb.scores[beside]))
+    kept = _nms(_concat(own), iou_threshold)
+    fill = _concat(near)
+    if len(fill) and len(kept):
+        alone = rotated_iou(fill.boxes, kept.boxes).max(axis=1) <= 0.0
+        fill = RotatedBoxes(fill.boxes[alone], fill.scores[alone])
+    return _concat([kept, _nms(fill, iou_threshold)])
+
+
+def _concat(parts: Sequence[RotatedBoxes]) -> RotatedBoxes:
+    boxes = [p.boxes for p in parts]
+    scores = [p.scores for p in parts]
+    return RotatedBoxes(
+        np.concatenate(boxes).reshape(-1, 5) if boxes else np.zeros((0, 5), np.float32),
+        np.concatenate(scores).reshape(-1) if scores else np.zeros(0, np.float32),
+    )
+
+
+def _nms(boxes: RotatedBoxes, iou_threshold: float) -> RotatedBoxes:
+    keep = rotated_nms(boxes, iou_threshold)
+    return RotatedBoxes(boxes.boxes[keep], boxes.scores[keep])
 
 
 def to_detections(boxes: RotatedBoxes) -> Detections:
