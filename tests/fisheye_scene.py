@@ -372,3 +372,9 @@ def _assign(xyxy: np.ndarray, present: list[tuple[int, tuple[np.ndarray, float]]
     d = np.array([np.hypot(*(c - centre).T) / (tall / 2) for _, (centre, tall) in present])
     rows, cols = linear_sum_assignment(np.minimum(d, 10.0))
     return {present[r][0]: int(k) for r, k in zip(rows, cols, strict=True) if d[r, k] < 1.0}
+
+
+def count_error(counted: dict[str, dict[str, int]], truth: dict[str, dict[str, int]]) -> tuple[int, int]:
+    """(sum of |counted - true| over lines and directions, true crossings)."""
+    err = sum(abs(counted[k][d] - truth[k][d]) for k in truth for d in ("in", "out"))
+    return err, sum(truth[k][d] for k in truth for d in ("in", "out"))
