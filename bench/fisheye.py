@@ -1,6 +1,7 @@
 """Detection under a ceiling fisheye: the plain detector against the fisheye path, per model, on CEPDOF.
 
     PYTHONPATH=. .venv/bin/python bench/fisheye.py [--models pico416,yolox] [--views 8] [--sweep] [--json out.json]
+    PYTHONPATH=. .venv/bin/python bench/fisheye.py --tracking
     PYTHONPATH=. .venv/bin/python bench/fisheye.py --counting [--seeds 7,1,2,3] [--count-models yolox,nano416]
         [--views 12] [--walkers 6] [--seconds 16] [--fps 5] [--margin-s 1.5] [--apart 0.2] [--no-plain]
 
@@ -17,6 +18,9 @@ truth) and **axis-aligned** IoU (each side's axis-aligned hull). ``ms/frame`` is
 each path (views built, detector, merge), ONNX Runtime on one thread, measured in the same run side by side; the
 machine is shared, so ratios mean more than absolute times. The image circle is estimated from the first frame
 (``actors.lens.estimate_circle``), as ``edgepair camera calibrate-lens`` does.
+
+``--tracking`` measures the tracker alone on synthetic walks under the lens (``bench/fisheye_tracking.py``: track ids
+per walk by nearest approach to the point under the lens, speed and detector gap).
 
 ``--counting`` runs the synthetic counting scene instead (``tests/fisheye_scene.py``: people cut out of the one-by-one
 footage walking known paths across a virtual ceiling fisheye, true crossings known exactly) and prints the count
@@ -242,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--view-px", type=int, default=DEFAULT_VIEW_PX, help="longer side of each view in pixels")
     ap.add_argument("--sweep", action="store_true", help="also the best-F1 threshold of each path and model")
     ap.add_argument("--counting", action="store_true", help="the synthetic counting scene instead (see the doc)")
+    ap.add_argument("--tracking", action="store_true", help="the tracker on synthetic fisheye walks (no detector)")
     ap.add_argument("--seeds", default="2,3,4", help="--counting: scene seeds (7 and 1 tuning, others held out)")
     ap.add_argument("--count-models", default="yolox,nano416", help="--counting: yolox, nano416 (comma-separated)")
     ap.add_argument("--walkers", type=int, default=6, help="--counting: people per scene")
@@ -256,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     if not CEPDOF.exists() or not MODELS.exists():
         print(f"fisheye bench skipped: {CEPDOF} or {MODELS} not found (needs ../shared)")
         return 2
-    if args.counting:
+    if args.tracking:
+        from bench.fisheye_tracking import bench_tracking
+
+        rows = bench_tracking()
+        print(rows["markdown"])
+    elif args.counting:
         from bench.fisheye_counting import bench_counting
         from tests.fisheye_scene import MARGIN_S, MIN_APART
 
