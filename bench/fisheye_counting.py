@@ -2,7 +2,8 @@
 
 For each seed the synthetic scene (``tests/fisheye_scene.py``: people cut out of the one-by-one footage walking known
 floor paths under a virtual equidistant fisheye) is rendered once; for each model every frame's views go through the
-detector once (``Detector.detect_batch``), and the same detections feed, side by side:
+detector once (one ``Detector.detect`` per view, as the worker's fisheye path sends them), and the same detections
+feed, side by side:
 
 - **fisheye**: the views merged as the product merges them now (``merge_views``: neighbouring views fill gaps);
 - **first round**: merged with each view's own wedge only (``neighbours=0``, the rule of the first round);
@@ -54,7 +55,7 @@ def bench_seed(seed: int, models: list[str], args: Any) -> list[dict[str, Any]]:
         t_start = time.perf_counter()
         for i, frame in enumerate(frames):
             t0 = time.perf_counter()
-            per_view = det.detect_batch(make_views(frame, views))
+            per_view = [det.detect(v) for v in make_views(frame, views)]  # as the worker sends them (count_scene)
             merged = {name: merge_views(per_view, views, scene.lens, neighbours=nb) for name, nb in paths.items()}
             ms.append(1000 * (time.perf_counter() - t0))
             for name in paths:
