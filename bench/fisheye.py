@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/fisheye.py [--models pico416,yolox] [--views 8] [--sweep] [--json out.json]
     PYTHONPATH=. .venv/bin/python bench/fisheye.py --tracking
-    PYTHONPATH=. .venv/bin/python bench/fisheye.py --counting [--seeds 7,1,2,3] [--count-models yolox,nano416]
+    PYTHONPATH=. .venv/bin/python bench/fisheye.py --counting [--seeds 2,3,4] [--count-models yolox,nano416]
         [--views 12] [--walkers 6] [--seconds 16] [--fps 5] [--margin-s 1.5] [--apart 0.2] [--no-plain]
 
 For each model of ``../shared/models`` and the default one (``edgepair model install``'s SSDLite), on the 10 frames
