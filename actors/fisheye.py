@@ -11,9 +11,11 @@ The method, chosen by measurement on CEPDOF (``bench/fisheye.py``, README "Fishe
    views are ordinary BGR frames: they go through the same detector (``Detector.detect_batch`` or the shared
    inference server) as any camera's frames, batched.
 3. ``merge_views``: each view's boxes are mapped back into fisheye pixels as rotated boxes (centre, width, height,
-   angle: the box's up along the radius through its centre). A box is kept only from the view where it stands most
+   angle: the box's up along the radius through its centre). A box is taken first from the view where it stands most
    upright: its centre within the view's own wedge (people near the centre, within ``CENTRE_FRACTION`` of the radius,
-   from every view). Duplicates across wedge borders are removed by rotated-box NMS.
+   from every view), duplicates removed by rotated-box NMS. Then a box from a neighbouring view (up to
+   ``NEIGHBOUR_WEDGES`` wedges beyond its own) fills a gap where it overlaps none of those: a person the own view
+   missed, found tilted in the next one (the first round dropped them; README "Fisheye cameras").
 
 The result is the video path's ``Detections`` (``xyxy``: the axis-aligned hull of each rotated box, so the tracker,
 lines and zones work unchanged in raw fisheye pixels) plus the rotated boxes themselves (``RotatedBoxes``).
