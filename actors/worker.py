@@ -24,6 +24,7 @@ from actors.analytics import CameraAnalytics
 from actors.capture import EOS, Capture, FrameMeta
 from actors.detections import Detections
 from actors.events import Event
+from actors.fisheye import wrap_detection, wrap_ready
 from actors.lines import LineCounter
 from actors.tracking import ByteTracker, TrackerConfig
 from actors.zones import PolygonZone
@@ -189,9 +190,9 @@ class CameraWorker:
         """
         self.config = config
         self.cam = next(c for c in config.cameras if c.id == camera_id)
-        self.submit = submit
-        self.resolve = resolve
-        self.ready = ready
+        # A fisheye camera sends its rotated views to inference and merges their boxes back (actors/fisheye.py).
+        self.submit, self.resolve = wrap_detection(self.cam.lens, submit, resolve)
+        self.ready = wrap_ready(self.cam.lens, ready)
         self.abandoned = 0  # frames given up in inference at a stop or a fence pause while it did not answer
         self._start_lock = threading.RLock()
         self.token = token

@@ -231,7 +231,9 @@ def report(
         if gap is not None:
             print(f"  margin to the fence: {fence_s - gap:.2f} s ({fence_s:.2f} s fence - {gap:.2f} s longest gap)")
     if args.json:
-        Path(args.json).write_text(json.dumps({**figures, "watch": watch.__dict__}, indent=2, default=str))
+        seen = {k: ({"/".join(kk): vv for kk, vv in v.items()} if k in ("fence_pauses", "dropped") else v)
+                for k, v in vars(watch).items()}  # fmt: skip
+        Path(args.json).write_text(json.dumps({**figures, "watch": seen}, indent=2, default=str))
     ok = spurious == 0 and pauses == 0
     print("RESULT: " + ("OK (0 spurious failovers, 0 fence pauses)" if ok else "FAILED"))
     return 0 if ok else 1

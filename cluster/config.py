@@ -46,6 +46,7 @@ from cluster.config_checks import (
 )
 from cluster.credentials import CredentialSource, env_names, load_credentials_file
 from cluster.errors import ConfigError
+from cluster.lens_config import LensConfig
 from cluster.redact import redact, register_secret, secret_params, split_userinfo
 
 if TYPE_CHECKING:
@@ -196,7 +197,12 @@ class CameraConfig(Strict):
         "live follows the wall clock (both workstations see the same frame at the same moment).",
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
-    anchor: Literal["bottom_center", "center"] = Field(default="bottom_center", description="Point of a box counted.")
+    anchor: Literal["bottom_center", "center"] = Field(
+        default="bottom_center", description="Point of a box counted; a fisheye camera's default is center."
+    )
+    lens: LensConfig | None = Field(
+        default=None, description="The lens: a ceiling fisheye is detected in rotated views (cluster/lens_config.py)."
+    )
     lines: list[LineConfig] = Field(
         default_factory=list,
         max_length=32,
@@ -236,6 +242,7 @@ class CameraConfig(Strict):
             if userinfo is not None:
                 register_secret(userinfo.partition(":")[2])
                 data = {**data, "source": bare}
+        data = _fisheye_anchor(data)
         cam: CameraConfig = handler(data)
         if userinfo is not None:
             cam._url_userinfo = userinfo
@@ -256,6 +263,21 @@ class CameraConfig(Strict):
         if self.is_stream and (self.loop or self.playback != "realtime"):
             raise ValueError(f"camera {self.id}: loop and playback apply to video files, not to streams")
         return self
+
+
+def _fisheye_anchor(data: Any) -> Any:
+    """A fisheye camera counts box centres: ``anchor`` defaults to center there, and bottom_center is refused."""
+    if not isinstance(data, dict) or not isinstance(data.get("lens"), dict) or data["lens"].get("type") != "fisheye":
+        return data
+    if "anchor" not in data:
+        return {**data, "anchor": "center"}
+    if data["anchor"] == "bottom_center":
+        raise _err(
+            f"camera {str(data.get('id'))[:64]}: anchor bottom_center means the feet of an upright person, which a"
+            " ceiling fisheye does not show at the bottom of a box: use anchor: center (a fisheye lens's default)",
+            "anchor",
+        )
+    return data
 
 
 class TrackingConfig(Strict):
@@ -681,6 +703,10 @@ class Config(Strict):
             "cluster": {"health"},
             "runtime": {"stall_s", "stream_probe_s"},
         }
+        # A camera without a lens key is hashed as before the key existed (cameras[].lens is None).
+        plain = {i: {"lens"} for i, c in enumerate(self.cameras) if c.lens is None}
+        if plain:
+            exclude["cameras"] = plain
         text = self.model_dump_json(exclude=exclude)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
