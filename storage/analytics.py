@@ -311,16 +311,30 @@ def definitions_in_force(data_dir: Path, definition: KpiDefinition) -> list[Defi
     return [*history, DefinitionRecord(version, eff, definition)]
 
 
-def build_store_views(con: duckdb.DuckDBPyConnection, data_dir: Path, setup: StoreSetup) -> None:
-    """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views.
+def build_store_views(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    setup: StoreSetup,
+    *,
+    history: list[DefinitionRecord] | None = None,
+    materialised: bool = True,
+    root: str | None = None,
+) -> int:
+    """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views; return
+    the number of materialised KPI days the views read (:mod:`storage.kpimat`; 0 with ``materialised=False``: every
+    KPI is recomputed from the events, as the bench and the tests compare).
 
-    Read only: nothing is written or moved in ``data_dir`` (the node writes ``store.json`` and the definitions
-    history, see :func:`definitions_in_force`).
+    ``history``: the KPI definitions (default: :func:`definitions_in_force`). ``root``: how the SQL names
+    ``data_dir`` (default: its absolute path). Read only: nothing is written or moved in ``data_dir`` (the node
+    writes ``store.json``, the definitions history and the materialised days).
     """
+    from storage.kpimat import attach_materialised
+
     data_dir = Path(data_dir)
     _check_store_file(data_dir, setup)
-    history = definitions_in_force(data_dir, setup.definition())
-    create_views(con, data_dir, setup.timezone)
+    history = history if history is not None else definitions_in_force(data_dir, setup.definition())
+    root = root if root is not None else str(data_dir.resolve())
+    create_views(con, data_dir, setup.timezone, root=root)
     _config_tables(con, [(setup, history)])
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {KPI_SCHEMA}")
     store = _literal(setup.store_id)
@@ -336,6 +350,7 @@ def build_store_views(con: duckdb.DuckDBPyConnection, data_dir: Path, setup: Sto
         pieces = "SELECT store_id, camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
     con.execute(f"CREATE OR REPLACE VIEW {KPI_SCHEMA}.cov_pieces AS {pieces}")
     create_kpi_views(con)
+    return attach_materialised(con, data_dir, setup, history, root) if materialised else 0
 
 
 def _build_file(out_db: Path, build: Any) -> Path:
