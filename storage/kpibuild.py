@@ -107,20 +107,23 @@ def _write_block(
     old: Block | None,
     compute: list[date],
 ) -> Path:
-    """Write the block of ``month`` with the days of ``want``: ``compute`` from the events, the others from ``old``."""
+    """Write the block of ``month`` with the days of ``want``: ``compute`` from the tables of :func:`_compute`, the
+    others from ``old``."""
     root = Path(data_dir) / KPI_DIR
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{secrets.token_hex(6)}"
     tmp.mkdir()
+
+    def day_list(days: list[date]) -> str:
+        return ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+
     try:
-        if compute:
-            _compute(con, setup, compute)
         copied = sorted(set(want) - set(compute))
         for view in KPI_VIEW_NAMES:
-            parts = [f"SELECT * FROM {_TABLES}.{view}"] if compute else []
+            parts = [f"SELECT * FROM {_TABLES}.{view} WHERE local_date IN ({day_list(compute)})"] if compute else []
             if copied and old is not None:
-                days = ", ".join(f"DATE '{d.isoformat()}'" for d in copied)
-                parts.append(f"SELECT * FROM read_parquet({_literal(str(old.file(view)))}) WHERE local_date IN ({days})")
+                source = _literal(str(old.file(view)))
+                parts.append(f"SELECT * FROM read_parquet({source}) WHERE local_date IN ({day_list(copied)})")
             target = tmp / f"{view}.parquet"
             con.execute(
                 f"COPY ({' UNION ALL BY NAME '.join(parts)} ORDER BY local_date) TO {_literal(str(target))}"
@@ -182,22 +185,25 @@ def refresh_kpis(
         for d in closed:
             months.setdefault(d.strftime("%Y-%m"), []).append(d)
         current: dict[str, Path] = {}
+        plan: list[tuple[str, dict[date, str], Block | None, list[date]]] = []
         for month, days in sorted(months.items()):
             want = {d: fps[d] for d in days}
             best = chosen.get(month)
-            if best is not None and (best.days == want or len(report.written) >= max_months):
+            if best is not None and (best.days == want or len(plan) >= max_months):
                 current[month] = best.path
-                continue
-            if len(report.written) >= max_months:
-                continue
-            compute = [d for d in days if best is None or best.days.get(d) != want[d]]
+            elif len(plan) < max_months:
+                plan.append((month, want, best, [d for d in days if best is None or best.days.get(d) != want[d]]))
+        todo = sorted(d for *_, compute in plan for d in compute)
+        if todo:
+            _compute(con, setup, todo)  # every stale day of this run at once, then split by month
+        for month, want, best, compute in plan:
             path = _write_block(con, data_dir, setup, month, want, best, compute)
             current[month] = path
             report.written.append(path.name)
             report.days_computed += len(compute)
-            report.days_copied += len(days) - len(compute)
+            report.days_copied += len(want) - len(compute)
             log.info("node %s: KPI block %s: %d days computed, %d copied", node, path.name, len(compute),
-                     len(days) - len(compute))  # fmt: skip
+                     len(want) - len(compute))  # fmt: skip
     finally:
         con.close()
     _prune(data_dir, read_blocks(data_dir, setup), current, grace_s, report)

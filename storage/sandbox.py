@@ -4,7 +4,8 @@ Rules (measured on DuckDB 2.0.1):
 
 - :func:`lock_down` runs after the views are built, on the connection that will run analyst SQL:
   ``allowed_directories`` is set to the store's ``events/`` and ``kpi/`` folders (the views read the Parquet
-  segments and the materialised KPI days by path when they are queried, so those folders must stay readable), then ``enable_external_access = false`` (no other file, no
+  segments and the materialised KPI days by path when they are queried, so those folders must stay readable),
+  then ``enable_external_access = false`` (no other file, no
   extension install or load from disk, no ``ATTACH``, no network), then ``lock_configuration = true`` (no ``SET``,
   ``RESET`` or ``PRAGMA`` that changes a setting, so none of this can be switched back on).
 - ``allowed_directories`` lets DuckDB *write* there too (``COPY ... TO`` a file under ``events/`` succeeds, and so
@@ -28,10 +29,10 @@ import duckdb
 
 from cluster.errors import QueryError
 from storage.segments import EVENTS_DIR
+from storage.sqltext import literal as _literal
 
 KPI_DIR = "kpi"
 """The node's materialised KPI tables beside ``events/`` (:mod:`storage.kpimat`); readable through the sandbox."""
-from storage.sqltext import literal as _literal
 
 REFUSED_WHY = "queries may read only the store's views (no other file, setting, extension or database)"
 HELP = "run 'SHOW TABLES' to list the views, 'DESCRIBE events' for columns"
