@@ -327,8 +327,9 @@ def cmd_analytics(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         out = Path(args.out or cfg.storage.data_dir.parent / f"{cfg.store.id}.duckdb")
         path = analytics.open_analytics(_store_with_events(cfg), StoreSetup.from_config(cfg), out)
-        print(f"{path}: open it with `duckdb {path}` (views: events, visits, traffic_hourly, traffic_daily, occupancy,")
-        print("  zone_dwell, capture_rate, bounce_rate, peak_hours, coverage); rebuild it to refresh the credited set")
+        print(f"{path}: open it from its folder: `cd {path.parent} && duckdb -readonly {path.name}` (views: events,")
+        print("  visits, traffic_hourly, traffic_daily, occupancy, zone_dwell, capture_rate, bounce_rate, peak_hours,")
+        print("  coverage; paths relative to that folder, so it can be copied whole); rebuild it to refresh")
         return 0
     if not args.out or not args.sources:
         raise ConfigError("analytics merge needs --out DIR and the data dirs of the stores to merge")

@@ -21,10 +21,12 @@ store as a column and a hive partition, and :func:`open_merged_analytics` gives 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -381,17 +383,38 @@ def outside_data_dir(path: Path, data_dir: Path, what: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _working_dir(folder: Path) -> Iterator[None]:
+    """Run the block in ``folder`` (DuckDB resolves the views' relative paths against the working directory)."""
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path) -> Path:
     """Write the analyst's DuckDB file ``out_db`` with every view over the store dataset ``data_dir``; return it.
 
+    The views name the data by paths relative to the folder of ``out_db`` (``data/events/...`` when the file sits
+    beside the data dir), so that folder can be copied whole, data and file, to another machine: open the file from
+    its own folder (``cd`` there; DuckDB resolves relative paths against the working directory).
     The file is built under a temporary name and renamed, so a shell that has the old one open keeps working.
     ``data_dir`` is only read; ``out_db`` must be outside it. The file is the analyst's own: DuckDB does not store
     settings in it, so a ``duckdb`` shell opening it has DuckDB's defaults (it can read any file its user can);
     the sandbox of :mod:`storage.sandbox` is for ``edgepair query`` and the report.
     """
     out_db = outside_data_dir(out_db, data_dir, "the analytics database")
-    path = _build_file(out_db, lambda con: build_store_views(con, data_dir, setup))
-    log.info("store %s: analytics database %s over %s", setup.store_id, path, Path(data_dir).resolve())
+    data_abs = Path(data_dir).resolve()
+    root = Path(os.path.relpath(data_abs, out_db.parent)).as_posix()
+
+    def build(con: duckdb.DuckDBPyConnection) -> None:
+        with _working_dir(out_db.parent):
+            build_store_views(con, data_abs, setup, root=root)
+
+    path = _build_file(out_db, build)
+    log.info("store %s: analytics database %s over %s (as %s)", setup.store_id, path, data_abs, root)
     return path
 
 
