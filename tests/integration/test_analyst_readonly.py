@@ -209,7 +209,7 @@ def test_the_analytics_file_opens_in_a_duckdb_1x_cli_with_the_same_numbers_after
     monkeypatch.chdir(tmp_path)
     shutil.rmtree(folder)
     sql = " UNION ALL ".join(f"SELECT '{v}' AS view, count(*) AS n FROM {v}" for v in views)
-    sql += " UNION ALL SELECT 'entries', sum(entries) FROM traffic_daily"
+    sql += " UNION ALL SELECT 'entries', CAST(sum(entries) AS BIGINT) FROM traffic_daily"
     got = subprocess.run(
         [str(cli_bin), "-readonly", "-json", "store.duckdb", "-c", sql],
         capture_output=True, text=True, cwd=laptop, timeout=120,
