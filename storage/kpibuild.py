@@ -39,6 +39,7 @@ from storage.kpimat import (
     best_blocks,
     create_restricted_views,
     day_range,
+    day_ranges,
     day_start,
     fingerprints,
     read_blocks,
@@ -91,6 +92,7 @@ def _compute(con: duckdb.DuckDBPyConnection, setup: StoreSetup, days: list[date]
         f"local_date IN (SELECT local_date FROM {_WORK}_target)",
         windows,
         f" UNION ALL SELECT {_literal(setup.store_id)}, {lo}, {hi}",
+        day_ranges(list(runs(days)), tz),
     )
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_TABLES}")
     for view in KPI_VIEW_NAMES:  # in dependency order: each later view reads the earlier ones' tables

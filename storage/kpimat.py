@@ -188,15 +188,30 @@ def runs(days: Iterable[date]) -> list[tuple[date, date]]:
     return out
 
 
+def day_ranges(
+    day_runs: list[tuple[date | None, date | None]], tz: ZoneInfo
+) -> tuple[tuple[str | None, str | None], ...]:
+    """The UTC ranges (TIMESTAMPTZ SQL) of runs of local days (None: open-ended), for :class:`Names` ``ranges``."""
+    return tuple(
+        (
+            ts_literal(day_start(a, tz)) if a is not None else None,
+            f"({ts_literal(day_start(b + DAY, tz))} - INTERVAL 1 MICROSECOND)" if b is not None else None,
+        )
+        for a, b in day_runs
+    )
+
+
 def create_restricted_views(
     con: duckdb.DuckDBPyConnection,
     schema: str,
     target: str,
     windows: list[tuple[int | None, int | None]],
     extra_bounds: str,
+    ranges: tuple[tuple[str | None, str | None], ...],
 ) -> None:
     """KPI views in ``schema`` for the days where ``target`` holds, over the events and processed time within
-    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours."""
+    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours; the local
+    days are generated only within ``ranges`` (disjoint, holding the target days)."""
 
     def pred(start: str, end: str, point: bool) -> str:
         """``[start, end)`` (a point when ``point``) overlaps one of the windows."""
@@ -215,7 +230,15 @@ def create_restricted_views(
         f" WHERE {pred('p_start', 'p_end', False)}"
     )
     create_kpi_views(
-        con, Names(k=schema, p=f"{schema}.", events=f"{schema}.events_in", target=target, extra_bounds=extra_bounds)
+        con,
+        Names(
+            k=schema,
+            p=f"{schema}.",
+            events=f"{schema}.events_in",
+            target=target,
+            extra_bounds=extra_bounds,
+            ranges=ranges,
+        ),
     )
 
 
@@ -264,6 +287,7 @@ def attach_materialised(
         f"local_date NOT IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)",
         windows,
         f" UNION ALL SELECT {store}, {lo}, {hi}",
+        day_ranges([(None, fresh[0] - DAY), *runs(inner), (fresh[-1] + DAY, None)], tz),
     )
     for view in KPI_VIEW_NAMES:
         paths = ", ".join(_literal(f"{root}/{KPI_DIR}/{b.path.name}/{view}.parquet") for b in files)

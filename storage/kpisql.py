@@ -53,6 +53,9 @@ class Names:
     events: str = "events"
     target: str | None = None
     extra_bounds: str = ""
+    ranges: tuple[tuple[str | None, str | None], ...] = ()
+    """With ``target``: the UTC ranges (TIMESTAMPTZ SQL, None: open) that hold the target days, disjoint: the
+    slots (local days) are generated only there, within each store's first and last instant."""
 
 
 # --- SQL -----------------------------------------------------------------------------------------------------------
@@ -63,6 +66,18 @@ _DEF_JOIN = (
 )
 
 
+def _ranges_sql(bounds: str, ranges: tuple[tuple[str | None, str | None], ...]) -> str:
+    """``bounds`` (store_id, lo, hi) cut to each of ``ranges`` (one row per store and range), or as it is."""
+    if not ranges:
+        return bounds
+    rows = ", ".join(f"(CAST({a or 'NULL'} AS TIMESTAMPTZ), CAST({b or 'NULL'} AS TIMESTAMPTZ))" for a, b in ranges)
+    return f"""
+        WITH g AS ({bounds}), r(r_lo, r_hi) AS (VALUES {rows})
+        SELECT store_id, greatest(lo, coalesce(r_lo, lo)) AS lo, least(hi, coalesce(r_hi, hi)) AS hi FROM g, r
+        WHERE greatest(lo, coalesce(r_lo, lo)) <= least(hi, coalesce(r_hi, hi))
+    """
+
+
 def _views_sql(n: Names) -> list[tuple[str, str]]:
     """(name, SELECT) of every KPI view, in creation order (see :class:`Names`)."""
     k, p, ev = n.k, n.p, n.events
@@ -70,12 +85,15 @@ def _views_sql(n: Names) -> list[tuple[str, str]]:
     return [
         (
             f"{k}.bounds",
-            f"""
-            SELECT store_id, min(lo) AS lo, max(hi) AS hi FROM (
-                SELECT store_id, min(ts) AS lo, max(ts) AS hi FROM {ev} GROUP BY ALL
-                UNION ALL SELECT store_id, min(p_start), max(p_end) FROM {k}.cov_pieces GROUP BY ALL{n.extra_bounds}
-            ) GROUP BY ALL
-            """,
+            _ranges_sql(
+                f"""
+                SELECT store_id, min(lo) AS lo, max(hi) AS hi FROM (
+                    SELECT store_id, min(ts) AS lo, max(ts) AS hi FROM {ev} GROUP BY ALL
+                    UNION ALL SELECT store_id, min(p_start), max(p_end) FROM {k}.cov_pieces GROUP BY ALL{n.extra_bounds}
+                ) GROUP BY ALL
+                """,
+                n.ranges,
+            ),
         ),
         (
             # Every 15-minute UTC slot of every local day between the first and the last datum of each store.
