@@ -152,7 +152,7 @@ def main() -> None:
         raw_s, raw_runs, raw_res = timed(cons[False], sql, args.runs)
         mat_s, mat_runs, mat_res = timed(cons[True], sql, args.runs)
         assert raw_res == mat_res, f"{name}: materialised {mat_res!r:.200} != recomputed {raw_res!r:.200}"
-        rows = raw_res[0][0] if name in VIEWS or name.startswith("count") else len(raw_res)  # type: ignore[index]
+        rows = raw_res[0][0] if name in VIEWS or name.startswith("count") else len(raw_res)  # type: ignore[index,arg-type]
         runs = ", ".join(f"{x:.2f}" for x in raw_runs) + " | " + ", ".join(f"{x:.2f}" for x in mat_runs)
         print(f"{name:<18}{rows:>12,}{raw_s:>14.2f}{mat_s:>16.2f}{raw_s / mat_s:>9.1f}x   ({runs})", flush=True)
     for con in cons.values():
