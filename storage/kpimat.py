@@ -223,8 +223,31 @@ def create_restricted_views(
             parts.append("(" + " AND ".join(conds or ["true"]) + ")")
         return " OR ".join(parts) or "false"
 
+    # One scan per window (disjoint once merged), so that each range filter reaches the Parquet reader and skips the
+    # files and row groups outside it (an OR of ranges is applied after reading every row).
+    merged: list[tuple[int | None, int | None]] = []
+    for a, b in sorted(windows, key=lambda w: -1 if w[0] is None else w[0]):
+        last = merged[-1] if merged else None
+        if last is not None and (last[1] is None or (a is not None and a <= last[1])):
+            merged[-1] = (last[0], None if last[1] is None or b is None else max(last[1], b))
+        else:
+            merged.append((a, b))
+    scans = [
+        "SELECT * FROM events WHERE "
+        + (
+            " AND ".join(
+                ([f"ts >= {ts_literal(a)}"] if a is not None else [])
+                + ([f"ts < {ts_literal(b)}"] if b is not None else [])
+            )
+            or "true"
+        )
+        for a, b in merged
+    ]
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    con.execute(f"CREATE OR REPLACE VIEW {schema}.events_in AS SELECT * FROM events WHERE {pred('ts', 'ts', True)}")
+    con.execute(
+        f"CREATE OR REPLACE VIEW {schema}.events_in AS"
+        f" {' UNION ALL '.join(scans) or 'SELECT * FROM events WHERE false'}"
+    )
     con.execute(
         f"CREATE OR REPLACE VIEW {schema}.cov_pieces AS SELECT * FROM {KPI_SCHEMA}.cov_pieces"
         f" WHERE {pred('p_start', 'p_end', False)}"
