@@ -13,6 +13,8 @@ Rules:
   and D+1, and the credited and outranked time pieces of every camera (producer, token, start, end: from the catalog,
   so a late segment replicated after a failover gap, or a split-brain producer, changes it) clipped to D-1..D+1. The
   layout of the files (1-second segments, hour, day or month files) does not enter it, so compaction changes nothing.
+  This assumes what the writer does: an event lies in (or within a day of) its segment's window, so a segment's
+  events change only days whose fingerprint its claim changes.
 - Blocks are immutable: written under a temporary name, fsynced and renamed; the hash in the name is that of their
   day map. A newer block of a month replaces an older one, which is deleted after a grace period.
 - A reader (:func:`attach_materialised`) computes the fingerprints of its own snapshot and, per month, uses the block
@@ -123,12 +125,14 @@ def snapshot_pieces(con: duckdb.DuckDBPyConnection) -> tuple[list[Piece], list[P
 
 
 def day_range(con: duckdb.DuckDBPyConnection) -> tuple[date, date, str, str] | None:
-    """The first and last local day of the dataset, as the recomputed views see them (``_kpi.bounds``), and the
-    bounds as TIMESTAMPTZ literals; None when it holds nothing."""
+    """The first and last local day of the processed time (every credited event lies in it, so the recomputed
+    views' days hold these), and its bounds as TIMESTAMPTZ SQL; None when there is none. Read from the claims, not
+    from the events: no scan of the events. A day outside it is never fresh, so computed from the events."""
     row = con.execute(
         f"SELECT CAST(timezone(s.timezone, b.lo) AS DATE), CAST(timezone(s.timezone, b.hi) AS DATE),"
         f" CAST(epoch_us(b.lo) AS BIGINT), CAST(epoch_us(b.hi) AS BIGINT)"
-        f" FROM {KPI_SCHEMA}.bounds b JOIN stores s USING (store_id) WHERE b.lo IS NOT NULL"
+        f" FROM (SELECT store_id, min(p_start) AS lo, max(p_end) AS hi FROM {KPI_SCHEMA}.cov_pieces GROUP BY ALL) b"
+        f" JOIN stores s USING (store_id) WHERE b.lo IS NOT NULL"
     ).fetchone()
     if row is None:
         return None
