@@ -1,7 +1,10 @@
-"""Time every documented analytics view over one simulated year of 16 cameras (median of 3 runs per view).
+"""Time every documented analytics view over one simulated year of 16 cameras, recomputed from the events and read
+from the materialised KPI days side by side (median of 3 runs each), plus a filtered query (one week, one line).
 
-The data is generated deterministically and fast: one Parquet file per camera and month, written directly with
-pyarrow in the segment schema (as a compacted file whose runs cover the month), ~200 events per hour per camera.
+The data is generated deterministically and fast (vectorised): one Parquet file per camera and month, written
+directly with pyarrow in the segment schema (as a compacted file whose runs cover the month), ~200 events per hour
+per camera. The materialised days are then built as the node's housekeeping does (:func:`storage.kpibuild.
+refresh_kpis`, timed), and the export of the year for HQ is timed too.
 
     PYTHONPATH=. python bench/views.py [--data /tmp/edgepair-bench] [--cameras 16] [--rate 200]
 """
@@ -12,16 +15,20 @@ import argparse
 import hashlib
 import logging
 import statistics
+import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.analytics import connect_store
+from storage.analytics import _connect, build_store_views, ensure_store_file, record_definition
 from storage.catalog import Run, runs_to_kv
+from storage.kpibuild import refresh_kpis
+from storage.kpiexport import export_kpis
 from storage.kpis import KPI_VIEW_NAMES, LineSpec, StoreSetup, ZoneSpec
 from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
 from storage.segments import EVENTS_DIR
@@ -91,6 +98,23 @@ def generate(data: Path, cameras: int, rate: int) -> int:
     return total
 
 
+QUERIES = {
+    **{view: f"SELECT count(*) FROM (SELECT * FROM {view})" for view in VIEWS},
+    "count(*) events": "SELECT count(*) FROM events",
+    "week, one line": "SELECT local_date, local_hour, entries, exits FROM traffic_hourly WHERE camera_id = 'cam00'"
+    " AND line_id = 'door' AND local_date BETWEEN DATE '2025-06-02' AND DATE '2025-06-08' ORDER BY ALL",
+}
+
+
+def timed(con: duckdb.DuckDBPyConnection, sql: str, runs: int) -> tuple[float, list[float], object]:
+    times, result = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = con.execute(sql).fetchall()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times, result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("/tmp/edgepair-bench"))
@@ -110,19 +134,38 @@ def main() -> None:
         tuple(ZoneSpec(c, "shelf", 5.0) for c in cams),
         opening_hours=("08:00", "22:00"),
     )
+    ensure_store_file(args.data, setup)  # as the node does when it runs this config
+    record_definition(args.data, setup.definition(), effective_from=datetime(YEAR - 1, 1, 1, tzinfo=UTC))
     t0 = time.perf_counter()
-    con = connect_store(args.data, setup)
-    print(f"open (catalog scan + views): {time.perf_counter() - t0:.2f} s")
-    print(f"{'view':<16}{'rows':>12}{'median s':>10}   (runs)")
-    for view in VIEWS:
-        times, rows = [], 0
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            rows = con.execute(f"SELECT count(*) FROM (SELECT * FROM {view})").fetchone()[0]  # type: ignore[index]
-            times.append(time.perf_counter() - t)
-        runs = ", ".join(f"{x:.2f}" for x in times)
-        print(f"{view:<16}{rows:>12,}{statistics.median(times):>10.2f}   ({runs})", flush=True)
-    con.close()
+    rep = refresh_kpis(args.data, now=datetime(YEAR + 1, 2, 1, tzinfo=UTC).timestamp(), max_months=13)
+    print(f"materialise (the node's refresh): {rep.days_computed} days computed, {rep.days_copied} copied,"
+          f" {len(rep.written)} blocks in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+    cons = {}
+    for mat in (False, True):
+        t0 = time.perf_counter()
+        cons[mat] = _connect(":memory:")
+        fresh = build_store_views(cons[mat], args.data, setup, materialised=mat)
+        print(f"open {'materialised' if mat else 'recomputed'} (catalog scan + views): {time.perf_counter() - t0:.2f} s"
+              f" ({fresh} materialised days)")  # fmt: skip
+    print(f"{'query':<18}{'rows':>12}{'recomputed s':>14}{'materialised s':>16}{'speed-up':>10}   (runs)")
+    for name, sql in QUERIES.items():
+        raw_s, raw_runs, raw_res = timed(cons[False], sql, args.runs)
+        mat_s, mat_runs, mat_res = timed(cons[True], sql, args.runs)
+        assert raw_res == mat_res, f"{name}: materialised {mat_res!r:.200} != recomputed {raw_res!r:.200}"
+        rows = raw_res[0][0] if name in VIEWS or name.startswith("count") else len(raw_res)  # type: ignore[index,arg-type]
+        runs = ", ".join(f"{x:.2f}" for x in raw_runs) + " | " + ", ".join(f"{x:.2f}" for x in mat_runs)
+        print(f"{name:<18}{rows:>12,}{raw_s:>14.2f}{mat_s:>16.2f}{raw_s / mat_s:>9.1f}x   ({runs})", flush=True)
+    for con in cons.values():
+        con.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        counts = export_kpis(args.data, setup, date(YEAR, 1, 1), date(YEAR, 12, 31), Path(tmp) / "export")
+        took = time.perf_counter() - t0
+        rows = sum(counts.values())
+        size = sum(f.stat().st_size for f in (Path(tmp) / "export").iterdir())
+        print(
+            f"export of the year for HQ: {rows:,} rows, {size / 1e6:.1f} MB in {took:.1f} s ({rows / took:,.0f} rows/s)"
+        )
 
 
 if __name__ == "__main__":

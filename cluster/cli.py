@@ -336,14 +336,37 @@ def cmd_analytics(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         out = Path(args.out or cfg.storage.data_dir.parent / f"{cfg.store.id}.duckdb")
         path = analytics.open_analytics(_store_with_events(cfg), StoreSetup.from_config(cfg), out)
-        print(f"{path}: open it with `duckdb {path}` (views: events, visits, traffic_hourly, traffic_daily, occupancy,")
-        print("  zone_dwell, capture_rate, bounce_rate, peak_hours, coverage); rebuild it to refresh the credited set")
+        print(f"{path}: open it from its folder: `cd {path.parent} && duckdb -readonly {path.name}` (views: events,")
+        print("  visits, traffic_hourly, traffic_daily, occupancy, zone_dwell, capture_rate, bounce_rate, peak_hours,")
+        print("  coverage; paths relative to that folder, so it can be copied whole); rebuild it to refresh")
+        return 0
+    if args.action == "export":
+        import datetime as dt
+
+        from storage.kpiexport import export_kpis
+
+        if not (args.config and args.out and args.date_from and args.date_to):
+            raise ConfigError("analytics export needs --config, --from, --to (local dates, YYYY-MM-DD) and --out DIR")
+        cfg = load_config(args.config)
+        try:
+            d_from, d_to = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+        except ValueError:
+            raise ConfigError("--from and --to take local dates as YYYY-MM-DD") from None
+        counts = export_kpis(_store_with_events(cfg), StoreSetup.from_config(cfg), d_from, d_to, Path(args.out))
+        rows = ", ".join(f"{name} {n}" for name, n in counts.items())
+        print(f"store {cfg.store.id}: KPIs of {d_from}..{d_to} exported to {args.out} ({rows} rows)")
         return 0
     if not args.out or not args.sources:
-        raise ConfigError("analytics merge needs --out DIR and the data dirs of the stores to merge")
-    stores = analytics.merge_stores([Path(p) for p in args.sources], Path(args.out))
-    db = analytics.open_merged_analytics(Path(args.out), Path(args.out) / "stores.duckdb")
-    print(f"merged {len(stores)} stores ({', '.join(stores)}) into {args.out}; open with `duckdb {db}`")
+        raise ConfigError("analytics merge needs --out DIR and the stores' export folders (or data dirs with --raw)")
+    if args.raw:  # opt-in: every credited event of every store (track ids, exact times) leaves the stores
+        stores = analytics.merge_stores([Path(p) for p in args.sources], Path(args.out))
+        db = analytics.open_merged_analytics(Path(args.out), Path(args.out) / "stores.duckdb")
+    else:
+        from storage.kpiexport import merge_exports, open_hq
+
+        stores = merge_exports([Path(p) for p in args.sources], Path(args.out))
+        db = open_hq(Path(args.out), Path(args.out) / "hq.duckdb")
+    print(f"merged {len(stores)} stores ({', '.join(stores)}) into {args.out}; open with `duckdb -readonly {db}`")
     return 0
 
 
@@ -584,11 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     bundle.add_parser(sub)
 
-    s = sub.add_parser("analytics", help="a DuckDB file of KPI views for analysts (open), or several stores (merge)")
-    s.add_argument("action", choices=["open", "merge"])
-    s.add_argument("--config", default=None, help="open: the store YAML")
-    s.add_argument("--out", default=None, help="open: the .duckdb file; merge: the output folder")
-    s.add_argument("sources", nargs="*", help="merge: data dirs copied from the stores")
+    s = sub.add_parser(
+        "analytics",
+        help="the analyst's DuckDB file (open), a store's KPI tables for HQ (export), HQ's database (merge)",
+    )
+    s.add_argument("action", choices=["open", "export", "merge"])
+    s.add_argument("--config", default=None, help="open, export: the store YAML")
+    s.add_argument("--out", default=None, help="open: the .duckdb file; export, merge: the output folder")
+    s.add_argument("--from", dest="date_from", default=None, help="export: first local date, YYYY-MM-DD")
+    s.add_argument("--to", dest="date_to", default=None, help="export: last local date, YYYY-MM-DD")
+    s.add_argument(
+        "--raw", action="store_true", help="merge: data dirs instead of exports (opt-in: visitor rows leave the stores)"
+    )
+    s.add_argument("sources", nargs="*", help="merge: the stores' export folders (data dirs with --raw)")
     s.set_defaults(func=cmd_analytics)
 
     s = sub.add_parser("report", help="self-contained HTML report with charts, and the same numbers as CSV")

@@ -587,6 +587,7 @@ class Node:
     def _housekeeping_loop(self) -> None:
         """Compaction (one node of the pair compacts, the other follows) and retention, every minute."""
         from storage.compaction import compact
+        from storage.kpibuild import refresh_kpis
         from storage.retention import enforce_retention
 
         cfg = self.config
@@ -612,6 +613,7 @@ class Node:
                     node=self.me.name,
                     verifier=verifier,
                 )
+                refresh_kpis(cfg.storage.data_dir, node=self.me.name)  # materialised KPI days (storage.kpimat)
             except Exception as exc:
                 self.restarts.add("housekeeping")
                 log.warning("node %s: housekeeping failed: %s", self.me.name, exc)

@@ -21,10 +21,12 @@ store as a column and a hive partition, and :func:`open_merged_analytics` gives 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -311,16 +313,30 @@ def definitions_in_force(data_dir: Path, definition: KpiDefinition) -> list[Defi
     return [*history, DefinitionRecord(version, eff, definition)]
 
 
-def build_store_views(con: duckdb.DuckDBPyConnection, data_dir: Path, setup: StoreSetup) -> None:
-    """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views.
+def build_store_views(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    setup: StoreSetup,
+    *,
+    history: list[DefinitionRecord] | None = None,
+    materialised: bool = True,
+    root: str | None = None,
+) -> int:
+    """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views; return
+    the number of materialised KPI days the views read (:mod:`storage.kpimat`; 0 with ``materialised=False``: every
+    KPI is recomputed from the events, as the bench and the tests compare).
 
-    Read only: nothing is written or moved in ``data_dir`` (the node writes ``store.json`` and the definitions
-    history, see :func:`definitions_in_force`).
+    ``history``: the KPI definitions (default: :func:`definitions_in_force`). ``root``: how the SQL names
+    ``data_dir`` (default: its absolute path). Read only: nothing is written or moved in ``data_dir`` (the node
+    writes ``store.json``, the definitions history and the materialised days).
     """
+    from storage.kpimat import attach_materialised
+
     data_dir = Path(data_dir)
     _check_store_file(data_dir, setup)
-    history = definitions_in_force(data_dir, setup.definition())
-    create_views(con, data_dir, setup.timezone)
+    history = history if history is not None else definitions_in_force(data_dir, setup.definition())
+    root = root if root is not None else str(data_dir.resolve())
+    create_views(con, data_dir, setup.timezone, root=root)
     _config_tables(con, [(setup, history)])
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {KPI_SCHEMA}")
     store = _literal(setup.store_id)
@@ -336,6 +352,7 @@ def build_store_views(con: duckdb.DuckDBPyConnection, data_dir: Path, setup: Sto
         pieces = "SELECT store_id, camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
     con.execute(f"CREATE OR REPLACE VIEW {KPI_SCHEMA}.cov_pieces AS {pieces}")
     create_kpi_views(con)
+    return attach_materialised(con, data_dir, setup, history, root) if materialised else 0
 
 
 def _build_file(out_db: Path, build: Any) -> Path:
@@ -366,17 +383,38 @@ def outside_data_dir(path: Path, data_dir: Path, what: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _working_dir(folder: Path) -> Iterator[None]:
+    """Run the block in ``folder`` (DuckDB resolves the views' relative paths against the working directory)."""
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path) -> Path:
     """Write the analyst's DuckDB file ``out_db`` with every view over the store dataset ``data_dir``; return it.
 
+    The views name the data by paths relative to the folder of ``out_db`` (``data/events/...`` when the file sits
+    beside the data dir), so that folder can be copied whole, data and file, to another machine: open the file from
+    its own folder (``cd`` there; DuckDB resolves relative paths against the working directory).
     The file is built under a temporary name and renamed, so a shell that has the old one open keeps working.
     ``data_dir`` is only read; ``out_db`` must be outside it. The file is the analyst's own: DuckDB does not store
     settings in it, so a ``duckdb`` shell opening it has DuckDB's defaults (it can read any file its user can);
     the sandbox of :mod:`storage.sandbox` is for ``edgepair query`` and the report.
     """
     out_db = outside_data_dir(out_db, data_dir, "the analytics database")
-    path = _build_file(out_db, lambda con: build_store_views(con, data_dir, setup))
-    log.info("store %s: analytics database %s over %s", setup.store_id, path, Path(data_dir).resolve())
+    data_abs = Path(data_dir).resolve()
+    root = Path(os.path.relpath(data_abs, out_db.parent)).as_posix()
+
+    def build(con: duckdb.DuckDBPyConnection) -> None:
+        with _working_dir(out_db.parent):
+            build_store_views(con, data_abs, setup, root=root)
+
+    path = _build_file(out_db, build)
+    log.info("store %s: analytics database %s over %s (as %s)", setup.store_id, path, data_abs, root)
     return path
 
 

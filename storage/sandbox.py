@@ -3,8 +3,9 @@
 Rules (measured on DuckDB 2.0.1):
 
 - :func:`lock_down` runs after the views are built, on the connection that will run analyst SQL:
-  ``allowed_directories`` is set to the store's ``events/`` folder (the views read the Parquet segments by path when
-  they are queried, so that folder must stay readable), then ``enable_external_access = false`` (no other file, no
+  ``allowed_directories`` is set to the store's ``events/`` and ``kpi/`` folders (the views read the Parquet
+  segments and the materialised KPI days by path when they are queried, so those folders must stay readable),
+  then ``enable_external_access = false`` (no other file, no
   extension install or load from disk, no ``ATTACH``, no network), then ``lock_configuration = true`` (no ``SET``,
   ``RESET`` or ``PRAGMA`` that changes a setting, so none of this can be switched back on).
 - ``allowed_directories`` lets DuckDB *write* there too (``COPY ... TO`` a file under ``events/`` succeeds, and so
@@ -30,6 +31,9 @@ from cluster.errors import QueryError
 from storage.segments import EVENTS_DIR
 from storage.sqltext import literal as _literal
 
+KPI_DIR = "kpi"
+"""The node's materialised KPI tables beside ``events/`` (:mod:`storage.kpimat`); readable through the sandbox."""
+
 REFUSED_WHY = "queries may read only the store's views (no other file, setting, extension or database)"
 HELP = "run 'SHOW TABLES' to list the views, 'DESCRIBE events' for columns"
 _LOCKED_MARKERS = ("disabled by configuration", "configuration has been locked", "disabled through configuration")
@@ -46,10 +50,11 @@ def one_line(exc: BaseException) -> str:
 def lock_down(con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:
     """Lock ``con`` to reading the segments under ``data_dir/events`` (module rules); irreversible."""
     events = str(Path(data_dir).resolve() / EVENTS_DIR) + os.sep
+    kpi = str(Path(data_dir).resolve() / KPI_DIR) + os.sep  # the node's materialised KPI days (storage.kpimat)
     # No temp directory: DuckDB adds its own (``.tmp`` under the working directory, whatever it links to) to the
     # allowed directories, which would open every file behind a ``.tmp -> /`` link. Queries then run in memory.
     con.execute("SET temp_directory = ''")
-    con.execute(f"SET allowed_directories = [{_literal(events)}]")
+    con.execute(f"SET allowed_directories = [{_literal(events)}, {_literal(kpi)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 

@@ -107,9 +107,12 @@ _META_TYPES = {
 }
 
 
-def segment_glob(data_dir: Path) -> str:
-    """The glob of every named segment; ``*.parquet`` never matches a temporary ``.<name>.tmp`` file."""
-    return str(Path(data_dir).resolve() / EVENTS_DIR / "store=*" / "date=*" / "camera=*" / "*.parquet")
+def segment_glob(data_dir: Path, root: str | None = None) -> str:
+    """The glob of every named segment; ``*.parquet`` never matches a temporary ``.<name>.tmp`` file.
+
+    ``root``: how SQL names ``data_dir`` (default: its absolute path; a relative one for a portable file)."""
+    root = root if root is not None else str(Path(data_dir).resolve())
+    return f"{root}/{EVENTS_DIR}/store=*/date=*/camera=*/*.parquet"
 
 
 def has_segments(data_dir: Path) -> bool:
@@ -192,13 +195,13 @@ class Snapshot:
     state: CatalogState
     left_out: list[str] = field(default_factory=list)
 
-    def source(self, data_dir: Path) -> str | None:
+    def source(self, data_dir: Path, root: str | None = None) -> str | None:
         """The ``read_parquet`` argument of the views: the glob, or the snapshot's files if one was left out;
-        None when there is no file to read."""
+        None when there is no file to read. ``root``: as in :func:`segment_glob`."""
         if not self.left_out:
-            return _literal(segment_glob(data_dir)) if _has_segments(data_dir) else None
-        root = Path(data_dir).resolve()
-        files = sorted(str(root / e.relpath) for e in self.state.entries.values())
+            return _literal(segment_glob(data_dir, root)) if _has_segments(data_dir) else None
+        root = root if root is not None else str(Path(data_dir).resolve())
+        files = sorted(f"{root}/{e.relpath}" for e in self.state.entries.values())
         return "[" + ", ".join(_literal(f) for f in files) + "]" if files else None
 
 
@@ -263,16 +266,15 @@ def scan_readonly(data_dir: Path) -> Snapshot:
     return Snapshot(CatalogState(entries, compute_superseded(entries)), left_out)
 
 
-def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: CatalogState) -> int:
+def _snapshot_tables(con: duckdb.DuckDBPyConnection, root: str, state: CatalogState) -> int:
     """Load the catalog snapshot (visible files, lost pieces, claims, credited pieces) into the internal schema.
 
-    Returns the number of lost pieces (0: no claim is outranked anywhere).
+    ``root``: how SQL names the data dir. Returns the number of lost pieces (0: no claim is outranked anywhere).
     """
-    root = Path(data_dir).resolve()
     live = set(state.live_ids())
     files = pa.table(
         {
-            "filename": pa.array([str(root / e.relpath) for e in state.entries.values()], pa.string()),
+            "filename": pa.array([f"{root}/{e.relpath}" for e in state.entries.values()], pa.string()),
             "live": pa.array([k in live for k in state.entries], pa.bool_()),
         }
     )
@@ -320,15 +322,17 @@ def _snapshot_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, state: Cata
     return len(lost)
 
 
-def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, *, root: str | None = None) -> None:
     """(Re)create every view of :data:`VIEW_NAMES` on ``con`` for the segments under ``data_dir``. Cheap; writes
-    nothing in ``data_dir`` (:func:`scan_readonly`)."""
+    nothing in ``data_dir`` (:func:`scan_readonly`). ``root``: how the SQL names ``data_dir`` (default: its absolute
+    path; a path relative to the database file's folder makes a portable file, see :mod:`storage.analytics`)."""
     load_timezone(timezone)  # ConfigError with a fix if the name is unknown
     tz = _literal(timezone)
     snap = scan_readonly(data_dir)
     state = snap.state
-    source = snap.source(data_dir)
-    n_lost = _snapshot_tables(con, data_dir, state)
+    root = root if root is not None else str(Path(data_dir).resolve())
+    source = snap.source(data_dir, root)
+    n_lost = _snapshot_tables(con, root, state)
     lo, hi = _local_range(state)
 
     def local(col: str) -> str:

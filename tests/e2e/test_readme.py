@@ -64,7 +64,7 @@ def test_readme_commands_parse_into_what_runs_and_what_does_not() -> None:
     # The analyst's block comes after the Ansible ones: a `cd deploy/ansible` there does not reach it.
     blocks = readme_blocks((REPO / "README.md").read_text())
     assert any(b[0].startswith("cd deploy/ansible") for b in blocks)
-    assert any(line.startswith(".venv/bin/duckdb") for b in blocks for line in b if not b[0].startswith("cd "))
+    assert any("/.venv/bin/duckdb " in f"/{line}" for b in blocks for line in b if not b[0].startswith("cd "))
     assert why_not_run("ansible-playbook -i inventories/<store> site.yml", False) is not None
     assert why_not_run("make demo   # comment", False) is not None
 

@@ -95,11 +95,17 @@ def run_all(cfg: Path, out: Path) -> dict[str, object]:
     a = cli("analytics", "open", "--config", str(cfg), "--out", str(out / "a.duckdb"), cwd=cfg.parent)
     assert a.returncode == 0, a.stderr
     assert "Traceback" not in a.stderr
-    with duckdb.connect(str(out / "a.duckdb")) as con:  # the analyst's own session, read-write as `duckdb FILE`
+    here = os.getcwd()
+    os.chdir(out)  # the file names the data relative to its own folder: opened from there, as the CLI says
+    try:
+        con = duckdb.connect(str(out / "a.duckdb"))  # the analyst's own session, read-write as `duckdb FILE`
         daily = con.execute("SELECT local_date, line_id, entries, exits, coverage FROM traffic_daily").fetchall()
         hourly = con.execute(
             "SELECT local_hour, sum(entries) AS entries FROM traffic_hourly GROUP BY ALL ORDER BY ALL"
         ).fetchall()
+        con.close()
+    finally:
+        os.chdir(here)
     r = cli("report", "--store", str(cfg), "--from", "2026-07-01", "--to", "2026-07-01", "--out", str(out / "rep"),
             cwd=cfg.parent)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -163,28 +169,50 @@ def test_outputs_inside_the_data_dir_are_refused(original: Path) -> None:
     assert snapshot(data) == before
 
 
-def test_the_analytics_file_opens_in_a_duckdb_1x_cli_with_the_same_numbers(original: Path, tmp_path: Path) -> None:
+def test_the_analytics_file_opens_in_a_duckdb_1x_cli_with_the_same_numbers_after_a_copy(
+    original: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The file of `analytics open` is in DuckDB's 1.x storage format: the `duckdb` CLI of PyPI (1.5.6, the dev
-    extra's `.venv/bin/duckdb`, which refuses 2.x files) opens it and every view gives what the venv's 2.x gives."""
+    extra's `.venv/bin/duckdb`, which refuses 2.x files) opens it and every view gives what the venv's 2.x gives,
+    also after the folder (data, with the node's materialised KPI days, and the file) was copied elsewhere and the
+    original removed: the views name the data relative to the file's folder."""
     import json as jsonlib
+
+    from storage.kpibuild import refresh_kpis
 
     cli_bin = Path(sys.executable).parent / "duckdb"
     if not cli_bin.exists():
         pytest.skip(f"{cli_bin} missing: the dev extra installs duckdb-cli (pip install -e '.[dev]')")
     version = subprocess.run([str(cli_bin), "-version"], capture_output=True, text=True).stdout
     assert version.startswith("v1."), version
-    a = cli("analytics", "open", "--config", str(original), "--out", str(tmp_path / "a.duckdb"), cwd=tmp_path)
+    folder = original.parent
+    assert refresh_kpis(folder / "data", now=datetime(2030, 1, 1, tzinfo=UTC).timestamp()).days_computed == 1
+    a = cli("analytics", "open", "--config", str(original), "--out", str(folder / "store.duckdb"), cwd=tmp_path)
     assert a.returncode == 0, a.stderr
-    with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as con:
+    assert f"cd {folder} && duckdb -readonly store.duckdb" in a.stdout
+    monkeypatch.chdir(folder)
+    with duckdb.connect("store.duckdb", read_only=True) as con:
         views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND "
                                            "schema_name = 'main' ORDER BY 1").fetchall()]  # fmt: skip
         want = {v: con.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in views}  # type: ignore[index]
+        daily = con.execute("SELECT local_date::VARCHAR, entries, exits, coverage FROM traffic_daily").fetchall()
+        paths = con.execute("SELECT sql FROM duckdb_views() WHERE view_name IN ('segments_raw', 'traffic_daily')")
+        assert all(str(folder) not in sql for (sql,) in paths.fetchall())
     assert {"events", "traffic_daily", "traffic_hourly", "zone_dwell", "occupancy", "coverage"} <= set(views)
-    assert (want["events"], want["traffic_daily"]) == (21, 1)
+    assert (want["events"], want["traffic_daily"], daily) == (
+        21,
+        1,
+        [("2026-07-01", 15, 6, 1 / 24)],
+    )  # one hour processed
+    laptop = tmp_path / "laptop" / "copy"
+    shutil.copytree(folder, laptop)
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(folder)
     sql = " UNION ALL ".join(f"SELECT '{v}' AS view, count(*) AS n FROM {v}" for v in views)
+    sql += " UNION ALL SELECT 'entries', CAST(sum(entries) AS BIGINT) FROM traffic_daily"
     got = subprocess.run(
-        [str(cli_bin), "-readonly", "-json", str(tmp_path / "a.duckdb"), "-c", sql],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [str(cli_bin), "-readonly", "-json", "store.duckdb", "-c", sql],
+        capture_output=True, text=True, cwd=laptop, timeout=120,
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
-    assert {r["view"]: r["n"] for r in jsonlib.loads(got.stdout)} == want
+    assert {r["view"]: r["n"] for r in jsonlib.loads(got.stdout)} == {**want, "entries": 15}

@@ -240,8 +240,11 @@ def test_store_file_refuses_another_time_zone(dataset: Path) -> None:
         connect_store(dataset, StoreSetup("s1", "Europe/Paris", LINES, ZONES, bounce_s=45.0, opening_hours=OPEN))
 
 
-def test_analytics_file_is_live_and_session_zone_independent(dataset: Path, tmp_path: Path) -> None:
+def test_analytics_file_is_live_and_session_zone_independent(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = open_analytics(dataset, V2, tmp_path / "a.duckdb")
+    monkeypatch.chdir(tmp_path)  # the file names the data relative to its own folder
     q = "SELECT local_date, entries FROM traffic_daily ORDER BY local_date"
     with duckdb.connect(str(db), read_only=True) as c:
         c.execute("SET TimeZone = 'Asia/Tokyo'")

@@ -1,0 +1,334 @@
+"""Materialised KPI days: what they are, how staleness is told, and how the views read them.
+
+The node's housekeeping (:mod:`storage.kpibuild`) writes, beside ``events/``, the rows of every KPI view of
+:data:`storage.kpisql.KPI_VIEW_NAMES` for each *closed* local day, one *block* per local month::
+
+    data_dir/kpi/<YYYY-MM>.<hash>/block.json           store, time zone, {local date: fingerprint}
+    data_dir/kpi/<YYYY-MM>.<hash>/<view>.parquet       the view's rows of those days (its own columns)
+
+Rules:
+
+- A day's *fingerprint* (:func:`fingerprints`) is a hash of everything its rows depend on: the format of the SQL
+  (:data:`MAT_FORMAT`), the store, its time zone, lines and zones, the KPI definition versions in force on D-1, D
+  and D+1, and the credited and outranked time pieces of every camera (producer, token, start, end: from the catalog,
+  so a late segment replicated after a failover gap, or a split-brain producer, changes it) clipped to D-1..D+1. The
+  layout of the files (1-second segments, hour, day or month files) does not enter it, so compaction changes nothing.
+  This assumes what the writer does: an event lies in (or within a day of) its segment's window, so a segment's
+  events change only days whose fingerprint its claim changes.
+- Blocks are immutable: written under a temporary name, fsynced and renamed; the hash in the name is that of their
+  day map. A newer block of a month replaces an older one, which is deleted after a grace period.
+- A reader (:func:`attach_materialised`) computes the fingerprints of its own snapshot and, per month, uses the block
+  with the most matching days. A day is *fresh* when its fingerprint matches and it is within the dataset's days; the
+  views then read the fresh days' rows from the block and compute every other day (missing, stale, today) from the
+  raw events, restricted to those days and their neighbours (:mod:`storage.kpisql`). Nothing is ever read from a
+  stale day: a changed definition or late data gives a different fingerprint, so the day is recomputed, never wrong.
+- Like the catalog, freshness is a snapshot taken when the views are built; days after the last fresh one are
+  always computed live, so data written since is seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pyarrow as pa
+
+from storage.kpis import DefinitionRecord, StoreSetup, definition_periods
+from storage.kpisql import KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views
+from storage.sandbox import KPI_DIR
+from storage.sqltext import literal as _literal
+from storage.views import INTERNAL_SCHEMA
+
+log = logging.getLogger(__name__)
+
+MAT_FORMAT = 1
+"""Bump when the SQL of a KPI view changes: every materialised day becomes stale and is rebuilt."""
+BLOCK_FILE = "block.json"
+MAT_SCHEMA = "_kpi_mat"
+LIVE_SCHEMA = "_kpi_live"
+DAY = timedelta(days=1)
+
+Piece = tuple[str, str, int, int, int]
+"""camera, node, token, start us, end us (UTC)."""
+
+
+def day_start(d: date, tz: ZoneInfo) -> int:
+    """The UTC epoch (s) of local midnight of ``d`` (the first instant of the day on a DST change)."""
+    return int(datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC).timestamp())
+
+
+def ts_literal(epoch_s: int) -> str:
+    """A ``TIMESTAMPTZ`` literal of a UTC epoch."""
+    return f"TIMESTAMPTZ '{datetime.fromtimestamp(epoch_s, UTC).strftime('%Y-%m-%d %H:%M:%S')}+00'"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One month of materialised days."""
+
+    path: Path
+    month: str
+    days: dict[date, str]
+    mtime: float
+
+    def file(self, view: str) -> Path:
+        return self.path / f"{view}.parquet"
+
+
+def read_blocks(data_dir: Path, setup: StoreSetup) -> list[Block]:
+    """The blocks under ``data_dir/kpi`` of this store and zone (unreadable ones left out with a warning)."""
+    root = Path(data_dir) / KPI_DIR
+    out: list[Block] = []
+    for folder in sorted(root.glob("*.*")) if root.is_dir() else []:
+        if folder.name.startswith("."):
+            continue
+        try:
+            meta = json.loads((folder / BLOCK_FILE).read_text(encoding="utf-8"))
+            if meta["format"] != MAT_FORMAT or (meta["store_id"], meta["timezone"]) != (setup.store_id, setup.timezone):
+                continue
+            days = {date.fromisoformat(d): str(fp) for d, fp in meta["days"].items()}
+            if not all((folder / f"{v}.parquet").is_file() for v in KPI_VIEW_NAMES):
+                raise ValueError("a view's file is missing")
+            out.append(Block(folder, str(meta["month"]), days, (folder / BLOCK_FILE).stat().st_mtime))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("materialised KPI block %s left out (%s): its days are computed from the events", folder, exc)
+    return out
+
+
+def best_blocks(blocks: Iterable[Block], fps: dict[date, str]) -> dict[str, Block]:
+    """Per month, the block with the most days matching ``fps`` (a tie: the newest)."""
+    best: dict[str, tuple[int, float, Block]] = {}
+    for b in blocks:
+        key = (sum(1 for d, fp in b.days.items() if fps.get(d) == fp), b.mtime)
+        if b.month not in best or key > best[b.month][:2]:
+            best[b.month] = (*key, b)
+    return {m: t[2] for m, t in best.items()}
+
+
+def snapshot_pieces(con: duckdb.DuckDBPyConnection) -> tuple[list[Piece], list[Piece]]:
+    """The credited and outranked pieces of the snapshot that :func:`storage.views.create_views` loaded on ``con``."""
+
+    def read(name: str) -> list[Piece]:
+        rows = con.execute(
+            f"SELECT camera_id, node, token, epoch_us(p_start), epoch_us(p_end) FROM {INTERNAL_SCHEMA}.{name}"
+        ).fetchall()
+        return sorted((str(c), str(n), int(t), int(a), int(b)) for c, n, t, a, b in rows)
+
+    return read("credited"), read("lost")
+
+
+def day_range(con: duckdb.DuckDBPyConnection) -> tuple[date, date, str, str] | None:
+    """The first and last local day of the processed time (every credited event lies in it, so the recomputed
+    views' days hold these), and its bounds as TIMESTAMPTZ SQL; None when there is none. Read from the claims, not
+    from the events: no scan of the events. A day outside it is never fresh, so computed from the events."""
+    row = con.execute(
+        f"SELECT CAST(timezone(s.timezone, b.lo) AS DATE), CAST(timezone(s.timezone, b.hi) AS DATE),"
+        f" CAST(epoch_us(b.lo) AS BIGINT), CAST(epoch_us(b.hi) AS BIGINT)"
+        f" FROM (SELECT store_id, min(p_start) AS lo, max(p_end) AS hi FROM {KPI_SCHEMA}.cov_pieces GROUP BY ALL) b"
+        f" JOIN stores s USING (store_id) WHERE b.lo IS NOT NULL"
+    ).fetchone()
+    if row is None:
+        return None
+    lo = f"(to_timestamp(0) + to_microseconds(CAST({int(row[2])} AS BIGINT)))"
+    hi = f"(to_timestamp(0) + to_microseconds(CAST({int(row[3])} AS BIGINT)))"
+    return row[0], row[1], lo, hi
+
+
+def _versions(history: list[DefinitionRecord], timezone: str) -> list[tuple[date, date | None, str]]:
+    return [(start, end, rec.version) for rec, start, end in definition_periods(history, timezone)]
+
+
+def _version_on(periods: list[tuple[date, date | None, str]], d: date) -> str:
+    for start, end, version in periods:
+        if start <= d and (end is None or d < end):
+            return version
+    return "-"
+
+
+def fingerprints(
+    days: Iterable[date],
+    setup: StoreSetup,
+    history: list[DefinitionRecord],
+    credited: list[Piece],
+    lost: list[Piece],
+) -> dict[date, str]:
+    """The fingerprint of each of ``days`` (module rules)."""
+    tz = ZoneInfo(setup.timezone)
+    periods = _versions(history, setup.timezone)
+    static = [MAT_FORMAT, setup.store_id, setup.timezone, sorted(map(list, ((ln.camera_id, ln.line_id, ln.kind)
+              for ln in setup.lines))), sorted([z.camera_id, z.zone_id] for z in setup.zones)]  # fmt: skip
+    out: dict[date, str] = {}
+    for d in days:
+        lo, hi = day_start(d - DAY, tz) * 1_000_000, day_start(d + 2 * DAY, tz) * 1_000_000
+
+        def clip(ps: list[Piece], lo: int = lo, hi: int = hi) -> list[list[object]]:
+            return [[c, n, t, max(a, lo), min(b, hi)] for c, n, t, a, b in ps if a < hi and b > lo]
+
+        versions = [_version_on(periods, x) for x in (d - DAY, d, d + DAY)]
+        text = json.dumps([static, versions, clip(credited), clip(lost)], separators=(",", ":"))
+        out[d] = hashlib.sha256(text.encode()).hexdigest()[:24]
+    return out
+
+
+def all_days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Maximal runs of consecutive days, as (first, last)."""
+    out: list[tuple[date, date]] = []
+    for d in sorted(days):
+        if out and d == out[-1][1] + DAY:
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+def day_ranges(
+    day_runs: list[tuple[date | None, date | None]], tz: ZoneInfo
+) -> tuple[tuple[str | None, str | None], ...]:
+    """The UTC ranges (TIMESTAMPTZ SQL) of runs of local days (None: open-ended), for :class:`Names` ``ranges``."""
+    return tuple(
+        (
+            ts_literal(day_start(a, tz)) if a is not None else None,
+            f"({ts_literal(day_start(b + DAY, tz))} - INTERVAL 1 MICROSECOND)" if b is not None else None,
+        )
+        for a, b in day_runs
+    )
+
+
+def create_restricted_views(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    target: str,
+    windows: list[tuple[int | None, int | None]],
+    extra_bounds: str,
+    ranges: tuple[tuple[str | None, str | None], ...],
+) -> None:
+    """KPI views in ``schema`` for the days where ``target`` holds, over the events and processed time within
+    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours; the local
+    days are generated only within ``ranges`` (disjoint, holding the target days)."""
+
+    def pred(start: str, end: str, point: bool) -> str:
+        """``[start, end)`` (a point when ``point``) overlaps one of the windows."""
+        parts = []
+        for a, b in windows:
+            conds = ([f"{end} {'>=' if point else '>'} {ts_literal(a)}"] if a is not None else []) + (
+                [f"{start} < {ts_literal(b)}"] if b is not None else []
+            )
+            parts.append("(" + " AND ".join(conds or ["true"]) + ")")
+        return " OR ".join(parts) or "false"
+
+    # One scan per window (disjoint once merged), so that each range filter reaches the Parquet reader and skips the
+    # files and row groups outside it (an OR of ranges is applied after reading every row).
+    merged: list[tuple[int | None, int | None]] = []
+    for a, b in sorted(windows, key=lambda w: -1 if w[0] is None else w[0]):
+        last = merged[-1] if merged else None
+        if last is not None and (last[1] is None or (a is not None and a <= last[1])):
+            merged[-1] = (last[0], None if last[1] is None or b is None else max(last[1], b))
+        else:
+            merged.append((a, b))
+    scans = [
+        "SELECT * FROM events WHERE "
+        + (
+            " AND ".join(
+                ([f"ts >= {ts_literal(a)}"] if a is not None else [])
+                + ([f"ts < {ts_literal(b)}"] if b is not None else [])
+            )
+            or "true"
+        )
+        for a, b in merged
+    ]
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    con.execute(
+        f"CREATE OR REPLACE VIEW {schema}.events_in AS"
+        f" {' UNION ALL '.join(scans) or 'SELECT * FROM events WHERE false'}"
+    )
+    con.execute(
+        f"CREATE OR REPLACE VIEW {schema}.cov_pieces AS SELECT * FROM {KPI_SCHEMA}.cov_pieces"
+        f" WHERE {pred('p_start', 'p_end', False)}"
+    )
+    create_kpi_views(
+        con,
+        Names(
+            k=schema,
+            p=f"{schema}.",
+            events=f"{schema}.events_in",
+            target=target,
+            extra_bounds=extra_bounds,
+            ranges=ranges,
+        ),
+    )
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    con.register("_edgepair_mat", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _edgepair_mat")
+    finally:
+        con.unregister("_edgepair_mat")
+
+
+def attach_materialised(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    setup: StoreSetup,
+    history: list[DefinitionRecord],
+    root: str,
+) -> int:
+    """Make the KPI views of ``con`` read the fresh materialised days and compute the others; return the number of
+    fresh days (0: the recomputed views are left as they are). ``root``: how SQL names ``data_dir``."""
+    blocks = read_blocks(data_dir, setup)
+    rng = day_range(con) if blocks else None
+    if rng is None:
+        return 0
+    first, last, lo, hi = rng
+    credited, lost = snapshot_pieces(con)
+    fps = fingerprints(all_days(first, last), setup, history, credited, lost)
+    chosen = best_blocks(blocks, fps)
+    fresh = sorted(d for b in chosen.values() for d, fp in b.days.items() if fps.get(d) == fp)
+    if not fresh:
+        return 0
+    files = [b for b in chosen.values() if any(fps.get(d) == fp for d, fp in b.days.items())]
+    types = {v: con.execute(f"DESCRIBE SELECT * FROM {v}").fetchall() for v in KPI_VIEW_NAMES}
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {MAT_SCHEMA}")
+    _register(con, f"{MAT_SCHEMA}.fresh", pa.table({"local_date": pa.array(fresh, pa.date32())}))
+    tz = ZoneInfo(setup.timezone)
+    fset = set(fresh)
+    inner = [d for d in all_days(fresh[0], fresh[-1]) if d not in fset]
+    windows: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] + DAY, tz))]
+    windows += [(day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(inner)]
+    windows.append((day_start(fresh[-1], tz), None))
+    store = _literal(setup.store_id)
+    create_restricted_views(
+        con,
+        LIVE_SCHEMA,
+        f"local_date NOT IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)",
+        windows,
+        f" UNION ALL SELECT {store}, {lo}, {hi}",
+        day_ranges([(None, fresh[0] - DAY), *runs(inner), (fresh[-1] + DAY, None)], tz),
+    )
+    for view in KPI_VIEW_NAMES:
+        paths = ", ".join(_literal(f"{root}/{KPI_DIR}/{b.path.name}/{view}.parquet") for b in files)
+        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t, *_ in types[view])
+        con.execute(
+            f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet([{paths}])"
+            f" WHERE local_date IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)"
+            f" UNION ALL SELECT * FROM {LIVE_SCHEMA}.{view}"
+        )
+    log.info(
+        "store %s: %d materialised KPI days read from %s (%d blocks), the others computed from the events",
+        setup.store_id,
+        len(fresh),
+        Path(data_dir) / KPI_DIR,
+        len(files),
+    )
+    return len(fresh)
