@@ -115,6 +115,22 @@ def test_an_own_wedge_box_outranks_a_higher_scoring_neighbour_box_of_the_same_pe
     assert merged.scores.tolist() == pytest.approx([0.5])  # the upright copy, though it scores lower
 
 
+def test_a_person_near_the_centre_seen_upright_in_one_view_and_lying_in_another_is_one_box() -> None:
+    """Near the centre boxes come from every view: view 0 sees the person upright (40 x 100), view 1 (turned a
+    quarter) lying (100 x 40). Both are the same rectangle in the frame: one box after the merge."""
+    views = plan_views(LENS, n=4, view_px=400)
+    person = (500.0, 380.0)  # 20 px above the centre: within CENTRE_FRACTION (45 px)
+    per_view = [
+        _box_in_view(0, views, person, 40, 100, 0.9),
+        _box_in_view(1, views, person, 100, 40, 0.8),
+        Detections.empty(),
+        Detections.empty(),
+    ]
+    merged = merge_views(per_view, views, LENS)
+    np.testing.assert_allclose(merged.boxes, [[500.0, 380.0, 40.0, 100.0, 0.0]], atol=1e-3)
+    assert merged.scores.tolist() == pytest.approx([0.9])
+
+
 def test_rotated_iou_and_nms_exact() -> None:
     a = np.array([[0.0, 0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 20.0, 10.0, 90.0], [5.0, 0.0, 10.0, 20.0, 0.0]])
     iou = rotated_iou(a, a)
