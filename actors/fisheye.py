@@ -134,10 +134,12 @@ def view_boxes(dets: Detections, view: View, lens: Lens) -> RotatedBoxes:
     fish = centres @ inv[:, :2].T + inv[:, 2]
     w = (xyxy[:, 2] - xyxy[:, 0]) / view.scale
     h = (xyxy[:, 3] - xyxy[:, 1]) / view.scale
-    # The box's up along the radius through its centre (where an upright person's head points); at the very centre
-    # the radius has no direction: the view's up.
+    # The box's up along the radius through its centre (where an upright person's head points). Near the centre
+    # (within CENTRE_FRACTION of the radius, where boxes come from every view, a person seen upright in one and
+    # lying in another) the radius says little of how the box lies: its own view's up, where its w and h were
+    # measured, so that the copies of one person from two views overlap as they do in the frame (NMS removes them).
     radial = lens.azimuth(fish)
-    near = np.hypot(fish[:, 0] - lens.cx, fish[:, 1] - lens.cy) < 1.0
+    near = np.hypot(fish[:, 0] - lens.cx, fish[:, 1] - lens.cy) < CENTRE_FRACTION * lens.radius
     angle = np.where(near, view.phi, radial)
     angle = (angle + 180.0) % 360.0 - 180.0
     boxes = np.column_stack([fish, w, h, angle]).astype(np.float32)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cluster.errors import ConfigError
+
 if TYPE_CHECKING:
     from actors.lens import Lens
 
@@ -104,14 +106,20 @@ class LensConfig(BaseModel):
             raise ValueError(f"lens: K's centre ({cx:g}, {cy:g}) is outside the {w}x{h} frame it was calibrated at")
         if any(abs(k) > 10 for k in self.D):
             raise ValueError(f"lens: D {list(self.D)} is not a fisheye distortion (each |k| is well under 10)")
+        if self.radius is None and _distorted(self.D, self.fov_deg) <= 0:
+            raise ValueError(
+                f"lens: D {list(self.D)} folds the image back before the edge of the {self.fov_deg:g}-degree field"
+                " of view (the image circle's radius would be <= 0): give the circle's radius (`edgepair camera"
+                " calibrate-lens` measures it) or the fov_deg the calibration covers"
+            )
 
     @property
     def is_fisheye(self) -> bool:
         return self.type == "fisheye"
 
     def lens_for(self, width: int, height: int) -> Lens:
-        """The lens of a ``width`` x ``height`` frame (the calibration scaled to it); ValueError for a normal lens or
-        a frame whose aspect differs from the calibration's."""
+        """The lens of a ``width`` x ``height`` frame (the calibration scaled to it); ValueError for a normal lens,
+        ConfigError for a frame whose aspect differs from the calibration's (the config does not fit the camera)."""
         if not self.is_fisheye:
             raise ValueError("a normal lens has no fisheye geometry")
         from actors.lens import Lens  # numpy and OpenCV: loaded by the video path only, not by every config load
@@ -119,7 +127,7 @@ class LensConfig(BaseModel):
         if self.K is not None and self.D is not None and self.size is not None:
             cw, ch = self.size
             if abs(width / height - cw / ch) > 0.01:
-                raise ValueError(
+                raise ConfigError(
                     f"lens: the frame is {width}x{height} but K was calibrated at {cw}x{ch} (another aspect):"
                     " calibrate at the stream's size"
                 )
@@ -137,7 +145,12 @@ class LensConfig(BaseModel):
 
 
 def _theta_d(lens: Lens, fov_deg: float) -> float:
+    return _distorted(lens.k, fov_deg)
+
+
+def _distorted(d: tuple[float, float, float, float], fov_deg: float) -> float:
+    """``theta_d`` of cv2.fisheye's model at the edge of the field of view (``theta = fov / 2``)."""
     theta = math.radians(fov_deg / 2)
-    k1, k2, k3, k4 = lens.k
+    k1, k2, k3, k4 = d
     t2 = theta * theta
     return theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))

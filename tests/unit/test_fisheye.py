@@ -115,6 +115,22 @@ def test_an_own_wedge_box_outranks_a_higher_scoring_neighbour_box_of_the_same_pe
     assert merged.scores.tolist() == pytest.approx([0.5])  # the upright copy, though it scores lower
 
 
+def test_a_person_near_the_centre_seen_upright_in_one_view_and_lying_in_another_is_one_box() -> None:
+    """Near the centre boxes come from every view: view 0 sees the person upright (40 x 100), view 1 (turned a
+    quarter) lying (100 x 40). Both are the same rectangle in the frame: one box after the merge."""
+    views = plan_views(LENS, n=4, view_px=400)
+    person = (500.0, 380.0)  # 20 px above the centre: within CENTRE_FRACTION (45 px)
+    per_view = [
+        _box_in_view(0, views, person, 40, 100, 0.9),
+        _box_in_view(1, views, person, 100, 40, 0.8),
+        Detections.empty(),
+        Detections.empty(),
+    ]
+    merged = merge_views(per_view, views, LENS)
+    np.testing.assert_allclose(merged.boxes, [[500.0, 380.0, 40.0, 100.0, 0.0]], atol=1e-3)
+    assert merged.scores.tolist() == pytest.approx([0.9])
+
+
 def test_rotated_iou_and_nms_exact() -> None:
     a = np.array([[0.0, 0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 20.0, 10.0, 90.0], [5.0, 0.0, 10.0, 20.0, 0.0]])
     iou = rotated_iou(a, a)
@@ -198,6 +214,10 @@ def test_camera_without_lens_keeps_its_config_version() -> None:
             "K's centre (3000, 1024) is outside the 2048x2048 frame",
         ),
         ("{type: fisheye, centre: [0.5, 0.5], radius: 0.5, wide: true}", "cameras[0].lens.wide: unknown key"),
+        (  # theta_d(90 deg) = 1.571 (1 - 2.467) < 0: the image circle's radius would be negative
+            "{type: fisheye, K: [[600, 0, 1024], [0, 600, 1024], [0, 0, 1]], D: [-1, 0, 0, 0], size: [2048, 2048]}",
+            "lens: D [-1.0, 0.0, 0.0, 0.0] folds the image back before the edge of the 180-degree field of view",
+        ),
     ],
 )
 def test_bad_lens_names_location_and_fix(lens: str, expected: str) -> None:
@@ -223,5 +243,29 @@ def test_calibrated_lens_scales_to_the_stream() -> None:
     lens = lens_cfg.lens_for(1000, 1000)
     assert (lens.cx, lens.cy, lens.fx, lens.fy) == (500.0, 500.0, 300.0, 300.0)
     assert lens.radius == pytest.approx(300.0 * np.pi / 2)
-    with pytest.raises(ValueError, match="another aspect"):
+    with pytest.raises(ConfigError, match="another aspect"):
         lens_cfg.lens_for(1920, 1080)
+
+
+def test_preview_of_a_frame_of_another_aspect_than_the_calibration_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A frame whose aspect differs from the calibration's: one line naming the sizes and the fix, no PNG written."""
+    import cv2
+
+    from cluster.cli import main
+
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.zeros((1080, 1920, 3), np.uint8))
+    lens = "{type: fisheye, K: [[600, 0, 1000], [0, 600, 1000], [0, 0, 1]], D: [0, 0, 0, 0], size: [2000, 2000]}"
+    config = tmp_path / "store.yaml"
+    config.write_text(BASE + f"    lens: {lens}\n")
+    out = tmp_path / "preview.png"
+    args = ["camera", "preview", "--config", str(config), "--camera", "cam-1", "--image", str(image), "--out", str(out)]
+    assert main(["-q", *args, "--no-detect"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "edgepair: error: lens: the frame is 1920x1080 but K was calibrated at 2000x2000 (another aspect): calibrate"
+        " at the stream's size\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.png", "store.yaml"]
