@@ -178,7 +178,8 @@ def merge_definitions(data_dir: Path, records: list[DefinitionRecord]) -> bool:
 # --- base relations ------------------------------------------------------------------------------------------------
 
 
-def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+def register_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Create (or replace) table ``name`` in ``con`` from an Arrow table."""
     con.register("_edgepair_load", table)
     try:
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _edgepair_load")
@@ -248,7 +249,7 @@ def _config_tables(con: duckdb.DuckDBPyConnection, stores: list[tuple[StoreSetup
     }
     names = {"defs": "kpi_definitions", "thr": "kpi_zone_thresholds"}
     for key, schema in schemas.items():
-        _register(con, names.get(key, key), pa.Table.from_pylist(rows[key], schema=schema))
+        register_table(con, names.get(key, key), pa.Table.from_pylist(rows[key], schema=schema))
 
 
 STORAGE_COMPATIBILITY = "v1.0.0"

@@ -50,6 +50,7 @@ from storage.kpimat import (
 from storage.kpis import StoreSetup
 from storage.kpisql import KPI_VIEW_NAMES
 from storage.sandbox import KPI_DIR
+from storage.segments import fsync_path as _fsync
 from storage.segments import write_atomic
 from storage.sqltext import literal as _literal
 from storage.views import has_segments
@@ -68,14 +69,6 @@ class MatReport:
     deleted: list[str] = field(default_factory=list)
     days_computed: int = 0
     days_copied: int = 0
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _compute(con: duckdb.DuckDBPyConnection, setup: StoreSetup, days: list[date]) -> None:

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow as pa
 
+from storage.analytics import register_table as _register
 from storage.kpis import DefinitionRecord, StoreSetup, definition_periods
 from storage.kpisql import KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views
 from storage.sandbox import KPI_DIR
@@ -267,14 +268,6 @@ def create_restricted_views(
             ranges=ranges,
         ),
     )
-
-
-def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    con.register("_edgepair_mat", table)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _edgepair_mat")
-    finally:
-        con.unregister("_edgepair_mat")
 
 
 def attach_materialised(

@@ -89,7 +89,8 @@ def _hint(exc: OSError, folder: Path) -> str:
     return f"check the disk holding {folder}"
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_path(folder: Path) -> None:
+    """fsync a file or a folder by path (a folder: so that a rename in it is durable)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -364,7 +365,7 @@ def write_atomic(
             os.rename(tmp, path)
         # The new name lives in ``folder``; each folder created here lives in its parent.
         for synced in dict.fromkeys([*([folder] if sync_dir else []), *(p.parent for p in created)]):
-            _fsync_dir(synced)
+            fsync_path(synced)
     except FileExistsError:
         if exclusive:
             raise
