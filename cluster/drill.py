@@ -418,14 +418,20 @@ def _measure(
         dr = drill_frames.double_running(frames, drill_frames.frame_s(fps[cam]))
         written = {f.segment_id for f in frames if f.frames > 0 and lo <= f.start < hi}
         in_view = {w["segment_id"] for w in ws}
-        lost = drill_frames.unexplained(gaps, drill_frames.disturbed(samples, target.nodes, cam), (a, b))
         unwritten = drill_frames.frames_unwritten(samples, cam)
+        lost, stalled = drill_frames.stalls(
+            drill_frames.unexplained(gaps, drill_frames.disturbed(samples, target.nodes, cam), (a, b)),
+            samples,
+            cam,
+            unwritten,
+        )
         # Windows stamped well after their file was written: by a wall clock that ran ahead.
         ahead = drill_frames.windows_ahead(dirs, target.store, cam, a, AHEAD_S)
         per_cam[cam] = {
             "gap_s": round(sum(y - x for x, y in gaps), 3),
             "gaps": [[round(x, 3), round(y, 3)] for x, y in gaps],
             "unexplained_gaps": [[round(x, 3), round(y, 3)] for x, y in lost],
+            "stalls": stalled,
             "frames_unwritten": unwritten,
             "short_windows": [[round(x, 3), round(y, 3)] for x, y in short],
             "short_windows_inexact": [[round(x, 3), round(y, 3)] for x, y in inexact],

@@ -321,6 +321,51 @@ def unexplained(
     return out
 
 
+def stalls(
+    lost: list[tuple[float, float]],
+    samples: list[tuple[float, str, dict[str, Any]]],
+    cam: str,
+    unwritten: dict[str, int],
+    slack: float = 1.5,
+    after_s: float = 2.0,
+) -> tuple[list[tuple[float, float]], list[dict[str, Any]]]:
+    """Split the gaps no sample explains into windows processed and lost, and stalls: seconds in which the worker
+    holding the camera processed no frame at all (a loaded machine, a slow inference, a reader behind) though every
+    sample showed it running.
+
+    A gap is a stall when every worker seen running ``cam`` within ``slack`` of it (``node/pid``) went on reporting
+    at least ``after_s`` after it (its counters read after the gap) and never had a processed frame unwritten
+    (``unwritten``, from :func:`frames_unwritten`): every frame it processed is in a file, so nothing was processed
+    in the gap. Each stall names its workers and how their capture counters moved over it (frames dropped by
+    backpressure, fence pauses, reconnects), so a report shows its cause."""
+    keep, stalled = [], []
+    for x, y in lost:
+        holders: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        for t, node, h in sorted(samples, key=lambda s: s[0]):
+            st = (h.get("camera_status") or {}).get(cam) or {}
+            if st.get("pid") is not None:
+                holders.setdefault(f"{node}/{st['pid']}", []).append((t, st))
+        near = {
+            k: v
+            for k, v in holders.items()
+            if any(x - slack <= t <= y + slack and s.get("state") == "running" for t, s in v)
+        }
+        ok = bool(near) and all(k not in unwritten and v[-1][0] >= y + after_s for k, v in near.items())
+        if not ok:
+            keep.append((x, y))
+            continue
+        moved = {}
+        for k, v in near.items():
+            before = [s for t, s in v if t <= x] or [v[0][1]]
+            after = [s for t, s in v if t >= y + after_s] or [v[-1][1]]
+            moved[k] = {
+                f: int(after[0].get(f, 0) or 0) - int(before[-1].get(f, 0) or 0)
+                for f in ("dropped", "fence_pauses", "reconnects")
+            }
+        stalled.append({"gap": [round(x, 3), round(y, 3)], "workers": moved})
+    return keep, stalled
+
+
 def frame_s(fps: float) -> float:
     return 1.0 / fps if fps > 0 and math.isfinite(fps) else 0.1
 

@@ -105,5 +105,12 @@ def format_report(report: dict[str, Any]) -> str:
         + ("match" if s["baseline_match"] else "not shown")
         + f" ({s['baseline_events_compared']} events compared at least); {'PASS' if s['ok'] else 'FAIL'}"
     )
+    stalls = [(i, cam, st) for i, r in enumerate(report["runs"], 1) for cam, c in r["cameras"].items()
+              for st in c.get("stalls", [])]  # fmt: skip
+    lines += [
+        f"  stall (run {i}, {cam}): nothing processed in {st['gap'][1] - st['gap'][0]:.1f} s though running; "
+        + "; ".join(f"{k}: " + ", ".join(f"{f} +{n}" for f, n in v.items() if n) for k, v in st["workers"].items())
+        for i, cam, st in stalls
+    ]
     lines += [f"  FAIL: {f}" for f in s["failures"]]
     return "\n".join(lines)

@@ -251,3 +251,31 @@ def test_windows_ahead_of_the_time_their_file_was_written(tmp_path: Path) -> Non
         "cam-1.1800090000000.ws-b.3",
     ]
     assert df.windows_ahead(dirs, "s1", "cam-2", written - 10, 10.0) == []
+
+
+def _run(pid: int, frames: int, dropped: int = 0, fence_pauses: int = 0) -> dict:
+    st = {"state": "running", "pid": pid, "frames": frames, "frames_written": frames, "frames_pending": 0,
+          "dropped": dropped, "fence_pauses": fence_pauses, "reconnects": 0}  # fmt: skip
+    return {"camera_status": {"cam-1": st}}
+
+
+def test_a_gap_with_nothing_processed_is_a_stall_and_a_lost_window_is_not() -> None:
+    gap = [(T + 7, T + 8)]
+    # ws-b's worker ran through the gap and reported 3 s after it; every frame it processed was written; its
+    # capture dropped 5 frames over the gap (backpressure): a stall, with its cause.
+    samples = [(T + k, "ws-b", _run(9, 10 * k, dropped=5 if k >= 8 else 0)) for k in range(12)]
+    lost, stalled = df.stalls(gap, samples, "cam-1", df.frames_unwritten(samples, "cam-1"))
+    assert lost == [] and stalled == [
+        {"gap": [T + 7, T + 8], "workers": {"ws-b/9": {"dropped": 5, "fence_pauses": 0, "reconnects": 0}}}
+    ]
+    # The same gap on a worker whose counters show frames processed and never written: lost, not a stall.
+    assert df.stalls(gap, samples, "cam-1", {"ws-b/9": 10}) == (gap, [])
+    # A worker not seen after the gap (killed, stopped) cannot show it processed nothing there: lost.
+    early = [s for s in samples if s[0] <= T + 9]
+    assert df.stalls(gap, early, "cam-1", {}) == (gap, [])
+    # No worker seen running near the gap: nothing shows what happened, so it stays unexplained.
+    far = [s for s in samples if s[0] >= T + 10.5 or s[0] <= T + 5]
+    assert df.stalls(gap, far, "cam-1", {}) == (gap, [])
+    # A fence pause over the gap is named as its cause.
+    fenced = [(T + k, "ws-b", _run(9, 10 * k, fence_pauses=1 if k >= 8 else 0)) for k in range(12)]
+    assert df.stalls(gap, fenced, "cam-1", {})[1][0]["workers"]["ws-b/9"]["fence_pauses"] == 1

@@ -506,3 +506,15 @@ def test_camera_cut_cuts_the_leaders_first_camera_or_else_the_others() -> None:
     assert cut_camera({"cam-2": "ws-b", "cam-1": "ws-b"}, "ws-a") == ("ws-b", "cam-1")
     with pytest.raises(EdgepairError, match="no camera runs"):
         cut_camera({}, "ws-a")
+
+
+def test_a_stall_passes_and_the_report_names_it() -> None:
+    from cluster.drill_report import format_report, summarize
+
+    stall = {"gap": [T + 40.0, T + 41.0], "workers": {"ws-b/77": {"dropped": 6, "fence_pauses": 0, "reconnects": 0}}}
+    r = run_with(cam_2={"stalls": [stall], "gap_s": 1.0, "gaps": [[T + 40.0, T + 41.0]]})
+    r["failures"] = _failures(r, CAMS)
+    r["ok"] = not r["failures"]
+    assert r["failures"] == []
+    text = format_report({"scenario": "partition", "repeat": 1, "runs": [r], "summary": summarize([r])})
+    assert "  stall (run 1, cam-2): nothing processed in 1.0 s though running; ws-b/77: dropped +6" in text.splitlines()
