@@ -92,6 +92,9 @@ class Watcher:
             return {n: h for t, n, h in self.samples[-40:] if t > now - max_age}
 
 
+PLACEMENT_TRIES = 6  # watches of pre_s before a fault for the placement to hold still
+
+
 def _wait(pred: Any, timeout: float, what: str) -> Any:
     return wait_for(pred, timeout, what, period=0.1, error=EdgepairError, prefix="drill: ")
 
@@ -149,17 +152,28 @@ def run_once(
     target.prepare()
     cfg = target.node_config()
     cams = [c["id"] for c in cfg["cameras"]]
-    _wait(
-        lambda: _ready(target, cams),
-        180,
-        "every camera running, both nodes healthy and no camera listed as failing at its source",
-    )
+    ready = "every camera running, both nodes healthy and no camera listed as failing at its source"
+    start = _wait(lambda: _ready(target, cams), 180, ready)
     with Watcher(target) as watch:
         t_begin = time.time()
-        time.sleep(pre_s)
-        # The leader now, as the fault goes in (not before the watch: a lease lost during it moves the leadership).
-        leader = _leader(target)
-        place = _placement(watch.latest())
+        for _attempt in range(PLACEMENT_TRIES):
+            time.sleep(pre_s)
+            # The leader now, as the fault goes in (not before the watch: a lease lost during it moves the
+            # leadership).
+            leader = _leader(target)
+            place = _all_running(target, cams) or {}
+            # A camera that moved while it was watched (a rebalance after the last run's restore) started a fresh
+            # tracker, and one not yet processing in its new home would be missing from what the fault must move:
+            # the fault goes in only after the placement held still for the whole of pre_s.
+            if place == start:
+                break
+            log.info("drill: cameras moved before the fault (%s -> %s): watching %.0f s more", start, place, pre_s)
+            start = _wait(lambda: _ready(target, cams), 180, ready)
+        else:
+            raise EdgepairError(
+                f"drill: the cameras kept moving between the nodes ({PLACEMENT_TRIES} tries of {pre_s:.0f} s):"
+                " check `edgepair status` for a camera that fails on one node and pin or fix it"
+            )
         before = {n: _summary(h) for n, h in watch.latest().items()}
         t0 = time.time()
         victim, restore = target.inject(scenario, leader=leader, place=place, hold_s=hold_s)
