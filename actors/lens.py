@@ -156,6 +156,8 @@ def estimate_circle(frame_bgr: np.ndarray, dark: int = 24) -> Circle | None:
     if r2 <= 0:
         return None
     radius = math.sqrt(r2)
+    if not (0 <= cx <= w and 0 <= cy <= h):
+        return None  # an arc of something else: a ceiling fisheye's optical centre is inside its frame
     # A fit is only trusted when the boundary really is a circle: median residual under 1 % of the radius.
     resid = np.abs(np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) - radius)
     if float(np.median(resid)) > 0.01 * radius:

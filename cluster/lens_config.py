@@ -84,8 +84,12 @@ class LensConfig(BaseModel):
             )
         if circle and (self.centre is None or self.radius is None):
             raise ValueError("lens: give both centre and radius of the image circle")
-        if self.centre is not None and not all(-0.5 <= v <= 1.5 for v in self.centre):
-            raise ValueError(f"lens: centre {list(self.centre)} is far outside the frame: normalised [x, y], 0..1")
+        if self.centre is not None and not all(0 <= v <= 1 for v in self.centre):
+            # A ceiling fisheye's optical axis is inside its frame (the circle may be cut by the frame's edges).
+            raise ValueError(
+                f"lens: centre {list(self.centre)} is outside the frame: the image circle's centre, normalised [x, y]"
+                " within 0..1 (`edgepair camera calibrate-lens` measures it from a frame)"
+            )
         if calibration:
             self._check_calibration()
         return self

@@ -214,6 +214,8 @@ def test_camera_without_lens_keeps_its_config_version() -> None:
             "K's centre (3000, 1024) is outside the 2048x2048 frame",
         ),
         ("{type: fisheye, centre: [0.5, 0.5], radius: 0.5, wide: true}", "cameras[0].lens.wide: unknown key"),
+        ("{type: fisheye, centre: [1.4, 0.5], radius: 0.1}", "lens: centre [1.4, 0.5] is outside the frame"),
+        ("{type: fisheye, centre: [0.5, -0.01], radius: 0.5}", "lens: centre [0.5, -0.01] is outside the frame"),
         (  # theta_d(90 deg) = 1.571 (1 - 2.467) < 0: the image circle's radius would be negative
             "{type: fisheye, K: [[600, 0, 1024], [0, 600, 1024], [0, 0, 1]], D: [-1, 0, 0, 0], size: [2048, 2048]}",
             "lens: D [-1.0, 0.0, 0.0, 0.0] folds the image back before the edge of the 180-degree field of view",
@@ -269,3 +271,18 @@ def test_preview_of_a_frame_of_another_aspect_than_the_calibration_is_one_line(
         " at the stream's size\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.png", "store.yaml"]
+
+
+def test_image_circle_found_inside_the_frame_and_refused_outside() -> None:
+    import cv2
+
+    from actors.lens import estimate_circle
+
+    frame = np.zeros((600, 800), np.uint8)
+    cv2.circle(frame, (400, 300), 280, 200, -1)
+    c = estimate_circle(frame)
+    assert c is not None and (round(c.cx), round(c.cy), round(c.radius)) == (400, 300, 280)
+    # A bright disc whose centre lies beyond the right edge: its arc fits a circle, but no ceiling fisheye's.
+    off = np.zeros((600, 800), np.uint8)
+    cv2.circle(off, (1000, 300), 500, 200, -1)
+    assert estimate_circle(off) is None
