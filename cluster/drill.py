@@ -161,7 +161,7 @@ def run_once(
             # The leader now, as the fault goes in (not before the watch: a lease lost during it moves the
             # leadership).
             leader = _leader(target)
-            place = _all_running(target, cams) or {}
+            place = _placement({n: target.health(n) or {} for n in target.nodes})
             # A camera that moved while it was watched (a rebalance after the last run's restore) started a fresh
             # tracker, and one not yet processing in its new home would be missing from what the fault must move:
             # the fault goes in only after the placement held still for the whole of pre_s.
