@@ -122,7 +122,10 @@ def child(kind: str, cfg_path: Path) -> None:
         if worker.error:
             raise SystemExit(f"in-process run failed: {worker.error}")
         cameras, inference = {"cam-1": worker.status()}, {"provider": det.provider}
-    print("RESULT " + json.dumps({"cameras": cameras, "inference": inference}))
+    print("RESULT " + json.dumps({"cameras": cameras, "inference": inference}), flush=True)
+    # The in-process detector's and capture's daemon threads may sit in ONNX Runtime or OpenCV code: the interpreter's
+    # teardown would abort under them ("terminate called without an active exception"). Everything is printed: leave.
+    os._exit(0)
 
 
 def fps_of(res: dict) -> float:
