@@ -253,10 +253,10 @@ def child(args: argparse.Namespace) -> None:
             print("RESULT " + json.dumps(out), flush=True)
     finally:
         pool.close()
-        # Daemon threads (capture readers, the in-process inference server) may sit in OpenCV or ONNX Runtime code:
-        # the interpreter's teardown aborts the process under them. Everything is printed and written: leave now.
-        sys.stdout.flush()
-        os._exit(0)
+    # Daemon threads (capture readers, the in-process inference server) may sit in OpenCV or ONNX Runtime code: the
+    # interpreter's teardown aborts the process under them. Everything is printed and written: leave now.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 # --- driver --------------------------------------------------------------------------------------------------
