@@ -62,6 +62,7 @@ class CaptureStats:
     reader_restarts: int = 0  # reader threads that raised unexpectedly and were started again (after a backoff)
     last_error: str = ""
     source_fps: float = 0.0
+    decode_s: float = 0.0  # time spent reading and decoding frames (every frame read, kept or skipped)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -313,6 +314,7 @@ class Capture:
             started = time.monotonic()
             ok, frame = cap.read()
             now = time.monotonic()
+            self.stats.decode_s += now - started
             if generation != self._generation:
                 return
             if self.is_stream and ok and now - started >= self.watchdog_s / 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,8 @@ class _RemoteDetect:
         self.handle = handle
 
     def submit(self, frame: Any) -> Any:
-        return self.handle.detect.remote(frame)
+        # The send time (one monotonic clock for the machine's processes) gives the profile its hand-over time.
+        return self.handle.detect.remote(frame, time.monotonic())
 
     def resolve(self, ref: Any) -> Any:
         return ray.get(ref)

@@ -46,6 +46,11 @@ STOP_DRAIN_S = 0.5
 are processed and written, as at any stop); past it the inference is taken as not answering (hung) and the frames in
 it are given up. A hung inference has usually been awaited for seconds when the stop comes: it ends at once."""
 
+STAGES = ("wait_frame", "submit", "wait_result", "resolve", "track_count", "write")
+"""The stages of a camera worker's loop, timed in ``CameraWorker.stage_s`` and reported in its status (``stages``):
+waiting for the capture's next frame, handing a frame to inference (in-process: the detection itself), waiting for
+its result, taking the result (Ray: ``ray.get``), tracking and counting, writing segments."""
+
 CLOCK_CONFIRM_S = 0.5
 """A worker paused for a step of its wall clock resumes on the node's clock verdict only when that verdict was made at
 least this long after the worker saw the step (one health period: the evaluation saw the stepped clock too)."""
@@ -67,6 +72,12 @@ class InferenceServer:
         self.frames = 0
         self.batches = 0
         self.busy_s = 0.0
+        # Profile (bench/pipeline_fps.py): seconds summed over frames, a clock read or two per frame. ``queue_s``: from
+        # a frame's arrival to the start of its batch (batching wait); ``handover_s``: from the caller's ``sent_at`` to
+        # the arrival (serialisation, object store, RPC), over the ``handed`` frames that came with one.
+        self.queue_s = 0.0
+        self.handover_s = 0.0
+        self.handed = 0
         self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
         self._thread.start()
         log.info("inference: model %s family %s on %s", model_path, self.detector.family, self.detector.provider)
@@ -79,11 +90,19 @@ class InferenceServer:
             "frames": self.frames,
             "batches": self.batches,
             "busy_s": round(self.busy_s, 3),
+            "queue_s": round(self.queue_s, 3),
+            "handover_s": round(self.handover_s, 3),
+            "handed": self.handed,
         }
 
-    def detect(self, frame: np.ndarray) -> Detections:
-        slot = _Slot(frame)
+    def detect(self, frame: np.ndarray, sent_at: float | None = None) -> Detections:
+        """Persons in ``frame``, run in the next batch. ``sent_at``: the caller's ``time.monotonic()`` when it sent
+        the frame (one clock for every process of the machine), for the hand-over time of the profile."""
+        slot = _Slot(frame, arrived=time.monotonic())
         with self._lock:
+            if sent_at is not None:  # under the lock: Ray calls this from several threads
+                self.handover_s += max(0.0, slot.arrived - sent_at)
+                self.handed += 1
             self._pending.append(slot)
             self._lock.notify_all()
         slot.done.wait()
@@ -99,6 +118,8 @@ class InferenceServer:
                     self._lock.wait()
                 batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
             t0 = time.perf_counter()
+            began = time.monotonic()
+            self.queue_s += sum(began - s.arrived for s in batch)
             try:
                 results = self.detector.detect_batch([s.frame for s in batch])
                 for s, r in zip(batch, results, strict=True):
@@ -116,6 +137,7 @@ class InferenceServer:
 @dataclass
 class _Slot:
     frame: np.ndarray
+    arrived: float = 0.0  # time.monotonic() when the frame reached the server
     result: Detections | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -256,6 +278,9 @@ class CameraWorker:
         self.started_at = time.time()
         self.first_frame_at = 0.0  # wall clock (epoch s) when the first / last frame finished processing
         self.last_frame_at = 0.0
+        # Where this worker's thread spends its time (bench/pipeline_fps.py's profile), seconds summed over frames: a
+        # clock read per stage and frame, nothing more (see STAGES).
+        self.stage_s = dict.fromkeys(STAGES, 0.0)
         self._thread: threading.Thread | None = None
         if autostart:
             self.start()
@@ -477,6 +502,7 @@ class CameraWorker:
             "first_frame_at": self.first_frame_at,
             "last_frame_at": self.last_frame_at,
             "capture": asdict(s),
+            "stages": {k: round(v, 4) for k, v in self.stage_s.items()},
         }
 
     # --- loop --------------------------------------------------------------------------------------------
@@ -497,6 +523,7 @@ class CameraWorker:
     def _loop(self) -> None:
         inflight: deque[tuple[Any, FrameMeta]] = deque()
         ended = False
+        stage = self.stage_s
         while True:
             if self._paused():
                 self._wait_fenced(inflight)
@@ -504,7 +531,10 @@ class CameraWorker:
                     break
                 continue
             while not ended and not self._stop.is_set() and len(inflight) < self.config.runtime.inflight:
+                t0 = time.perf_counter()
                 item = self.capture.next(timeout=0.0 if inflight else 0.5)
+                t1 = time.perf_counter()
+                stage["wait_frame"] += t1 - t0
                 if item == EOS:
                     ended = True
                 elif item is None:
@@ -512,9 +542,14 @@ class CameraWorker:
                 elif isinstance(item, tuple):
                     frame, meta = item
                     inflight.append((self.submit(frame), meta))
+                    stage["submit"] += time.perf_counter() - t1
             if inflight:
                 ref, meta = inflight[0]
-                if not self._await(ref):
+                t0 = time.perf_counter()
+                answered = self._await(ref)
+                t1 = time.perf_counter()
+                stage["wait_result"] += t1 - t0
+                if not answered:
                     if self._stop.is_set():
                         log.warning(
                             "camera %s: stopping: the inference did not answer for %.1f s, %d frames in it given up",
@@ -528,6 +563,7 @@ class CameraWorker:
                     continue  # the fence lapsed: _wait_fenced drops what is in flight
                 inflight.popleft()
                 dets = self.resolve(ref)
+                stage["resolve"] += time.perf_counter() - t1
                 if self._paused():
                     continue  # the lease lapsed (or the clock stepped) while this frame was in inference: dropped
                 if meta.ts < self._resume_from:
@@ -542,7 +578,9 @@ class CameraWorker:
         self._flush(final=True)
 
     def _process(self, dets: Detections, meta: FrameMeta) -> None:
+        t0 = time.perf_counter()
         _tracked, events = self.analytics.process(dets, meta.ts, meta.width, meta.height)
+        self.stage_s["track_count"] += time.perf_counter() - t0
         self.last_ts = meta.ts
         self.last_frame_at = time.time()
         if not self.first_frame_at:
@@ -583,6 +621,13 @@ class CameraWorker:
             self._flush()
 
     def _flush(self, final: bool = False) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._write(final)
+        finally:
+            self.stage_s["write"] += time.perf_counter() - t0
+
+    def _write(self, final: bool) -> None:
         if self._window is not None:
             self._unwritten.append(self._window)
             self._closed_until = max(self._closed_until, self._window.end)
