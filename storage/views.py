@@ -89,6 +89,9 @@ VIEW_NAMES = (
     "coverage",
 )
 INTERNAL_SCHEMA = "_edgepair"
+PARQUET_CACHE = "SET parquet_metadata_cache = true"
+"""Keep the Parquet footers read by a connection: a KPI query reads the same files' footers several times (the views
+are inlined), and a named file never changes (segments are immutable once named; compaction writes new names)."""
 
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -433,6 +436,7 @@ def open_dataset(
     try:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("LOAD icu")  # statically linked in the wheel; fails fast (no download) if a build lacks it
+        con.execute(PARQUET_CACHE)
         con.execute(f"SET TimeZone = {_literal(timezone)}")
         create_views(con, data_dir, timezone)
         if locked:
