@@ -23,10 +23,10 @@ Rules:
   raw events, restricted to those days and their neighbours (:mod:`storage.kpisql`). Nothing is ever read from a
   stale day: a changed definition or late data gives a different fingerprint, so the day is recomputed, never wrong.
 - Like the catalog, freshness is a snapshot taken when the views are built; days after the last fresh one are
-  always computed live, so data written since is seen (data written since for a day before the snapshot's first
-  day, or for a fresh day, is seen once the views are built again, as for a compacted file).
-- Cost: a query reads the fresh days' rows and computes only the live part, whose scans are restricted to its
-  windows: the processed time is clipped to them, and no window is read for days that have nothing to compute.
+  always computed live, so data written since is seen.
+- Cost: a query reads the fresh days' rows and computes only the live part (the days before the first fresh one,
+  the stale ones, the days after the last fresh one), whose scans are restricted to its windows: events by time
+  range, and the processed time clipped to the windows.
 """
 
 from __future__ import annotations
@@ -209,20 +209,8 @@ def day_ranges(
     )
 
 
-def create_restricted_views(
-    con: duckdb.DuckDBPyConnection,
-    schema: str,
-    target: str,
-    windows: list[tuple[int | None, int | None]],
-    extra_bounds: str,
-    ranges: tuple[tuple[str | None, str | None], ...],
-) -> None:
-    """KPI views in ``schema`` for the days where ``target`` holds, over the events and processed time within
-    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours; the local
-    days are generated only within ``ranges`` (disjoint, holding the target days)."""
-
-    # One scan per window (disjoint once merged), so that each range filter reaches the Parquet reader and skips the
-    # files and row groups outside it (an OR of ranges is applied after reading every row).
+def merge_windows(windows: list[tuple[int | None, int | None]]) -> list[tuple[int | None, int | None]]:
+    """``windows`` (UTC epoch s, None: open-ended) merged where they overlap or touch, sorted, disjoint."""
     merged: list[tuple[int | None, int | None]] = []
     for a, b in sorted(windows, key=lambda w: -1 if w[0] is None else w[0]):
         last = merged[-1] if merged else None
@@ -230,20 +218,46 @@ def create_restricted_views(
             merged[-1] = (last[0], None if last[1] is None or b is None else max(last[1], b))
         else:
             merged.append((a, b))
+    return merged
 
-    def within(a: int | None, b: int | None, lo: str, hi: str) -> str:
-        """``[lo, hi)`` overlaps the window ``[a, b)`` (``lo = hi``: a point in it)."""
-        conds = ([f"{hi} {'>=' if lo == hi else '>'} {ts_literal(a)}"] if a is not None else []) + (
-            [f"{lo} < {ts_literal(b)}"] if b is not None else []
-        )
-        return " AND ".join(conds) or "true"
 
-    scans = [f"SELECT * FROM events WHERE {within(a, b, 'ts', 'ts')}" for a, b in merged]
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    con.execute(
-        f"CREATE OR REPLACE VIEW {schema}.events_in AS"
-        f" {' UNION ALL '.join(scans) or 'SELECT * FROM events WHERE false'}"
+def _within(a: int | None, b: int | None, lo: str, hi: str) -> str:
+    """SQL: ``[lo, hi)`` overlaps the window ``[a, b)`` (``lo = hi``: a point in it)."""
+    conds = ([f"{hi} {'>=' if lo == hi else '>'} {ts_literal(a)}"] if a is not None else []) + (
+        [f"{lo} < {ts_literal(b)}"] if b is not None else []
     )
+    return " AND ".join(conds) or "true"
+
+
+def _events_in(windows: list[tuple[int | None, int | None]]) -> str:
+    """The events within ``windows``: one scan per window (disjoint once merged), so that each range filter reaches
+    the Parquet reader and skips the files and row groups outside it (an OR of ranges is applied after reading every
+    row)."""
+    scans = [f"SELECT * FROM events WHERE {_within(a, b, 'ts', 'ts')}" for a, b in merge_windows(windows)]
+    return " UNION ALL ".join(scans) or "SELECT * FROM events WHERE false"
+
+
+def create_restricted_views(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    target: str,
+    windows: list[tuple[int | None, int | None]],
+    extra_bounds: str,
+    ranges: tuple[tuple[str | None, str | None], ...],
+    slot_windows: list[tuple[int | None, int | None]] | None = None,
+) -> None:
+    """KPI views in ``schema`` for the days where ``target`` holds, over the events and processed time within
+    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours; the local
+    days are generated only within ``ranges`` (disjoint, holding the target days). ``slot_windows`` (default:
+    ``windows``): the windows of the views built on the slots (:class:`Names` ``slot_events``), when the visits need
+    more (the day before the first processed one)."""
+    slot_windows = windows if slot_windows is None else slot_windows
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    con.execute(f"CREATE OR REPLACE VIEW {schema}.events_in AS {_events_in(windows)}")
+    slot_events = f"{schema}.events_in"
+    if merge_windows(slot_windows) != merge_windows(windows):
+        slot_events = f"{schema}.slot_events_in"
+        con.execute(f"CREATE OR REPLACE VIEW {slot_events} AS {_events_in(slot_windows)}")
     # The processed time clipped to each window: the slots of the target days lie inside the windows (whose bounds
     # are local midnights, so slot edges), and the first and last instants stay those of the whole dataset (the
     # windows reach them or ``extra_bounds`` holds them), so the rows are the same; without the clip every piece
@@ -251,8 +265,8 @@ def create_restricted_views(
     clipped = [
         f"SELECT store_id, camera_id, {'p_start' if a is None else f'greatest(p_start, {ts_literal(a)})'} AS p_start,"
         f" {'p_end' if b is None else f'least(p_end, {ts_literal(b)})'} AS p_end"
-        f" FROM {KPI_SCHEMA}.cov_pieces WHERE {within(a, b, 'p_start', 'p_end')}"
-        for a, b in merged
+        f" FROM {KPI_SCHEMA}.cov_pieces WHERE {_within(a, b, 'p_start', 'p_end')}"
+        for a, b in merge_windows(slot_windows)
     ]
     none = f"SELECT store_id, camera_id, p_start, p_end FROM {KPI_SCHEMA}.cov_pieces WHERE false"
     con.execute(f"CREATE OR REPLACE VIEW {schema}.cov_pieces AS {' UNION ALL '.join(clipped) or none}")
@@ -265,6 +279,7 @@ def create_restricted_views(
             target=target,
             extra_bounds=extra_bounds,
             ranges=ranges,
+            slot_events=slot_events,
         ),
     )
 
@@ -296,12 +311,14 @@ def attach_materialised(
     tz = ZoneInfo(setup.timezone)
     fset = set(fresh)
     inner = [d for d in all_days(fresh[0], fresh[-1]) if d not in fset]
-    # The days before the first fresh one are computed only when the snapshot has some (its first day is not fresh):
-    # otherwise that open-ended window only re-read the first fresh day's events on every query, for nothing.
-    head: list[tuple[date | None, date | None]] = [(None, fresh[0] - DAY)] if fresh[0] > first else []
-    windows: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] + DAY, tz))] if head else []
-    windows += [(day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(inner)]
-    windows.append((day_start(fresh[-1], tz), None))
+    # The days before the first fresh one are computed even when the first day of the snapshot is fresh: a visit
+    # whose exit lies in the first day can have entered the day before (it is dated by its entry). The views built
+    # on the slots have no day before the first one then (every event and processed instant lies in the snapshot's
+    # days, :func:`day_range`), so they do not read that window: it was most of the cost of a query.
+    head: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] + DAY, tz))]
+    middle = [(day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(inner)]
+    tail: list[tuple[int | None, int | None]] = [(day_start(fresh[-1], tz), None)]
+    windows = head + middle + tail
     store = _literal(setup.store_id)
     create_restricted_views(
         con,
@@ -309,7 +326,8 @@ def attach_materialised(
         f"local_date NOT IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)",
         windows,
         f" UNION ALL SELECT {store}, {lo}, {hi}",
-        day_ranges([*head, *runs(inner), (fresh[-1] + DAY, None)], tz),
+        day_ranges([(None, fresh[0] - DAY), *runs(inner), (fresh[-1] + DAY, None)], tz),
+        slot_windows=windows if fresh[0] > first else middle + tail,
     )
     # The live views' column types as DuckDB stored them when it created them (a DESCRIBE would bind them again).
     types: dict[str, list[tuple[str, str]]] = {}

@@ -117,8 +117,13 @@ def test_a_new_definition_and_a_late_segment_make_exactly_their_days_stale(autum
     assert (fresh, mat == raw) == (4, True)
 
 
-def test_live_days_after_and_before_the_fresh_ones_equal_the_recomputed_views(autumn: Path) -> None:
-    """The live part with the first day fresh (nothing before it is read) and with the first days stale."""
+def test_live_days_before_between_and_after_the_fresh_ones_equal_the_recomputed_views(autumn: Path) -> None:
+    """The live part with the first day fresh and with the first days stale. A visit that entered before the first
+    processed instant (a day of no processing) is dated that day: the views built on the slots have no such day."""
+    before = exit_(utc(2026, 10, 23, 23, 0, 30), 72, "till", 60.0, "cam2")  # entered 23:59:30 BST on the 23rd
+    SegmentWriter(autumn, "s1", TZ, "ws-1").write(
+        "cam2", utc(2026, 10, 23, 23), utc(2026, 10, 24), [before], frames=100, token=1, **V
+    )
     assert refresh_kpis(autumn, now=LATER).days_computed == 4
     # V3 from local midnight of the 26th: the 24th (the first day) stays fresh, the 25th..27th are computed.
     record_definition(autumn, V3.definition(), effective_from=datetime(2026, 10, 26, 0, tzinfo=UTC))
@@ -134,7 +139,10 @@ def test_live_days_after_and_before_the_fresh_ones_equal_the_recomputed_views(au
     fresh, mat = views(autumn, V3)
     raw = views(autumn, V3, materialised=False)[1]
     assert (fresh, mat == raw) == (2, True)
-    assert [(r[3], r[4]) for r in raw["zone_dwell"] if r[1] == "cam2"] == [(date(2026, 10, 24), 1)]
+    assert [(r[3], r[4]) for r in raw["zone_dwell"] if r[1] == "cam2"] == [
+        (date(2026, 10, 23), 1),
+        (date(2026, 10, 24), 1),
+    ]
 
 
 def test_compaction_changes_no_fingerprint_and_old_blocks_are_pruned(autumn: Path) -> None:
