@@ -122,7 +122,7 @@ def test_live_days_before_between_and_after_the_fresh_ones_equal_the_recomputed_
     processed instant (a day of no processing) is dated that day: the views built on the slots have no such day."""
     before = exit_(utc(2026, 10, 23, 23, 0, 30), 72, "till", 60.0, "cam2")  # entered 23:59:30 BST on the 23rd
     SegmentWriter(autumn, "s1", TZ, "ws-1").write(
-        "cam2", utc(2026, 10, 23, 23), utc(2026, 10, 24), [before], frames=100, token=1, **V
+        "cam2", utc(2026, 10, 23, 23), utc(2026, 10, 24, 0), [before], frames=100, token=1, **V
     )
     assert refresh_kpis(autumn, now=LATER).days_computed == 4
     # V3 from local midnight of the 26th: the 24th (the first day) stays fresh, the 25th..27th are computed.
