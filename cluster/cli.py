@@ -83,13 +83,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _store_with_events(cfg: Config) -> Path:
-    """The config's data dir, or one line saying it holds no segment (and where a local pair keeps its data)."""
+    """The config's data dir, or one line saying it holds no event: no segment (and where a local pair keeps its
+    data), or segments that all hold no event row (the analyst commands would print empty tables and charts)."""
     from cluster.pair import STATE
-    from storage.views import has_segments
+    from storage.views import has_events, has_segments
 
     data_dir = cfg.storage.data_dir
     if has_segments(data_dir):
-        return data_dir
+        if has_events(data_dir):
+            return data_dir
+        raise QueryError(
+            f"no events recorded in {data_dir} (its segments hold none: the cameras ran, but nobody crossed a line or"
+            " left a zone yet): check the cameras' lines and zones in the config, or run the command again later"
+        )
     hint = "run the store first (`edgepair run`, `edgepair pair up`), or point --config at the store's own YAML"
     for name in (STATE, "pair.stopped.json"):  # `pair up` / `make demo`: each workstation writes its own data dir
         state_file = data_dir / "pair" / name

@@ -48,7 +48,7 @@ from storage.kpis import (
 from storage.sandbox import lock_down, one_line
 from storage.segments import load_timezone, write_atomic
 from storage.sqltext import literal as _literal
-from storage.views import INTERNAL_SCHEMA, create_views
+from storage.views import INTERNAL_SCHEMA, PARQUET_CACHE, create_views
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ def _connect(database: str, *, compatible: bool = False) -> duckdb.DuckDBPyConne
         con = duckdb.connect(database, config=config)
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("LOAD icu")
+        con.execute(PARQUET_CACHE)
     except duckdb.Error as exc:
         raise QueryError(f"cannot open DuckDB database {database}: {exc}") from exc
     return con
@@ -352,8 +353,10 @@ def build_store_views(
     else:
         pieces = "SELECT store_id, camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
     con.execute(f"CREATE OR REPLACE VIEW {KPI_SCHEMA}.cov_pieces AS {pieces}")
-    create_kpi_views(con)
-    return attach_materialised(con, data_dir, setup, history, root) if materialised else 0
+    fresh = attach_materialised(con, data_dir, setup, history, root) if materialised else 0
+    if not fresh:
+        create_kpi_views(con)
+    return fresh
 
 
 def _build_file(out_db: Path, build: Any) -> Path:

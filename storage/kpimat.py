@@ -24,6 +24,9 @@ Rules:
   stale day: a changed definition or late data gives a different fingerprint, so the day is recomputed, never wrong.
 - Like the catalog, freshness is a snapshot taken when the views are built; days after the last fresh one are
   always computed live, so data written since is seen.
+- Cost: a query reads the fresh days' rows and computes only the live part (the days before the first fresh one,
+  the stale ones, the days after the last fresh one), whose scans are restricted to its windows: events by time
+  range, and the processed time clipped to the windows.
 """
 
 from __future__ import annotations
@@ -206,30 +209,8 @@ def day_ranges(
     )
 
 
-def create_restricted_views(
-    con: duckdb.DuckDBPyConnection,
-    schema: str,
-    target: str,
-    windows: list[tuple[int | None, int | None]],
-    extra_bounds: str,
-    ranges: tuple[tuple[str | None, str | None], ...],
-) -> None:
-    """KPI views in ``schema`` for the days where ``target`` holds, over the events and processed time within
-    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours; the local
-    days are generated only within ``ranges`` (disjoint, holding the target days)."""
-
-    def pred(start: str, end: str, point: bool) -> str:
-        """``[start, end)`` (a point when ``point``) overlaps one of the windows."""
-        parts = []
-        for a, b in windows:
-            conds = ([f"{end} {'>=' if point else '>'} {ts_literal(a)}"] if a is not None else []) + (
-                [f"{start} < {ts_literal(b)}"] if b is not None else []
-            )
-            parts.append("(" + " AND ".join(conds or ["true"]) + ")")
-        return " OR ".join(parts) or "false"
-
-    # One scan per window (disjoint once merged), so that each range filter reaches the Parquet reader and skips the
-    # files and row groups outside it (an OR of ranges is applied after reading every row).
+def merge_windows(windows: list[tuple[int | None, int | None]]) -> list[tuple[int | None, int | None]]:
+    """``windows`` (UTC epoch s, None: open-ended) merged where they overlap or touch, sorted, disjoint."""
     merged: list[tuple[int | None, int | None]] = []
     for a, b in sorted(windows, key=lambda w: -1 if w[0] is None else w[0]):
         last = merged[-1] if merged else None
@@ -237,26 +218,58 @@ def create_restricted_views(
             merged[-1] = (last[0], None if last[1] is None or b is None else max(last[1], b))
         else:
             merged.append((a, b))
-    scans = [
-        "SELECT * FROM events WHERE "
-        + (
-            " AND ".join(
-                ([f"ts >= {ts_literal(a)}"] if a is not None else [])
-                + ([f"ts < {ts_literal(b)}"] if b is not None else [])
-            )
-            or "true"
-        )
-        for a, b in merged
-    ]
+    return merged
+
+
+def _within(a: int | None, b: int | None, lo: str, hi: str) -> str:
+    """SQL: ``[lo, hi)`` overlaps the window ``[a, b)`` (``lo = hi``: a point in it)."""
+    conds = ([f"{hi} {'>=' if lo == hi else '>'} {ts_literal(a)}"] if a is not None else []) + (
+        [f"{lo} < {ts_literal(b)}"] if b is not None else []
+    )
+    return " AND ".join(conds) or "true"
+
+
+def _events_in(windows: list[tuple[int | None, int | None]]) -> str:
+    """The events within ``windows``: one scan per window (disjoint once merged), so that each range filter reaches
+    the Parquet reader and skips the files and row groups outside it (an OR of ranges is applied after reading every
+    row)."""
+    scans = [f"SELECT * FROM events WHERE {_within(a, b, 'ts', 'ts')}" for a, b in merge_windows(windows)]
+    return " UNION ALL ".join(scans) or "SELECT * FROM events WHERE false"
+
+
+def create_restricted_views(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    target: str,
+    windows: list[tuple[int | None, int | None]],
+    extra_bounds: str,
+    ranges: tuple[tuple[str | None, str | None], ...],
+    slot_windows: list[tuple[int | None, int | None]] | None = None,
+) -> None:
+    """KPI views in ``schema`` for the days where ``target`` holds, over the events and processed time within
+    ``windows`` (UTC epoch s, None: open-ended), each window holding the target days and their neighbours; the local
+    days are generated only within ``ranges`` (disjoint, holding the target days). ``slot_windows`` (default:
+    ``windows``): the windows of the views built on the slots (:class:`Names` ``slot_events``), when the visits need
+    more (the day before the first processed one)."""
+    slot_windows = windows if slot_windows is None else slot_windows
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    con.execute(
-        f"CREATE OR REPLACE VIEW {schema}.events_in AS"
-        f" {' UNION ALL '.join(scans) or 'SELECT * FROM events WHERE false'}"
-    )
-    con.execute(
-        f"CREATE OR REPLACE VIEW {schema}.cov_pieces AS SELECT * FROM {KPI_SCHEMA}.cov_pieces"
-        f" WHERE {pred('p_start', 'p_end', False)}"
-    )
+    con.execute(f"CREATE OR REPLACE VIEW {schema}.events_in AS {_events_in(windows)}")
+    slot_events = f"{schema}.events_in"
+    if merge_windows(slot_windows) != merge_windows(windows):
+        slot_events = f"{schema}.slot_events_in"
+        con.execute(f"CREATE OR REPLACE VIEW {slot_events} AS {_events_in(slot_windows)}")
+    # The processed time clipped to each window: the slots of the target days lie inside the windows (whose bounds
+    # are local midnights, so slot edges), and the first and last instants stay those of the whole dataset (the
+    # windows reach them or ``extra_bounds`` holds them), so the rows are the same; without the clip every piece
+    # that overlaps a window (a compacted month: a whole year of slots) was cut into slots on every query.
+    clipped = [
+        f"SELECT store_id, camera_id, {'p_start' if a is None else f'greatest(p_start, {ts_literal(a)})'} AS p_start,"
+        f" {'p_end' if b is None else f'least(p_end, {ts_literal(b)})'} AS p_end"
+        f" FROM {KPI_SCHEMA}.cov_pieces WHERE {_within(a, b, 'p_start', 'p_end')}"
+        for a, b in merge_windows(slot_windows)
+    ]
+    none = f"SELECT store_id, camera_id, p_start, p_end FROM {KPI_SCHEMA}.cov_pieces WHERE false"
+    con.execute(f"CREATE OR REPLACE VIEW {schema}.cov_pieces AS {' UNION ALL '.join(clipped) or none}")
     create_kpi_views(
         con,
         Names(
@@ -266,6 +279,7 @@ def create_restricted_views(
             target=target,
             extra_bounds=extra_bounds,
             ranges=ranges,
+            slot_events=slot_events,
         ),
     )
 
@@ -277,8 +291,9 @@ def attach_materialised(
     history: list[DefinitionRecord],
     root: str,
 ) -> int:
-    """Make the KPI views of ``con`` read the fresh materialised days and compute the others; return the number of
-    fresh days (0: the recomputed views are left as they are). ``root``: how SQL names ``data_dir``."""
+    """Create the KPI views of ``con`` that read the fresh materialised days and compute the others; return the
+    number of fresh days (0: no view is created, the caller creates the recomputed ones). ``root``: how SQL names
+    ``data_dir``. The recomputed views are not created first: binding them costs as much as the live part's."""
     blocks = read_blocks(data_dir, setup)
     rng = day_range(con) if blocks else None
     if rng is None:
@@ -291,15 +306,19 @@ def attach_materialised(
     if not fresh:
         return 0
     files = [b for b in chosen.values() if any(fps.get(d) == fp for d, fp in b.days.items())]
-    types = {v: con.execute(f"DESCRIBE SELECT * FROM {v}").fetchall() for v in KPI_VIEW_NAMES}
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {MAT_SCHEMA}")
     _register(con, f"{MAT_SCHEMA}.fresh", pa.table({"local_date": pa.array(fresh, pa.date32())}))
     tz = ZoneInfo(setup.timezone)
     fset = set(fresh)
     inner = [d for d in all_days(fresh[0], fresh[-1]) if d not in fset]
-    windows: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] + DAY, tz))]
-    windows += [(day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(inner)]
-    windows.append((day_start(fresh[-1], tz), None))
+    # The days before the first fresh one are computed even when the first day of the snapshot is fresh: a visit
+    # whose exit lies in the first day can have entered the day before (it is dated by its entry). The views built
+    # on the slots have no day before the first one then (every event and processed instant lies in the snapshot's
+    # days, :func:`day_range`), so they do not read that window: it was most of the cost of a query.
+    head: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] + DAY, tz))]
+    middle = [(day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(inner)]
+    tail: list[tuple[int | None, int | None]] = [(day_start(fresh[-1], tz), None)]
+    windows = head + middle + tail
     store = _literal(setup.store_id)
     create_restricted_views(
         con,
@@ -308,10 +327,18 @@ def attach_materialised(
         windows,
         f" UNION ALL SELECT {store}, {lo}, {hi}",
         day_ranges([(None, fresh[0] - DAY), *runs(inner), (fresh[-1] + DAY, None)], tz),
+        slot_windows=windows if fresh[0] > first else middle + tail,
     )
+    # The live views' column types as DuckDB stored them when it created them (a DESCRIBE would bind them again).
+    types: dict[str, list[tuple[str, str]]] = {}
+    for v, c, t in con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE schema_name = ? ORDER BY column_index",
+        [LIVE_SCHEMA],
+    ).fetchall():
+        types.setdefault(str(v), []).append((str(c), str(t)))
     for view in KPI_VIEW_NAMES:
         paths = ", ".join(_literal(f"{root}/{KPI_DIR}/{b.path.name}/{view}.parquet") for b in files)
-        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t, *_ in types[view])
+        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in types[view])
         con.execute(
             f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet([{paths}])"
             f" WHERE local_date IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)"

@@ -56,6 +56,9 @@ class Names:
     ranges: tuple[tuple[str | None, str | None], ...] = ()
     """With ``target``: the UTC ranges (TIMESTAMPTZ SQL, None: open) that hold the target days, disjoint: the
     slots (local days) are generated only there, within each store's first and last instant."""
+    slot_events: str | None = None
+    """The events of the views built on the slots (the bounds, the line crossings); None: ``events``. Only the
+    visits (dated by their entry, which can precede every processed instant) read ``events`` then."""
 
 
 # --- SQL -----------------------------------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ def _ranges_sql(bounds: str, ranges: tuple[tuple[str | None, str | None], ...]) 
 
 def _views_sql(n: Names) -> list[tuple[str, str]]:
     """(name, SELECT) of every KPI view, in creation order (see :class:`Names`)."""
-    k, p, ev = n.k, n.p, n.events
+    k, p, ev, sev = n.k, n.p, n.events, n.slot_events or n.events
     d_join_e = _DEF_JOIN.format(a="x")
     return [
         (
@@ -88,7 +91,7 @@ def _views_sql(n: Names) -> list[tuple[str, str]]:
             _ranges_sql(
                 f"""
                 SELECT store_id, min(lo) AS lo, max(hi) AS hi FROM (
-                    SELECT store_id, min(ts) AS lo, max(ts) AS hi FROM {ev} GROUP BY ALL
+                    SELECT store_id, min(ts) AS lo, max(ts) AS hi FROM {sev} GROUP BY ALL
                     UNION ALL SELECT store_id, min(p_start), max(p_end) FROM {k}.cov_pieces GROUP BY ALL{n.extra_bounds}
                 ) GROUP BY ALL
                 """,
@@ -190,7 +193,7 @@ def _views_sql(n: Names) -> list[tuple[str, str]]:
             f"""
             SELECT e.store_id, e.camera_id, e.line_id, l.kind AS line_kind, e.ts, e.direction, e.local_date,
                    e.local_hour, CAST(epoch(e.ts_local) - epoch(e.ts) AS INTEGER) AS utc_offset_s
-            FROM {ev} e JOIN lines l USING (store_id, camera_id, line_id)
+            FROM {sev} e JOIN lines l USING (store_id, camera_id, line_id)
             WHERE e.kind = 'line_cross'
             """,
         ),

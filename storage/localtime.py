@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -26,6 +27,12 @@ _STEP_S = 6 * 3600
 
 def offset_spans(timezone: str, lo: int, hi: int) -> list[tuple[int, int]]:
     """``(from_epoch_s, utc_offset_s)`` for every constant-offset span of ``timezone`` in ``[lo, hi)``, sorted."""
+    return list(_offset_spans(timezone, lo, hi))
+
+
+@functools.lru_cache(maxsize=64)
+def _offset_spans(timezone: str, lo: int, hi: int) -> tuple[tuple[int, int], ...]:
+    """:func:`offset_spans`, cached: the views ask for the same range several times."""
     tz = ZoneInfo(timezone)
 
     def off(t: int) -> int:
@@ -43,7 +50,7 @@ def offset_spans(timezone: str, lo: int, hi: int) -> list[tuple[int, int]]:
                 a, b = (m, b) if off(m) == spans[-1][1] else (a, m)
             spans.append((b, off(b)))
         t = n
-    return spans
+    return tuple(spans)
 
 
 def local_ts_sql(col: str, timezone: str, lo: float, hi: float) -> str:

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cluster.errors import QueryError, StorageError
 from storage.bounds import check_entry
@@ -89,6 +90,9 @@ VIEW_NAMES = (
     "coverage",
 )
 INTERNAL_SCHEMA = "_edgepair"
+PARQUET_CACHE = "SET parquet_metadata_cache = true"
+"""Keep the Parquet footers read by a connection: a KPI query reads the same files' footers several times (the views
+are inlined), and a named file never changes (segments are immutable once named; compaction writes new names)."""
 
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -118,6 +122,34 @@ def segment_glob(data_dir: Path, root: str | None = None) -> str:
 def has_segments(data_dir: Path) -> bool:
     """True when ``data_dir`` holds at least one segment (an empty or missing folder: False)."""
     return _has_segments(data_dir)
+
+
+def has_events(data_dir: Path) -> bool:
+    """True when a segment under ``data_dir`` holds at least one event row. Read only and cheap: the row counts of
+    the node's catalog index, then the footers of the files not in it, stopping at the first file with a row."""
+    data_dir = Path(data_dir)
+    root = data_dir / EVENTS_DIR
+    cache = _read_index(data_dir)
+    unindexed: list[Path] = []
+    for path in sorted(root.glob("store=*/date=*/camera=*/*.parquet")) if root.is_dir() else []:
+        if is_temp_file(path):
+            continue
+        cached = cache.get(str(path.relative_to(data_dir)))
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed since the listing (compaction, retention)
+        if cached is None or (cached[0], cached[1]) != (st.st_size, st.st_mtime_ns):
+            unindexed.append(path)
+        elif cached[2].rows > 0:
+            return True
+    for path in unindexed:
+        try:
+            if pq.read_metadata(path).num_rows > 0:
+                return True
+        except (OSError, pa.ArrowException):
+            continue  # left out of the views with a warning (scan_readonly)
+    return False
 
 
 def _has_segments(data_dir: Path) -> bool:
@@ -433,6 +465,7 @@ def open_dataset(
     try:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("LOAD icu")  # statically linked in the wheel; fails fast (no download) if a build lacks it
+        con.execute(PARQUET_CACHE)
         con.execute(f"SET TimeZone = {_literal(timezone)}")
         create_views(con, data_dir, timezone)
         if locked:

@@ -4,7 +4,7 @@ The shell is the real CLI in a subprocess whose standard input and output are a 
 answers a statement that spans two lines, refuses a write with one line and goes on, lists the views with
 ``.tables`` and ends with ``.quit``. On an empty data dir, ``query``, ``analytics open``, ``report`` and ``sql`` each
 say so in one line (exit 1) instead of printing empty results; for a local pair's config they name the config
-that holds the data.
+that holds the data; on a data dir whose segments hold no event (the node ran, nobody was counted), too.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import select
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_analyst_readonly import REPO, cli, make_store
+from actors.events import Event
+from storage.catalog import Catalog
+from storage.segments import SegmentWriter
+from tests.integration.test_analyst_readonly import REPO, TZ, cli, make_store
 
 
 def _read_until(fd: int, marker: bytes, bound_s: float = 60.0) -> bytes:
@@ -133,6 +137,42 @@ def test_analyst_commands_on_a_data_dir_without_events_say_so(tmp_path: Path, ar
         f"edgepair: error: no events recorded in {data} (no segment under it): the local pair of {run} (`pair up`,"
         f" `make demo`) keeps each workstation's data in its own folder: use --config {run / 'ws-a.yaml'}"
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("query", "SELECT count(*) FROM events"),
+        ("analytics", "open", "--out", "{tmp}/a.duckdb"),
+        ("report", "--from", "2026-07-01", "--to", "2026-07-01", "--out", "{tmp}/rep"),
+        ("sql",),
+    ],
+    ids=["query", "analytics-open", "report", "sql"],
+)
+def test_analyst_commands_on_segments_without_an_event_say_so(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """The node ran (segments of processed time, one indexed by the catalog, one not) but counted nobody."""
+    cfg = make_store(tmp_path)
+    data = tmp_path / "data"
+    w = SegmentWriter(data, "s1", TZ, "ws-1")
+    for seg in data.rglob("*.parquet"):
+        seg.unlink()
+    t0 = datetime(2026, 7, 1, 9, tzinfo=UTC).timestamp()
+    w.write("cam1", t0, t0 + 600, [], frames=100, token=1, config_version="c", model_version="m")
+    Catalog(data).scan()  # the first one is in the node's index, the second one not
+    w.write("cam1", t0 + 600, t0 + 1200, [], frames=100, token=1, config_version="c", model_version="m")
+    flag = "--store" if args[0] == "report" else "--config"
+    p = cli(*[a.format(tmp=tmp_path) for a in args], flag, str(cfg), cwd=tmp_path)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        f"edgepair: error: no events recorded in {data} (its segments hold none: the cameras ran, but nobody crossed"
+        " a line or left a zone yet): check the cameras' lines and zones in the config, or run the command again later"
+    ]
+    assert not (tmp_path / "a.duckdb").exists() and not (tmp_path / "rep").exists()
+    # One event, in the file the index does not know yet: the commands answer again.
+    w.write("cam1", t0 + 1200, t0 + 1800, [Event(t0 + 1300, "cam1", 1, "line_cross", line_id="door", direction="in")],
+            frames=100, token=1, config_version="c", model_version="m")  # fmt: skip
+    assert cli("query", "SELECT count(*) FROM events", "--config", str(cfg), cwd=tmp_path).returncode == 0
 
 
 def test_sql_shell_errors_while_running_and_odd_input_are_one_line_each(tmp_path: Path) -> None:

@@ -117,6 +117,34 @@ def test_a_new_definition_and_a_late_segment_make_exactly_their_days_stale(autum
     assert (fresh, mat == raw) == (4, True)
 
 
+def test_live_days_before_between_and_after_the_fresh_ones_equal_the_recomputed_views(autumn: Path) -> None:
+    """The live part with the first day fresh and with the first days stale. A visit that entered before the first
+    processed instant (a day of no processing) is dated that day: the views built on the slots have no such day."""
+    before = exit_(utc(2026, 10, 23, 23, 0, 30), 72, "till", 60.0, "cam2")  # entered 23:59:30 BST on the 23rd
+    SegmentWriter(autumn, "s1", TZ, "ws-1").write(
+        "cam2", utc(2026, 10, 23, 23), utc(2026, 10, 24, 0), [before], frames=100, token=1, **V
+    )
+    assert refresh_kpis(autumn, now=LATER).days_computed == 4
+    # V3 from local midnight of the 26th: the 24th (the first day) stays fresh, the 25th..27th are computed.
+    record_definition(autumn, V3.definition(), effective_from=datetime(2026, 10, 26, 0, tzinfo=UTC))
+    fresh, mat = views(autumn, V3)
+    assert (fresh, mat == views(autumn, V3, materialised=False)[1]) == (1, True)
+    assert refresh_kpis(autumn, now=LATER).days_computed == 3
+    # A late segment of cam2 on the 24th (token 2 outranks ws-1 there): the 24th and the 25th are stale, the 26th
+    # and the 27th fresh, so the days before the first fresh one are computed, with their neighbour.
+    SegmentWriter(autumn, "s1", TZ, "ws-2").write(
+        "cam2", utc(2026, 10, 24, 5), utc(2026, 10, 24, 6), [exit_(utc(2026, 10, 24, 5, 30), 71, "till", 12.0, "cam2")],
+        frames=100, token=2, **V,
+    )  # fmt: skip
+    fresh, mat = views(autumn, V3)
+    raw = views(autumn, V3, materialised=False)[1]
+    assert (fresh, mat == raw) == (2, True)
+    assert [(r[3], r[4]) for r in raw["zone_dwell"] if r[1] == "cam2"] == [
+        (date(2026, 10, 23), 1),
+        (date(2026, 10, 24), 1),
+    ]
+
+
 def test_compaction_changes_no_fingerprint_and_old_blocks_are_pruned(autumn: Path) -> None:
     first = refresh_kpis(autumn, now=LATER).written
     rep = compact(autumn, node="ws-1", now=LATER, grace_s=0.0)
