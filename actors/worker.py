@@ -470,6 +470,18 @@ class CameraWorker:
             del self._written[:k]  # in place: the camera thread may be appending
         return self._instance, list(self._written)
 
+    def write_kept(self) -> dict[str, Any]:
+        """A stopped worker whose disk failed at its last flush still holds windows in memory (``frames_pending``):
+        try to write them again (the node calls this until they are written, then kills the actor). Returns the
+        status. Does nothing while the camera's loop runs (it writes its own windows)."""
+        if self._done.is_set():
+            with self._start_lock:
+                try:
+                    self._flush()
+                except EdgepairError as exc:  # anything but the disk (those keep the windows and return)
+                    log.error("camera %s: cannot write the windows kept in memory: %s", self.cam.id, exc)
+        return self.status()
+
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
 

@@ -232,6 +232,10 @@ def run_once(
             log.info("drill: the baseline compared too few events for %s: watching %.0f s longer", short, min(20, left))
             time.sleep(min(20.0, left))
     report["running_after"] = _all_running(target, cams) or {}
+    # Windows of a stopped camera that its node's disk refused: held in memory until written, none left by now.
+    healths = {n: target.health(n) or {} for n in target.nodes}
+    report["kept_frames"] = {n: h.get("kept_frames") or {} for n, h in healths.items() if h.get("kept_frames")}
+    report["kept_frames_lost"] = sum(int(h.get("kept_frames_lost") or 0) for h in healths.values())
     report["failures"] = _failures(report, cams)
     report["ok"] = not report["failures"]
     return report
@@ -498,6 +502,10 @@ def _failures(r: dict[str, Any], cams: list[str]) -> list[str]:
         out.append(f"a node ran with the test-only break {','.join(r['unsafe_break'])} (EDGEPAIR_UNSAFE_BREAK)")
     if not r["recovered"]:
         out.append("a camera was not processing frames again within 60 s of the fault")
+    if r.get("kept_frames"):
+        out.append(f"windows a failing disk refused are still held in memory at the end: {r['kept_frames']}")
+    if r.get("kept_frames_lost"):
+        out.append(f"{r['kept_frames_lost']} frames in windows a failing disk refused were lost with their actor")
     for cam, c in r["cameras"].items():
         if c["double_running_s"] > 0:
             out.append(

@@ -138,6 +138,10 @@ class RayCameraRunner:
         self.fence = Fence(self.window, clock)  # -inf before the first renewal: nothing starts
         self.actors: dict[str, tuple[Any, float, int]] = {}
         self.standby: dict[str, Any] = {}  # camera -> an idle actor ready to take it over (see prepare_standby)
+        # Stopped actors still holding windows their disk refused (see _stop): key -> (camera, actor, frames).
+        self.kept: dict[str, tuple[str, Any, int]] = {}
+        self.kept_seq = 0
+        self.kept_lost = 0  # frames of kept windows lost with their actor's process
         self.pending_written: list[tuple[str, str, str, float]] = []  # from cameras already stopped
         # camera -> (its actor's instance, the last written-segment number received from it): the acknowledgement
         # the next drain_written call carries (actors.worker.CameraWorker.drain_written).
@@ -259,10 +263,66 @@ class RayCameraRunner:
             written = self._received(camera_id, instance, entries)
             with self.lock:
                 self.pending_written.extend(written)
+            if int(status.get("frames_pending", 0)) > 0:
+                # Its last flush failed (a full or failing disk): the windows are only in the actor's memory. Keep
+                # the actor (stopped: no source, no frames) until they are written; killing it would lose them.
+                self._keep(camera_id, actor, int(status["frames_pending"]))
+                self.prepare_standby()
+                return
         except Exception as exc:
             log.warning("node %s: %s did not drain cleanly: %s", self.config.node, camera_id, exc)
         ray.kill(actor, no_restart=True)
         self.prepare_standby()
+
+    def _keep(self, camera_id: str, actor: Any, frames: int) -> None:
+        with self.lock:
+            self.kept_seq += 1
+            key = f"{camera_id}#kept-{self.kept_seq}"
+            self.kept[key] = (camera_id, actor, frames)
+        log.warning(
+            "node %s: %s stopped with %d frames in windows its disk did not take: its actor is kept until they are"
+            " written (tried again every push)",
+            self.config.node,
+            camera_id,
+            frames,
+        )
+
+    def write_kept(self) -> list[tuple[str, str, str, float]]:
+        """Try again to write the windows of stopped actors whose disk failed (see ``_stop``); an actor whose windows
+        are all written is killed. Returns the segments written (for the replicator's push)."""
+        ray = self.ray
+        with self.lock:
+            kept = dict(self.kept)
+        out = []
+        for key, (cam, actor, held) in kept.items():
+            try:
+                status = ray.get(actor.write_kept.remote(), timeout=10)
+                instance, entries = ray.get(actor.drain_written.remote(*self._ack(key)), timeout=10)
+            except Exception as exc:  # its process died: what it held is gone, and said so once
+                log.error("node %s: %s: the actor holding unwritten windows is gone: %s", self.config.node, cam, exc)
+                with self.lock:
+                    self.kept.pop(key, None)
+                    self.kept_lost += held
+                continue
+            out.extend(self._received(key, instance, entries))
+            pending = int(status.get("frames_pending", 0))
+            with self.lock:
+                if pending > 0:
+                    self.kept[key] = (cam, actor, pending)
+                    continue
+                self.kept.pop(key, None)
+                self.acked.pop(key, None)
+            log.info("node %s: %s: the windows kept in memory are written", self.config.node, cam)
+            ray.kill(actor, no_restart=True)
+        return out
+
+    def kept_frames(self) -> dict[str, int]:
+        """Frames per camera held in stopped actors' memory until their disk takes them (0 entries: none)."""
+        with self.lock:
+            out: dict[str, int] = {}
+            for cam, _actor, frames in self.kept.values():
+                out[cam] = out.get(cam, 0) + frames
+            return out
 
     def running(self) -> set[str]:
         with self.lock:
@@ -272,9 +332,10 @@ class RayCameraRunner:
         """The segments the cameras wrote since the last call, each once (for the replicator's push). A camera that
         does not answer in time keeps its list: the next call gets it (the actor drops only what was acknowledged)."""
         ray = self.ray
+        kept = self.write_kept() if self.kept else []
         with self.lock:
             calls = {c: a.drain_written.remote(*self._ack(c)) for c, (a, _f, _t) in self.actors.items()}
-            out, self.pending_written = self.pending_written, []
+            out, self.pending_written = self.pending_written + kept, []
         for cam, ref in calls.items():
             try:
                 instance, entries = ray.get(ref, timeout=5)
@@ -785,6 +846,9 @@ class Node:
             "probes": verdict.get("probes", {}),
             "loop_restarts": restarts,
             "fence_pauses": {c: int(v.get("fence_pauses", 0)) for c, v in cams.items()},
+            # Frames in windows of stopped cameras that this node's disk refused, held until it takes them.
+            "kept_frames": self.runner.kept_frames() if self.runner is not None else {},
+            "kept_frames_lost": self.runner.kept_lost if self.runner is not None else 0,
             "timing": {
                 **st.get("timing", {}),
                 "inference_probe": self.prober.latencies.summary() if self.prober is not None else {},

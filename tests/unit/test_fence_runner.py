@@ -332,3 +332,68 @@ def test_an_actor_ray_restarted_comes_back_at_the_planned_rate(tmp_path: Path) -
         None,
         3.0,
     ]
+
+
+class DiskFullActor(Handle):
+    """A camera actor whose disk refused its last flush: 25 frames pending at the stop, until ``disk_ok``; then
+    ``write_kept`` writes them (3 segments, handed over by ``drain_written`` until acknowledged)."""
+
+    def __init__(self, serial: int) -> None:
+        super().__init__(serial)
+        self.disk_ok = False
+        self.written: list[tuple[int, str, str, str, float]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        actor = self
+
+        class Method:
+            def remote(self, *args: Any) -> Any:
+                actor.calls.append((name, *args))
+                pending = {"frames": 25, "frames_written": 0, "frames_pending": 25}
+                if name == "stop":
+                    return pending
+                if name == "write_kept":
+                    if not actor.disk_ok:
+                        return pending
+                    if not actor.written:
+                        actor.written = [(n, f"seg-{n}", f"/d/seg-{n}", "sha", 100.0) for n in (1, 2, 3)]
+                    return {"frames": 25, "frames_written": 25, "frames_pending": 0}
+                if name == "drain_written":
+                    instance, acked = args
+                    actor.written = [e for e in actor.written if instance != "kept-1" or e[0] > acked]
+                    return ("kept-1", list(actor.written))
+                return None
+
+        return Method()
+
+
+def test_a_camera_stopped_with_windows_its_disk_refused_keeps_its_actor_until_they_are_written(
+    tmp_path: Path,
+) -> None:
+    """Killing the actor would lose the windows only its memory holds: the runner keeps it, tries again at every
+    push, hands the segments it then writes to the replicator once, and kills it when nothing is left."""
+    clock, ray = FakeClock(100.0), FakeRay()
+    factory = Factory()
+    factory.handles.append(DiskFullActor(0))  # the first actor the runner starts is this one
+    made = factory.__call__
+
+    def start(config: Config, camera_id: str, inference: Any, **kwargs: Any) -> Handle:
+        if not factory.made:
+            factory.made.append((camera_id, {}))
+            return factory.handles[0]
+        return made(config, camera_id, inference, **kwargs)
+
+    runner = make_runner(tmp_path, clock, start, ray)  # type: ignore[arg-type]
+    runner.renewed(100.0)
+    runner.start_camera("cam-1", 10.0, 5)
+    actor = factory.handles[0]
+    assert isinstance(actor, DiskFullActor)
+    runner.stop_camera("cam-1")
+    assert (runner.running(), ray.killed, runner.kept_frames()) == (set(), [], {"cam-1": 25})
+    assert sorted(runner.standby) == ["cam-1", "cam-2"]  # the camera can start again here meanwhile
+    assert runner.drain_written() == []  # the disk still refuses: kept, not killed
+    assert (ray.killed, runner.kept_frames()) == ([], {"cam-1": 25})
+    actor.disk_ok = True
+    assert [s for s, *_ in runner.drain_written()] == ["seg-1", "seg-2", "seg-3"]
+    assert (ray.killed, runner.kept_frames(), runner.kept_lost) == ([0], {}, 0)
+    assert runner.drain_written() == []  # each segment once

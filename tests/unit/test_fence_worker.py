@@ -644,3 +644,34 @@ def test_a_fence_that_lapses_while_the_inference_hangs_pauses_the_worker(tmp_pat
     assert worker.fence_pauses == 1
     assert worker.status()["state"] == "fenced"
     assert segments(tmp_path) == [seg(0, TOKEN, 1, ts(0), ts(0))]
+
+
+def test_windows_a_full_disk_refused_at_the_stop_are_written_when_it_takes_them_again(tmp_path: Path) -> None:
+    """The last flush of a stopping worker fails (a full disk): its windows stay in memory, counted as pending, and
+    ``write_kept`` (the node calls it until they are written, then kills the actor) writes them once the disk takes
+    them again; while it still refuses, they stay."""
+    from cluster.errors import StorageError
+
+    worker = make_worker(tmp_path, FakeClock(100.0), deadline=None)
+    real_write = worker.writer.write
+    full = [True]
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        if full[0]:
+            raise StorageError("cannot write segment: [Errno 28] No space left on device")
+        return real_write(*args, **kwargs)
+
+    worker.writer.write = write  # type: ignore[method-assign]
+    worker.capture.steps.extend(Frame(ts(k), 100.0 + k / 10) for k in range(25))  # type: ignore[attr-defined]
+    worker._run()  # windows 0, 1, 2: none written, the final flush fails
+    assert "No space left on device" in worker.error
+    st = worker.status()
+    assert (st["frames"], st["frames_written"], st["frames_pending"], segments(tmp_path)) == (25, 0, 25, [])
+    st = worker.write_kept()  # the disk still refuses: kept
+    assert (st["frames_written"], st["frames_pending"], segments(tmp_path)) == (0, 25, [])
+    full[0] = False
+    st = worker.write_kept()
+    assert (st["frames"], st["frames_written"], st["frames_pending"]) == (25, 25, 0)
+    assert [(s[3], s[4]) for s in segments(tmp_path)] == [(TOKEN, 10), (TOKEN, 10), (TOKEN, 5)]
+    assert [n for n, *_ in worker.drain_written()[1]] == [1, 2, 3]  # handed to the node for the peer
+    assert worker.write_kept()["frames_pending"] == 0  # nothing left: idempotent
