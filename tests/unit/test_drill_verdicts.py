@@ -518,3 +518,13 @@ def test_a_stall_passes_and_the_report_names_it() -> None:
     assert r["failures"] == []
     text = format_report({"scenario": "partition", "repeat": 1, "runs": [r], "summary": summarize([r])})
     assert "  stall (run 1, cam-2): nothing processed in 1.0 s though running; ws-b/77: dropped +6" in text.splitlines()
+
+
+def test_windows_held_or_lost_after_a_failing_disk_fail_the_run() -> None:
+    held = run_with({"kept_frames": {"ws-a": {"cam-1": 25}}, "kept_frames_lost": 0})
+    assert _failures(held, CAMS) == [
+        "windows a failing disk refused are still held in memory at the end: {'ws-a': {'cam-1': 25}}"
+    ]
+    lost = run_with({"kept_frames": {}, "kept_frames_lost": 12})
+    assert _failures(lost, CAMS) == ["12 frames in windows a failing disk refused were lost with their actor"]
+    assert _failures(run_with({"kept_frames": {}, "kept_frames_lost": 0}), CAMS) == []
