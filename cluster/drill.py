@@ -136,6 +136,31 @@ def _leader(target: DrillTarget) -> str:
     return str(_wait(find, 30, "a leader"))
 
 
+READY = "every camera running, both nodes healthy and no camera listed as failing at its source"
+
+
+def _still_before_fault(
+    target: DrillTarget, cams: list[str], start: dict[str, str], pre_s: float
+) -> tuple[str, dict[str, str]]:
+    """Watch ``pre_s`` before the fault until the placement held still for all of it; return the leader then (not
+    before the watch: a lease lost during it moves the leadership) and the placement.
+
+    A camera that moved while it was watched (a rebalance after the last run's restore) started a fresh tracker, and
+    one not yet processing in its new home would be missing from what the fault must move."""
+    for _attempt in range(PLACEMENT_TRIES):
+        time.sleep(pre_s)
+        leader = _leader(target)
+        place = _placement({n: target.health(n) or {} for n in target.nodes})
+        if place == start:
+            return leader, place
+        log.info("drill: cameras moved before the fault (%s -> %s): watching %.0f s more", start, place, pre_s)
+        start = _wait(lambda: _ready(target, cams), 180, READY)
+    raise EdgepairError(
+        f"drill: the cameras kept moving between the nodes ({PLACEMENT_TRIES} tries of {pre_s:.0f} s):"
+        " check `edgepair status` for a camera that fails on one node and pin or fix it"
+    )
+
+
 def run_once(
     target: DrillTarget,
     scenario: str,
@@ -152,28 +177,10 @@ def run_once(
     target.prepare()
     cfg = target.node_config()
     cams = [c["id"] for c in cfg["cameras"]]
-    ready = "every camera running, both nodes healthy and no camera listed as failing at its source"
-    start = _wait(lambda: _ready(target, cams), 180, ready)
+    start = _wait(lambda: _ready(target, cams), 180, READY)
     with Watcher(target) as watch:
         t_begin = time.time()
-        for _attempt in range(PLACEMENT_TRIES):
-            time.sleep(pre_s)
-            # The leader now, as the fault goes in (not before the watch: a lease lost during it moves the
-            # leadership).
-            leader = _leader(target)
-            place = _placement({n: target.health(n) or {} for n in target.nodes})
-            # A camera that moved while it was watched (a rebalance after the last run's restore) started a fresh
-            # tracker, and one not yet processing in its new home would be missing from what the fault must move:
-            # the fault goes in only after the placement held still for the whole of pre_s.
-            if place == start:
-                break
-            log.info("drill: cameras moved before the fault (%s -> %s): watching %.0f s more", start, place, pre_s)
-            start = _wait(lambda: _ready(target, cams), 180, ready)
-        else:
-            raise EdgepairError(
-                f"drill: the cameras kept moving between the nodes ({PLACEMENT_TRIES} tries of {pre_s:.0f} s):"
-                " check `edgepair status` for a camera that fails on one node and pin or fix it"
-            )
+        leader, place = _still_before_fault(target, cams, start, pre_s)
         before = {n: _summary(h) for n, h in watch.latest().items()}
         t0 = time.time()
         victim, restore = target.inject(scenario, leader=leader, place=place, hold_s=hold_s)
