@@ -185,11 +185,7 @@ def run_once(
         t0 = time.time()
         victim, restore = target.inject(scenario, leader=leader, place=place, hold_s=hold_s)
         log.info("drill %s: fault injected on %s at %.3f", scenario, victim, t0)
-        moved = [c for c, n in place.items() if n == leader] if scenario in NODE_FAULTS else []
-        if scenario == "kill-actor":
-            moved = [sorted(place)[0]]  # the camera whose actor was killed must come back in a new process
-        if scenario == "camera-cut":
-            moved = [cut_camera(place, leader)[1]]  # that camera alone moves to the workstation that still reaches it
+        moved = _to_move(scenario, place, leader)
         try:
             _wait(lambda: _taken_over(watch, cams, t0, moved), 60, "every camera processing frames again")
             recovered = True
@@ -238,8 +234,23 @@ def run_once(
                 break
             log.info("drill: the baseline compared too few events for %s: watching %.0f s longer", short, min(20, left))
             time.sleep(min(20.0, left))
+    return _verdict(target, cams, report)
+
+
+def _to_move(scenario: str, place: dict[str, str], leader: str) -> list[str]:
+    """The cameras the fault must move (or restart): the leader's for a node fault, the first for ``kill-actor`` (its
+    actor comes back in a new process), the cut one for ``camera-cut`` (to the workstation that still reaches it)."""
+    if scenario == "kill-actor":
+        return [sorted(place)[0]]
+    if scenario == "camera-cut":
+        return [cut_camera(place, leader)[1]]
+    return [c for c, n in place.items() if n == leader] if scenario in NODE_FAULTS else []
+
+
+def _verdict(target: DrillTarget, cams: list[str], report: dict[str, Any]) -> dict[str, Any]:
+    """The end of a run: where the cameras run, the windows a failing disk left in memory (held until written: none
+    by now), the failures and the verdict."""
     report["running_after"] = _all_running(target, cams) or {}
-    # Windows of a stopped camera that its node's disk refused: held in memory until written, none left by now.
     healths = {n: target.health(n) or {} for n in target.nodes}
     report["kept_frames"] = {n: h.get("kept_frames") or {} for n, h in healths.items() if h.get("kept_frames")}
     report["kept_frames_lost"] = sum(int(h.get("kept_frames_lost") or 0) for h in healths.values())
@@ -417,64 +428,10 @@ def _measure(
     )
     per_cam: dict[str, Any] = {}
     keeps: dict[str, Callable[[float], bool]] = {}
-    tokens_ok = True
-    for cam in fps:
+    for cam, cam_fps in fps.items():
         ws = [w for w in win if w["camera_id"] == cam]
-        lo = math.floor(a / interval) * interval + interval  # whole windows only
-        hi = math.floor(b / interval) * interval
-        gaps = drill_frames.gaps([(w["s"], w["e"]) for w in ws], lo, hi)
-        credited = sorted((w for w in ws if w["credited_s"] > 0), key=lambda w: (w["s"], w["token"]))
-        toks = [w["token"] for w in credited]
-        mono = all(x <= y for x, y in itertools.pairwise(toks))
-        tokens_ok = tokens_ok and mono
-        inside = [w for w in credited if lo <= w["s"] < hi]
-        expected = round((hi - lo) * fps[cam])
-        # Windows where backpressure dropped frames: the tracker saw other frames than an undisturbed run would,
-        # so the baseline comparison treats them like gaps (reported as frames missing, never hidden).
-        per_window = round(fps[cam] * (w["e"] - w["s"])) if (w := next(iter(inside), None)) else 0
-        short = [(w["s"], w["e"]) for w in inside if int(w["frames"]) < round(fps[cam] * (w["e"] - w["s"]))]
-        # What each producer really processed, from every node's own files (replicated or not).
-        frames = drill_frames.read_windows(dirs, target.store, cam, lo, hi)
-        # The frames the credited windows processed, where their segments list them: the baseline replays exactly
-        # those, so a window where a loaded node skipped frames is compared like any other.
-        exact = {f.segment_id: f.frame_times for f in frames if f.frame_times and len(f.frame_times) == f.frames}
-        keeps[cam] = processed_filter([(w["s"], w["e"], exact.get(w["segment_id"])) for w in inside])
-        inexact = [(w["s"], w["e"]) for w in inside if w["segment_id"] not in exact and (w["s"], w["e"]) in short]
-        dr = drill_frames.double_running(frames, drill_frames.frame_s(fps[cam]))
-        written = {f.segment_id for f in frames if f.frames > 0 and lo <= f.start < hi}
-        in_view = {w["segment_id"] for w in ws}
-        unwritten = drill_frames.frames_unwritten(samples, cam)
-        lost, stalled = drill_frames.stalls(
-            drill_frames.unexplained(gaps, drill_frames.disturbed(samples, target.nodes, cam), (a, b)),
-            samples,
-            cam,
-            unwritten,
-        )
-        # Windows stamped well after their file was written: by a wall clock that ran ahead.
-        ahead = drill_frames.windows_ahead(dirs, target.store, cam, a, AHEAD_S)
-        per_cam[cam] = {
-            "gap_s": round(sum(y - x for x, y in gaps), 3),
-            "gaps": [[round(x, 3), round(y, 3)] for x, y in gaps],
-            "unexplained_gaps": [[round(x, 3), round(y, 3)] for x, y in lost],
-            "stalls": stalled,
-            "frames_unwritten": unwritten,
-            "short_windows": [[round(x, 3), round(y, 3)] for x, y in short],
-            "short_windows_inexact": [[round(x, 3), round(y, 3)] for x, y in inexact],
-            "frames_per_window": per_window,
-            "frames_expected": expected,
-            "frames_missing": max(0, expected - sum(int(w["frames"]) for w in inside)),
-            "double_running_s": dr.seconds,
-            "double_running": [[round(x, 3), round(y, 3), [f"{n}/{t}" for n, t in p]] for x, y, p in dr.pieces],
-            "double_running_events": drill_frames.loser_events(frames, dr),
-            "handovers": dr.handovers,
-            "handover_margin_s": dr.min_margin_s,
-            "not_replicated": sorted(written - in_view)[:20],
-            "windows_ahead": ahead[:20],
-            "tokens": sorted(set(toks)),
-            "tokens_monotonic": mono,
-            "events": sum(1 for e in ev if e["camera_id"] == cam and lo <= e["t"] < hi),
-            "span": [lo, hi],
-        }
+        keeps[cam], per_cam[cam] = _camera_metrics(target, dirs, samples, cam, cam_fps, interval, (a, b), ws, ev)
+    tokens_ok = all(c["tokens_monotonic"] for c in per_cam.values())
     out: dict[str, Any] = {
         "cameras": per_cam,
         "events_credited_twice": int(twice),
@@ -500,6 +457,76 @@ def _measure(
                 for cam in per_cam
             }
     return out
+
+
+def _camera_metrics(
+    target: DrillTarget,
+    dirs: dict[str, Path],
+    samples: list[tuple[float, str, dict[str, Any]]],
+    cam: str,
+    fps: float,
+    interval: float,
+    span: tuple[float, float],
+    ws: list[dict[str, Any]],
+    ev: list[dict[str, Any]],
+) -> tuple[Callable[[float], bool], dict[str, Any]]:
+    """One camera's measurements over ``span`` from its windows ``ws`` (the survivor's view), the events ``ev`` and
+    every node's own files; with the filter of the frames its credited windows processed (the baseline's replay)."""
+    a, b = span
+    lo = math.floor(a / interval) * interval + interval  # whole windows only
+    hi = math.floor(b / interval) * interval
+    gaps = drill_frames.gaps([(w["s"], w["e"]) for w in ws], lo, hi)
+    credited = sorted((w for w in ws if w["credited_s"] > 0), key=lambda w: (w["s"], w["token"]))
+    toks = [w["token"] for w in credited]
+    mono = all(x <= y for x, y in itertools.pairwise(toks))
+    inside = [w for w in credited if lo <= w["s"] < hi]
+    expected = round((hi - lo) * fps)
+    # Windows where backpressure dropped frames: the tracker saw other frames than an undisturbed run would,
+    # so the baseline comparison treats them like gaps (reported as frames missing, never hidden).
+    per_window = round(fps * (w["e"] - w["s"])) if (w := next(iter(inside), None)) else 0
+    short = [(w["s"], w["e"]) for w in inside if int(w["frames"]) < round(fps * (w["e"] - w["s"]))]
+    # What each producer really processed, from every node's own files (replicated or not).
+    frames = drill_frames.read_windows(dirs, target.store, cam, lo, hi)
+    # The frames the credited windows processed, where their segments list them: the baseline replays exactly
+    # those, so a window where a loaded node skipped frames is compared like any other.
+    exact = {f.segment_id: f.frame_times for f in frames if f.frame_times and len(f.frame_times) == f.frames}
+    keep = processed_filter([(w["s"], w["e"], exact.get(w["segment_id"])) for w in inside])
+    inexact = [(w["s"], w["e"]) for w in inside if w["segment_id"] not in exact and (w["s"], w["e"]) in short]
+    dr = drill_frames.double_running(frames, drill_frames.frame_s(fps))
+    written = {f.segment_id for f in frames if f.frames > 0 and lo <= f.start < hi}
+    in_view = {w["segment_id"] for w in ws}
+    unwritten = drill_frames.frames_unwritten(samples, cam)
+    lost, stalled = drill_frames.stalls(
+        drill_frames.unexplained(gaps, drill_frames.disturbed(samples, target.nodes, cam), (a, b)),
+        samples,
+        cam,
+        unwritten,
+    )
+    # Windows stamped well after their file was written: by a wall clock that ran ahead.
+    ahead = drill_frames.windows_ahead(dirs, target.store, cam, a, AHEAD_S)
+    return keep, {
+        "gap_s": round(sum(y - x for x, y in gaps), 3),
+        "gaps": [[round(x, 3), round(y, 3)] for x, y in gaps],
+        "unexplained_gaps": [[round(x, 3), round(y, 3)] for x, y in lost],
+        "stalls": stalled,
+        "frames_unwritten": unwritten,
+        "short_windows": [[round(x, 3), round(y, 3)] for x, y in short],
+        "short_windows_inexact": [[round(x, 3), round(y, 3)] for x, y in inexact],
+        "frames_per_window": per_window,
+        "frames_expected": expected,
+        "frames_missing": max(0, expected - sum(int(w["frames"]) for w in inside)),
+        "double_running_s": dr.seconds,
+        "double_running": [[round(x, 3), round(y, 3), [f"{n}/{t}" for n, t in p]] for x, y, p in dr.pieces],
+        "double_running_events": drill_frames.loser_events(frames, dr),
+        "handovers": dr.handovers,
+        "handover_margin_s": dr.min_margin_s,
+        "not_replicated": sorted(written - in_view)[:20],
+        "windows_ahead": ahead[:20],
+        "tokens": sorted(set(toks)),
+        "tokens_monotonic": mono,
+        "events": sum(1 for e in ev if e["camera_id"] == cam and lo <= e["t"] < hi),
+        "span": [lo, hi],
+    }
 
 
 def _failures(r: dict[str, Any], cams: list[str]) -> list[str]:
