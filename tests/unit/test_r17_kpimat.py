@@ -110,3 +110,20 @@ def test_r17_export_to_an_existing_file_is_one_line_and_leaves_nothing(autumn: P
     with pytest.raises(EdgepairError):
         export_kpis(autumn, V1, date(2026, 10, 24), date(2026, 10, 27), out)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".exp")) == []
+
+
+def test_r17_a_long_lived_sql_shell_sees_the_same_events_after_compaction(autumn: Path) -> None:
+    """storage/views.py: "A connection kept open longer than the grace period must call create_views again";
+    ``edgepair sql`` never does. Once compaction removed its sources, the snapshot's views ignore the compacted
+    file (not in the snapshot, and named compacted) and find the sources gone: the events silently vanish."""
+    from storage.compaction import compact
+
+    con = connect_store(autumn, V1)
+    try:
+        before = con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone()
+        assert before[0] > 0
+        compact(autumn, node="ws-1", now=LATER, grace_s=0.0)
+        assert compact(autumn, node="ws-1", now=LATER, grace_s=0.0).deleted  # the next run deletes the sources
+        assert con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone() == before
+    finally:
+        con.close()
