@@ -13,7 +13,7 @@ from storage.analytics import ensure_store_file, record_definition
 from storage.kpibuild import refresh_kpis
 from storage.kpis import LineSpec, StoreSetup, ZoneSpec
 from storage.segments import SegmentWriter
-from tests.unit.test_kpimat import LATER, views, write_spans
+from tests.unit.test_kpimat import LATER, V, views, write_spans
 from tests.unit.test_kpis import cross, exit_, utc
 
 TZ = "America/Santiago"
@@ -62,3 +62,20 @@ def test_r17_santiago_midnight_dst_days_materialised_equal_recomputed(santiago: 
         assert mat[name] == raw[name], name
     hours = {r[3]: r[4] for r in raw["traffic_daily"]}
     assert hours[datetime(2026, 4, 4).date()] == 25 and hours[datetime(2026, 9, 6).date()] == 23
+
+
+def test_r17_santiago_live_days_around_dst_midnights_equal_recomputed(santiago: Path) -> None:
+    """The live part cut at the DST midnights: a new definition from 2026-09-06 (a day that starts at 01:00) and a
+    late segment on 2026-04-04 (the 25-hour day) make those days stale; the rest are read from the blocks."""
+    refresh_kpis(santiago, now=LATER, max_months=12)
+    new = StoreSetup("scl", TZ, SCL.lines, SCL.zones, bounce_s=90.0, opening_hours=("00:00", "24:00"))
+    record_definition(santiago, new.definition(), effective_from=datetime(2026, 9, 6, 4, tzinfo=UTC))
+    late = [cross(utc(2026, 4, 5, 3, 30), 900, "door", "in"), exit_(utc(2026, 4, 5, 3, 59, 50), 901, "shelf", 30.0)]
+    SegmentWriter(santiago, "scl", TZ, "ws-2").write(
+        "cam1", utc(2026, 4, 5, 3), utc(2026, 4, 5, 4, 30), late, frames=100, token=2, **V
+    )
+    raw = views(santiago, new, materialised=False)[1]
+    fresh, mat = views(santiago, new)
+    assert fresh > 0
+    for name in raw:
+        assert mat[name] == raw[name], name
