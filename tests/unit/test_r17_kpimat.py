@@ -127,3 +127,30 @@ def test_r17_a_long_lived_sql_shell_sees_the_same_events_after_compaction(autumn
         assert con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone() == before
     finally:
         con.close()
+
+
+def test_r17_a_forged_block_is_not_trusted(autumn: Path) -> None:
+    """Segments are signed and ``edgepair verify`` checks them (README, Security model), but the KPI blocks the views,
+    the report and the HQ export now read are not: a block's fingerprint is a plain hash of public facts, nothing
+    binds its rows to the signed segments, so whoever can write ``kpi/`` changes every reported number."""
+    (name,) = refresh_kpis(autumn, now=LATER).written
+    f = autumn / KPI_DIR / name / "traffic_daily.parquet"
+    with duckdb.connect() as c:
+        c.execute(
+            f"COPY (SELECT * REPLACE (entries * 100 AS entries) FROM read_parquet('{f}')) TO '{f}.new' (FORMAT parquet)"
+        )
+    os.replace(f"{f}.new", f)
+    raw = views(autumn, V1, materialised=False)[1]
+    mat = views(autumn, V1)[1]
+    assert mat["traffic_daily"] == raw["traffic_daily"]
+
+
+def test_r17_a_block_left_half_written_by_a_crash_is_cleaned_up(autumn: Path) -> None:
+    """``_write_block`` removes its ``.tmp-*`` folder on an exception, not when the node is killed meanwhile (a first
+    materialisation takes minutes); nothing removes it later: ``_prune`` only sees ``read_blocks``' blocks."""
+    leftover = autumn / KPI_DIR / ".tmp-deadbeef0000"
+    leftover.mkdir(parents=True)
+    (leftover / "coverage.parquet").write_bytes(b"x" * 1000)
+    refresh_kpis(autumn, now=LATER, grace_s=0.0)
+    refresh_kpis(autumn, now=LATER, grace_s=0.0)
+    assert not leftover.exists()
