@@ -147,7 +147,7 @@ def has_events(data_dir: Path) -> bool:
         try:
             if pq.read_metadata(path).num_rows > 0:
                 return True
-        except (OSError, pa.ArrowException):
+        except (OSError, ValueError, pa.ArrowException):  # ValueError: a name that is not UTF-8
             continue  # left out of the views with a warning (scan_readonly)
     return False
 

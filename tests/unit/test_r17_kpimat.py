@@ -1,0 +1,156 @@
+"""Review r17 (issue 17): materialised KPI days that are damaged, replaced under a long-lived reader, or that miss a
+visit dated more than a day before its exit. Tiny datasets (the ``autumn`` fixture of test_kpimat)."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cluster.errors import EdgepairError
+from storage.analytics import connect_store, open_analytics
+from storage.kpibuild import refresh_kpis
+from storage.kpiexport import export_kpis
+from storage.kpimat import read_blocks
+from storage.sandbox import KPI_DIR
+from storage.segments import SegmentWriter
+from tests.unit.test_kpimat import LATER, V, views
+from tests.unit.test_kpimat import autumn as autumn
+from tests.unit.test_kpis import TZ, V1, exit_, utc
+
+
+def _late_segment(data: Path) -> None:
+    """The peer's segment for cam2's gap, replicated late: the month's block is rewritten under a new name."""
+    SegmentWriter(data, "s1", TZ, "ws-2").write(
+        "cam2", utc(2026, 10, 25, 10), utc(2026, 10, 25, 11), [], frames=1, token=2, **V
+    )
+
+
+def test_r17_a_block_with_a_missing_view_file_is_repaired_by_the_next_refresh(autumn: Path) -> None:
+    """A block left out by readers (a view file missing) is rewritten by the node: the new block has the same day
+    map, so the same name, and ``_write_block`` keeps the damaged folder (``final.exists()``) and throws the good one
+    away. The month is then recomputed on every refresh (every minute) and never read again."""
+    first = refresh_kpis(autumn, now=LATER).written
+    (autumn / KPI_DIR / first[0] / "visits.parquet").unlink()
+    assert read_blocks(autumn, V1) == []  # left out with a warning
+    refresh_kpis(autumn, now=LATER, grace_s=0.0)
+    assert len(read_blocks(autumn, V1)) == 1, "the damaged block was not replaced by a readable one"
+    assert refresh_kpis(autumn, now=LATER, grace_s=0.0).days_computed == 0
+
+
+def test_r17_a_truncated_block_file_costs_speed_not_every_query(autumn: Path) -> None:
+    """README: "a missing or stale block only costs speed". A block whose view file is damaged (a torn copy, a bad
+    disk sector) passes ``read_blocks`` (only ``is_file`` is checked) and every query of that view then fails."""
+    first = refresh_kpis(autumn, now=LATER).written
+    f = autumn / KPI_DIR / first[0] / "traffic_daily.parquet"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    raw = views(autumn, V1, materialised=False)[1]
+    mat = views(autumn, V1)[1]  # raises a DuckDB error today
+    assert mat == raw
+
+
+def test_r17_the_analysts_duckdb_file_survives_the_nodes_next_block(autumn: Path, tmp_path: Path) -> None:
+    """``analytics open``'s file names the block folders of the moment. The node rewrites the current month's block
+    every day (a day closes) and deletes the old one ``grace_s`` (600 s) later, so the next day every KPI view of the
+    file fails with "No files found" (the events views keep working)."""
+    refresh_kpis(autumn, now=LATER)
+    db = open_analytics(autumn, V1, tmp_path / "out" / "s1.duckdb")
+    _late_segment(autumn)
+    assert refresh_kpis(autumn, now=LATER, grace_s=0.0).deleted  # the block the file names is gone
+    cwd = Path.cwd()
+    try:
+        os.chdir(db.parent)
+        with duckdb.connect(str(db), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM events").fetchone()[0] > 0
+            con.execute("SELECT count(*) FROM traffic_daily").fetchone()  # IOException: No files found
+    finally:
+        os.chdir(cwd)
+
+
+def test_r17_a_long_lived_sql_shell_survives_the_nodes_next_block(autumn: Path) -> None:
+    """``edgepair sql`` keeps one connection (``connect_store``) for the whole session: same as the file above."""
+    refresh_kpis(autumn, now=LATER)
+    con = connect_store(autumn, V1)
+    try:
+        before = con.execute("SELECT sum(entries) FROM traffic_daily").fetchone()
+        _late_segment(autumn)
+        assert refresh_kpis(autumn, now=LATER, grace_s=0.0).deleted
+        assert con.execute("SELECT sum(entries) FROM traffic_daily").fetchone() == before
+    finally:
+        con.close()
+
+
+def test_r17_a_visit_longer_than_a_day_is_dated_the_same_materialised_or_recomputed(autumn: Path) -> None:
+    """The zones emit every visit whatever its length (no cap on dwell; a static object in a 24-hour store). A visit
+    that entered on D and left after D+1 is dated D, but D's fingerprint covers only D-1..D+1, so the block keeps D
+    without it while the recomputed view has it (and the node never rewrites D)."""
+    assert refresh_kpis(autumn, now=LATER).days_computed == 4
+    # Entered 2026-10-25 11:00 UTC (the 25th), left 2026-10-27 05:00 UTC, after the last day of the block.
+    long_visit = exit_(utc(2026, 10, 27, 5), 80, "till", 42 * 3600.0, "cam2")
+    SegmentWriter(autumn, "s1", TZ, "ws-1").write(
+        "cam2", utc(2026, 10, 27, 4), utc(2026, 10, 27, 6), [long_visit], frames=100, token=1, **V
+    )
+    raw = views(autumn, V1, materialised=False)[1]
+    assert [r[3] for r in raw["zone_dwell"] if r[1] == "cam2"] == [date(2026, 10, 25)]
+    fresh, mat = views(autumn, V1)
+    assert fresh > 0
+    assert mat["zone_dwell"] == raw["zone_dwell"]
+    assert mat["visits"] == raw["visits"]
+
+
+def test_r17_export_to_an_existing_file_is_one_line_and_leaves_nothing(autumn: Path, tmp_path: Path) -> None:
+    """``analytics export --out FILE``: ``_replace_dir`` calls ``iterdir()`` on the file (NotADirectoryError, a
+    traceback from the CLI, which catches EdgepairError only) and the temporary export folder is left beside it."""
+
+    out = tmp_path / "exp"
+    out.write_text("not a folder\n")
+    with pytest.raises(EdgepairError):
+        export_kpis(autumn, V1, date(2026, 10, 24), date(2026, 10, 27), out)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".exp")) == []
+
+
+def test_r17_a_long_lived_sql_shell_sees_the_same_events_after_compaction(autumn: Path) -> None:
+    """storage/views.py: "A connection kept open longer than the grace period must call create_views again";
+    ``edgepair sql`` never does. Once compaction removed its sources, the snapshot's views ignore the compacted
+    file (not in the snapshot, and named compacted) and find the sources gone: the events silently vanish."""
+    from storage.compaction import compact
+
+    con = connect_store(autumn, V1)
+    try:
+        before = con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone()
+        assert before[0] > 0
+        compact(autumn, node="ws-1", now=LATER, grace_s=0.0)
+        assert compact(autumn, node="ws-1", now=LATER, grace_s=0.0).deleted  # the next run deletes the sources
+        assert con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone() == before
+    finally:
+        con.close()
+
+
+def test_r17_a_forged_block_is_not_trusted(autumn: Path) -> None:
+    """Segments are signed and ``edgepair verify`` checks them (README, Security model), but the KPI blocks the views,
+    the report and the HQ export now read are not: a block's fingerprint is a plain hash of public facts, nothing
+    binds its rows to the signed segments, so whoever can write ``kpi/`` changes every reported number."""
+    (name,) = refresh_kpis(autumn, now=LATER).written
+    f = autumn / KPI_DIR / name / "traffic_daily.parquet"
+    with duckdb.connect() as c:
+        c.execute(
+            f"COPY (SELECT * REPLACE (entries * 100 AS entries) FROM read_parquet('{f}')) TO '{f}.new' (FORMAT parquet)"
+        )
+    os.replace(f"{f}.new", f)
+    raw = views(autumn, V1, materialised=False)[1]
+    mat = views(autumn, V1)[1]
+    assert mat["traffic_daily"] == raw["traffic_daily"]
+
+
+def test_r17_a_block_left_half_written_by_a_crash_is_cleaned_up(autumn: Path) -> None:
+    """``_write_block`` removes its ``.tmp-*`` folder on an exception, not when the node is killed meanwhile (a first
+    materialisation takes minutes); nothing removes it later: ``_prune`` only sees ``read_blocks``' blocks."""
+    leftover = autumn / KPI_DIR / ".tmp-deadbeef0000"
+    leftover.mkdir(parents=True)
+    (leftover / "coverage.parquet").write_bytes(b"x" * 1000)
+    refresh_kpis(autumn, now=LATER, grace_s=0.0)
+    refresh_kpis(autumn, now=LATER, grace_s=0.0)
+    assert not leftover.exists()
