@@ -97,8 +97,10 @@ def _store_with_events(cfg: Config) -> Path:
             " left a zone yet): check the cameras' lines and zones in the config, or run the command again later"
         )
     hint = "run the store first (`edgepair run`, `edgepair pair up`), or point --config at the store's own YAML"
-    for name in (STATE, "pair.stopped.json"):  # `pair up` / `make demo`: each workstation writes its own data dir
-        state_file = data_dir / "pair" / name
+    # `pair up` / `make demo`: each workstation writes its own data dir, under the pair's (this one, or one beside
+    # it: `make demo` runs the pair of pair.yaml in data/pair-demo while demo.yaml names data/demo).
+    pair_dirs = [data_dir / "pair", *sorted(data_dir.parent.glob("*/pair"))[:20]]
+    for state_file in (d / name for d in pair_dirs for name in (STATE, "pair.stopped.json")):
         try:
             if state_file.stat().st_size > 1_000_000:
                 continue

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from storage.analytics import STORE_FILE, _connect, build_store_views, load_definitions, read_store_file
 from storage.kpimat import (
@@ -130,8 +131,13 @@ def _write_block(
         write_atomic(tmp / BLOCK_FILE, (json.dumps({**meta, "days": days_json}, indent=1) + "\n").encode())
         digest = hashlib.sha256(json.dumps(days_json, sort_keys=True).encode()).hexdigest()[:16]
         final = root / f"{month}.{digest}"
-        if final.exists():
+        if _whole(final):
             shutil.rmtree(tmp)
+        elif final.exists():  # the same days, damaged (a file lost or cut): the new copy replaces it
+            trash = root / f".old-{secrets.token_hex(6)}"
+            os.rename(final, trash)
+            os.rename(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
         else:
             os.rename(tmp, final)
             _fsync(root)
@@ -139,6 +145,28 @@ def _write_block(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _whole(folder: Path) -> bool:
+    """A block folder with its ``block.json`` and every view's file, each a Parquet file with its footer."""
+    try:
+        files = [folder / BLOCK_FILE, *(folder / f"{v}.parquet" for v in KPI_VIEW_NAMES)]
+        if not all(f.is_file() for f in files):
+            return False
+        for f in files[1:]:
+            pq.read_metadata(f)
+        return True
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Folders a killed refresh left half-written (``.tmp-*``) or half-replaced (``.old-*``): only the node's
+    housekeeping writes ``kpi/``, one refresh at a time, so none is in use when a refresh starts."""
+    for folder in root.glob(".tmp-*") if root.is_dir() else []:
+        shutil.rmtree(folder, ignore_errors=True)
+    for folder in root.glob(".old-*") if root.is_dir() else []:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def refresh_kpis(
@@ -164,6 +192,7 @@ def refresh_kpis(
     history = load_definitions(data_dir)
     if not history:
         return report
+    _remove_leftovers(data_dir / KPI_DIR)
     con = _connect(":memory:")
     try:
         build_store_views(con, data_dir, setup, history=history, materialised=False)

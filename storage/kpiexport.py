@@ -32,6 +32,7 @@ import duckdb
 from cluster.errors import ConfigError, QueryError, StorageError
 from storage.analytics import _build_file, connect_store, definitions_in_force, outside_data_dir
 from storage.kpis import StoreSetup
+from storage.layout import check_store_id
 from storage.segments import write_atomic
 from storage.sqltext import literal as _literal
 
@@ -78,6 +79,8 @@ def export_kpis(data_dir: Path, setup: StoreSetup, date_from: date, date_to: dat
     if date_to < date_from:
         raise ConfigError(f"--from {date_from} is after --to {date_to}: give the first local date, then the last")
     out = outside_data_dir(out, data_dir, "the export folder")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: give a new or existing folder for the export")
     history = definitions_in_force(Path(data_dir), setup.definition())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
@@ -128,13 +131,14 @@ def read_export(folder: Path) -> dict[str, Any]:
         missing = [t for t in EXPORT_TABLES if not (Path(folder) / f"{t}.parquet").is_file()]
         if missing:
             raise ValueError(f"{', '.join(missing)} missing")
-        str(meta["store_id"]), str(meta["timezone"])
+        check_store_id(meta["store_id"])  # it names the folder the export is merged into
+        str(meta["timezone"])
     except FileNotFoundError:
         raise StorageError(
             f"{folder} is not a KPI export (no {EXPORT_FILE}): run `edgepair analytics export` at the store, or pass"
             " --raw to merge raw event data dirs (visitor rows then leave the stores)"
         ) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, StorageError) as exc:
         raise StorageError(f"{path} is not a valid KPI export ({exc}): export the store again") from exc
     return dict(meta)
 

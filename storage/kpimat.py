@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from storage.analytics import register_table as _register
 from storage.kpis import DefinitionRecord, StoreSetup, definition_periods
@@ -100,8 +101,10 @@ def read_blocks(data_dir: Path, setup: StoreSetup) -> list[Block]:
             days = {date.fromisoformat(d): str(fp) for d, fp in meta["days"].items()}
             if not all((folder / f"{v}.parquet").is_file() for v in KPI_VIEW_NAMES):
                 raise ValueError("a view's file is missing")
+            for v in KPI_VIEW_NAMES:  # a file cut short (a disk that failed mid-write) has no footer
+                pq.read_metadata(folder / f"{v}.parquet")
             out.append(Block(folder, str(meta["month"]), days, (folder / BLOCK_FILE).stat().st_mtime))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:
             log.warning("materialised KPI block %s left out (%s): its days are computed from the events", folder, exc)
     return out
 

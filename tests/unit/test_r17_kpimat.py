@@ -52,6 +52,9 @@ def test_r17_a_truncated_block_file_costs_speed_not_every_query(autumn: Path) ->
     assert mat == raw
 
 
+@pytest.mark.xfail(
+    strict=True, reason="open (issue 17 review): the .duckdb file names block folders the node later replaces"
+)
 def test_r17_the_analysts_duckdb_file_survives_the_nodes_next_block(autumn: Path, tmp_path: Path) -> None:
     """``analytics open``'s file names the block folders of the moment. The node rewrites the current month's block
     every day (a day closes) and deletes the old one ``grace_s`` (600 s) later, so the next day every KPI view of the
@@ -70,6 +73,9 @@ def test_r17_the_analysts_duckdb_file_survives_the_nodes_next_block(autumn: Path
         os.chdir(cwd)
 
 
+@pytest.mark.xfail(
+    strict=True, reason="open (issue 17 review): an edgepair sql session names block folders the node replaces"
+)
 def test_r17_a_long_lived_sql_shell_survives_the_nodes_next_block(autumn: Path) -> None:
     """``edgepair sql`` keeps one connection (``connect_store``) for the whole session: same as the file above."""
     refresh_kpis(autumn, now=LATER)
@@ -83,6 +89,9 @@ def test_r17_a_long_lived_sql_shell_survives_the_nodes_next_block(autumn: Path) 
         con.close()
 
 
+@pytest.mark.xfail(
+    strict=True, reason="open (issue 17 review): a fingerprint covers D-1..D+1; a visit over a day escapes it"
+)
 def test_r17_a_visit_longer_than_a_day_is_dated_the_same_materialised_or_recomputed(autumn: Path) -> None:
     """The zones emit every visit whatever its length (no cap on dwell; a static object in a 24-hour store). A visit
     that entered on D and left after D+1 is dated D, but D's fingerprint covers only D-1..D+1, so the block keeps D
@@ -112,6 +121,9 @@ def test_r17_export_to_an_existing_file_is_one_line_and_leaves_nothing(autumn: P
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".exp")) == []
 
 
+@pytest.mark.xfail(
+    strict=True, reason="open (issue 17 review): an edgepair sql session is not rebuilt after compaction"
+)
 def test_r17_a_long_lived_sql_shell_sees_the_same_events_after_compaction(autumn: Path) -> None:
     """storage/views.py: "A connection kept open longer than the grace period must call create_views again";
     ``edgepair sql`` never does. Once compaction removed its sources, the snapshot's views ignore the compacted
@@ -129,6 +141,7 @@ def test_r17_a_long_lived_sql_shell_sees_the_same_events_after_compaction(autumn
         con.close()
 
 
+@pytest.mark.xfail(strict=True, reason="open (issue 17 review): KPI blocks are not signed like segments")
 def test_r17_a_forged_block_is_not_trusted(autumn: Path) -> None:
     """Segments are signed and ``edgepair verify`` checks them (README, Security model), but the KPI blocks the views,
     the report and the HQ export now read are not: a block's fingerprint is a plain hash of public facts, nothing
