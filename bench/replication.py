@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import socket
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.pki import CertDir, Identity
+from failover.etcd_cluster import free_port
 from storage.catalog import Run, runs_to_kv
 from storage.compaction import compact
 from storage.replication import Replicator
@@ -37,12 +37,6 @@ from storage.schema import EVENT_SCHEMA, SegmentMeta, with_segment_meta
 from storage.segments import SegmentWriter, load_timezone, write_atomic
 from storage.views import run_query
 from tests.harness.replnode import DEFAULT_BASE, TZ, window_events
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_pki(root: Path) -> Path:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,9 +45,37 @@ ETCD_BIN = os.environ.get("EDGEPAIR_ETCD", shutil.which("etcd") or "/usr/bin/etc
 HOST = "127.0.0.1"
 
 
+_GIVEN: set[int] = set()  # ports this process handed out: never twice (the first may not be bound yet)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+
+    A port the kernel picks (``bind(0)``) is an ephemeral one, which any outgoing connection of any process (Ray's
+    clients, etcd's peers) may take before our server binds it: CI once saw an etcd member fail with "address already
+    in use". Below that range only a server asking for that very port can take it."""
+    high = max(2048, _ephemeral_low())
+    low = max(1024, high - 12_000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: let the kernel choose
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 

@@ -20,7 +20,6 @@ import functools
 import os
 import queue
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -94,13 +93,6 @@ def skip_unless_available() -> None:
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class RtspServer:

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from actors.capture import EOS, Capture, FrameMeta
-from tests.rtsp import RtspServer, free_port
+from failover.etcd_cluster import free_port
+from tests.rtsp import RtspServer
 
 ONE_BY_ONE = Path(__file__).parents[2].parent / "shared" / "footage" / "one-by-one" / "one-by-one-person-detection.mp4"
 FPS = 10.0  # both files are 10 fps

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from failover.etcd_cluster import free_port
 from storage.catalog import Catalog
 from storage.verify import verify_data_dir
 from storage.views import run_query
@@ -25,12 +25,6 @@ from tests.pki_helpers import StorePKI, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 K = 3
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Pair:
