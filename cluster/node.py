@@ -266,7 +266,7 @@ class RayCameraRunner:
             if int(status.get("frames_pending", 0)) > 0:
                 # Its last flush failed (a full or failing disk): the windows are only in the actor's memory. Keep
                 # the actor (stopped: no source, no frames) until they are written; killing it would lose them.
-                self._keep(camera_id, actor, int(status["frames_pending"]))
+                self._keep(camera_id, actor, int(status["frames_pending"]), instance)
                 self.prepare_standby()
                 return
         except Exception as exc:
@@ -274,11 +274,13 @@ class RayCameraRunner:
         ray.kill(actor, no_restart=True)
         self.prepare_standby()
 
-    def _keep(self, camera_id: str, actor: Any, frames: int) -> None:
+    def _keep(self, camera_id: str, actor: Any, frames: int, instance: str) -> None:
         with self.lock:
             self.kept_seq += 1
             key = f"{camera_id}#kept-{self.kept_seq}"
             self.kept[key] = (camera_id, actor, frames)
+            # What the node received from this actor so far, and its instance: one Ray restarted holds nothing.
+            self.acked[key] = self.acked.get(camera_id, (instance, 0))
         log.warning(
             "node %s: %s stopped with %d frames in windows its disk did not take: its actor is kept until they are"
             " written (tried again every push)",
@@ -295,14 +297,20 @@ class RayCameraRunner:
             kept = dict(self.kept)
         out = []
         for key, (cam, actor, held) in kept.items():
+            kept_instance = self._ack(key)[0]
             try:
                 status = ray.get(actor.write_kept.remote(), timeout=10)
                 instance, entries = ray.get(actor.drain_written.remote(*self._ack(key)), timeout=10)
+                if instance != kept_instance:
+                    raise RuntimeError(f"its process was restarted (instance {instance}, was {kept_instance})")
             except Exception as exc:  # its process died: what it held is gone, and said so once
                 log.error("node %s: %s: the actor holding unwritten windows is gone: %s", self.config.node, cam, exc)
                 with self.lock:
                     self.kept.pop(key, None)
+                    self.acked.pop(key, None)
                     self.kept_lost += held
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
                 continue
             out.extend(self._received(key, instance, entries))
             pending = int(status.get("frames_pending", 0))

@@ -341,6 +341,7 @@ class DiskFullActor(Handle):
     def __init__(self, serial: int) -> None:
         super().__init__(serial)
         self.disk_ok = False
+        self.instance = "kept-1"
         self.written: list[tuple[int, str, str, str, float]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -360,8 +361,8 @@ class DiskFullActor(Handle):
                     return {"frames": 25, "frames_written": 25, "frames_pending": 0}
                 if name == "drain_written":
                     instance, acked = args
-                    actor.written = [e for e in actor.written if instance != "kept-1" or e[0] > acked]
-                    return ("kept-1", list(actor.written))
+                    actor.written = [e for e in actor.written if instance != actor.instance or e[0] > acked]
+                    return (actor.instance, list(actor.written))
                 return None
 
         return Method()
@@ -397,3 +398,25 @@ def test_a_camera_stopped_with_windows_its_disk_refused_keeps_its_actor_until_th
     assert [s for s, *_ in runner.drain_written()] == ["seg-1", "seg-2", "seg-3"]
     assert (ray.killed, runner.kept_frames(), runner.kept_lost) == ([0], {}, 0)
     assert runner.drain_written() == []  # each segment once
+
+
+def test_a_kept_actor_that_ray_restarted_counts_its_windows_as_lost(tmp_path: Path) -> None:
+    """An actor restarted by Ray comes back empty: its windows are gone. The runner says so (``kept_lost``) instead of
+    taking its empty status for windows written, and lets it go."""
+    ray = FakeRay()
+    factory = Factory()
+    factory.handles.append(DiskFullActor(0))
+
+    def start(config: Config, camera_id: str, inference: Any, **kwargs: Any) -> Handle:
+        factory.made.append((camera_id, {}))
+        return factory.handles[0] if len(factory.made) == 1 else Handle(len(factory.made))
+
+    runner = make_runner(tmp_path, FakeClock(100.0), start, ray)  # type: ignore[arg-type]
+    runner.renewed(100.0)
+    runner.start_camera("cam-1", 10.0, 5)
+    actor = factory.handles[0]
+    assert isinstance(actor, DiskFullActor)
+    runner.stop_camera("cam-1")
+    actor.instance, actor.disk_ok = "restarted-2", True  # Ray restarted it: a new process, nothing pending
+    assert runner.drain_written() == []
+    assert (ray.killed, runner.kept_frames(), runner.kept_lost) == ([0], {}, 25)
