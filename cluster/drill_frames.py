@@ -339,12 +339,12 @@ def stalls(
     in the gap. Each stall names its workers and how their capture counters moved over it (frames dropped by
     backpressure, fence pauses, reconnects), so a report shows its cause."""
     keep, stalled = [], []
+    holders: dict[str, list[tuple[float, dict[str, Any]]]] = {}  # node/pid -> its readings, in time order
+    for t, node, h in sorted(samples, key=lambda s: s[0]):
+        st = (h.get("camera_status") or {}).get(cam) or {}
+        if st.get("pid") is not None:
+            holders.setdefault(f"{node}/{st['pid']}", []).append((t, st))
     for x, y in lost:
-        holders: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-        for t, node, h in sorted(samples, key=lambda s: s[0]):
-            st = (h.get("camera_status") or {}).get(cam) or {}
-            if st.get("pid") is not None:
-                holders.setdefault(f"{node}/{st['pid']}", []).append((t, st))
         near = {
             k: v
             for k, v in holders.items()

@@ -104,16 +104,17 @@ def test_sql_shell_reads_statements_from_a_pipe(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("query", "SELECT count(*) FROM events"),
-        ("analytics", "open", "--out", "{tmp}/a.duckdb"),
-        ("report", "--from", "2026-07-01", "--to", "2026-07-01", "--out", "{tmp}/rep"),
-        ("sql",),
-    ],
-    ids=["query", "analytics-open", "report", "sql"],
-)
+# Every analyst command, as a user types it ({tmp}: the test's folder), for the tests of a store without events.
+ANALYST_COMMANDS = [
+    ("query", "SELECT count(*) FROM events"),
+    ("analytics", "open", "--out", "{tmp}/a.duckdb"),
+    ("report", "--from", "2026-07-01", "--to", "2026-07-01", "--out", "{tmp}/rep"),
+    ("sql",),
+]
+ANALYST_IDS = ["query", "analytics-open", "report", "sql"]
+
+
+@pytest.mark.parametrize("args", ANALYST_COMMANDS, ids=ANALYST_IDS)
 def test_analyst_commands_on_a_data_dir_without_events_say_so(tmp_path: Path, args: tuple[str, ...]) -> None:
     cfg = make_store(tmp_path)
     data = tmp_path / "data"
@@ -139,16 +140,7 @@ def test_analyst_commands_on_a_data_dir_without_events_say_so(tmp_path: Path, ar
     ]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("query", "SELECT count(*) FROM events"),
-        ("analytics", "open", "--out", "{tmp}/a.duckdb"),
-        ("report", "--from", "2026-07-01", "--to", "2026-07-01", "--out", "{tmp}/rep"),
-        ("sql",),
-    ],
-    ids=["query", "analytics-open", "report", "sql"],
-)
+@pytest.mark.parametrize("args", ANALYST_COMMANDS, ids=ANALYST_IDS)
 def test_analyst_commands_on_segments_without_an_event_say_so(tmp_path: Path, args: tuple[str, ...]) -> None:
     """The node ran (segments of processed time, one indexed by the catalog, one not) but counted nobody."""
     cfg = make_store(tmp_path)
