@@ -17,6 +17,7 @@ from cluster.errors import ConfigError, EdgepairError, QueryError
 if TYPE_CHECKING:
     from cluster.config import Config
     from cluster.pki import Identity
+    from storage.kpimat import BlockTrust
 
 log = logging.getLogger("edgepair")
 
@@ -80,6 +81,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     for cam_id in result.failed:
         print(f"edgepair: error: camera {cam_id}: {result.cameras[cam_id]['error']}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _block_trust(cfg: Config) -> BlockTrust:
+    """What the analyst commands check the node's materialised KPI blocks with (:mod:`storage.kpimat`): with
+    ``security.tls`` the store's CA and workstations (the node signs its blocks); when the CA cannot be read here,
+    no block is read (every KPI is computed from the events: slower, never a number nobody signed) and one warning
+    says how to get them checked. Without TLS nothing is signed: the blocks' checksums only."""
+    from cluster.pki import PKIError, Verifier
+    from storage.kpimat import BlockTrust
+
+    nodes = tuple(n.name for n in cfg.cluster.nodes) or None
+    if not cfg.security.tls:
+        return BlockTrust(nodes=nodes)
+    ca = cfg.security.cert_dir / "ca.crt"
+    retired = ca.parent / "ca-retired.crt"
+    try:
+        return BlockTrust(Verifier(cfg.store.id, [ca] + ([retired] if retired.is_file() else [])), nodes)
+    except (OSError, ValueError, PKIError) as exc:
+        log.warning(
+            "materialised KPIs not used: the store CA %s cannot be read (%s), so their signatures cannot be checked;"
+            " every KPI is computed from the events (slower): run as a user that can read it, or set"
+            " security.cert_dir to the store's certificate folder",
+            ca,
+            exc,
+        )
+        return BlockTrust(use_blocks=False)
 
 
 def _store_with_events(cfg: Config) -> Path:
@@ -146,15 +173,16 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from cluster.sqlshell import run_shell
-    from storage.analytics import connect_store
+    from storage.analytics import StoreSession
     from storage.kpis import StoreSetup
 
     cfg = load_config(args.config)
-    con = connect_store(_store_with_events(cfg), StoreSetup.from_config(cfg))  # every view of `analytics open`
+    data_dir = _store_with_events(cfg)
+    session = StoreSession(data_dir, StoreSetup.from_config(cfg), _block_trust(cfg))  # as `analytics open`
     try:
-        return run_shell(con, f"{cfg.store.id} ({cfg.store.timezone})")
+        return run_shell(session.current, f"{cfg.store.id} ({cfg.store.timezone})")
     finally:
-        con.close()
+        session.close()
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -343,7 +371,9 @@ def cmd_analytics(args: argparse.Namespace) -> int:
             raise ConfigError("analytics open needs --config (the store's YAML)")
         cfg = load_config(args.config)
         out = Path(args.out or cfg.storage.data_dir.parent / f"{cfg.store.id}.duckdb")
-        path = analytics.open_analytics(_store_with_events(cfg), StoreSetup.from_config(cfg), out)
+        path = analytics.open_analytics(
+            _store_with_events(cfg), StoreSetup.from_config(cfg), out, trust=_block_trust(cfg)
+        )
         print(f"{path}: open it from its folder: `cd {path.parent} && duckdb -readonly {path.name}` (views: events,")
         print("  visits, traffic_hourly, traffic_daily, occupancy, zone_dwell, capture_rate, bounce_rate, peak_hours,")
         print("  coverage; paths relative to that folder, so it can be copied whole); rebuild it to refresh")
@@ -360,7 +390,10 @@ def cmd_analytics(args: argparse.Namespace) -> int:
             d_from, d_to = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
         except ValueError:
             raise ConfigError("--from and --to take local dates as YYYY-MM-DD") from None
-        counts = export_kpis(_store_with_events(cfg), StoreSetup.from_config(cfg), d_from, d_to, Path(args.out))
+        data_dir = _store_with_events(cfg)
+        counts = export_kpis(
+            data_dir, StoreSetup.from_config(cfg), d_from, d_to, Path(args.out), trust=_block_trust(cfg)
+        )
         rows = ", ".join(f"{name} {n}" for name, n in counts.items())
         print(f"store {cfg.store.id}: KPIs of {d_from}..{d_to} exported to {args.out} ({rows} rows)")
         return 0
@@ -389,7 +422,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         d_from, d_to = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
     except ValueError:
         raise ConfigError("--from and --to take local dates as YYYY-MM-DD") from None
-    html, csvs = write_report(_store_with_events(cfg), StoreSetup.from_config(cfg), d_from, d_to, Path(args.out))
+    data_dir = _store_with_events(cfg)
+    html, csvs = write_report(data_dir, StoreSetup.from_config(cfg), d_from, d_to, Path(args.out), _block_trust(cfg))
     print(f"report: {html} (+ {len(csvs)} CSV files in {Path(args.out)})")
     return 0
 

@@ -682,7 +682,9 @@ class Node:
                     node=self.me.name,
                     verifier=verifier,
                 )
-                refresh_kpis(cfg.storage.data_dir, node=self.me.name)  # materialised KPI days (storage.kpimat)
+                refresh_kpis(  # materialised KPI days (storage.kpimat), signed like segments
+                    cfg.storage.data_dir, node=self.me.name, signer=signer, verifier=verifier, nodes=nodes or None
+                )
             except Exception as exc:
                 self.restarts.add("housekeeping")
                 log.warning("node %s: housekeeping failed: %s", self.me.name, exc)

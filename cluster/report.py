@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.analytics import connect_store, outside_data_dir
+from storage.kpimat import BlockTrust
 from storage.kpis import StoreSetup
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,10 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def _query(setup: StoreSetup, data_dir: Path, d0: date, d1: date) -> dict[str, tuple[list[str], list[list[str]]]]:
-    con = connect_store(data_dir, setup)
+def _query(
+    setup: StoreSetup, data_dir: Path, d0: date, d1: date, trust: BlockTrust | None
+) -> dict[str, tuple[list[str], list[list[str]]]]:
+    con = connect_store(data_dir, setup, trust=trust)
     try:
         out = {}
         for name, sql in QUERIES.items():
@@ -202,7 +205,7 @@ def _replace_file(path: Path, text: str) -> None:
 
 
 def write_report(
-    data_dir: Path, setup: StoreSetup, date_from: date, date_to: date, out_dir: Path
+    data_dir: Path, setup: StoreSetup, date_from: date, date_to: date, out_dir: Path, trust: BlockTrust | None = None
 ) -> tuple[Path, list[Path]]:
     """Write ``report.html`` and one CSV per table into ``out_dir`` for local dates ``date_from..date_to``.
 
@@ -212,7 +215,7 @@ def write_report(
     """
     out_dir = outside_data_dir(Path(out_dir), Path(data_dir), "the report folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = _query(setup, Path(data_dir), date_from, date_to)
+    data = _query(setup, Path(data_dir), date_from, date_to, trust)
     csv_paths = []
     for name, (cols, rows) in data.items():
         path = out_dir / f"{name}.csv"

@@ -13,6 +13,7 @@ history file is written).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from cluster.errors import QueryError
@@ -30,9 +31,14 @@ HELP = (
 
 
 def run_shell(
-    con: duckdb.DuckDBPyConnection, title: str, stdin: IO[str] | None = None, stdout: IO[str] | None = None
+    con: duckdb.DuckDBPyConnection | Callable[[], duckdb.DuckDBPyConnection],
+    title: str,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
 ) -> int:
-    """Read statements from ``stdin`` until ``.quit`` or its end; print each result as a table. Returns 0."""
+    """Read statements from ``stdin`` until ``.quit`` or its end; print each result as a table. Returns 0.
+    ``con``: the connection, or a function called before each statement that gives it
+    (:meth:`storage.analytics.StoreSession.current`: rebuilt when the node compacted files under it)."""
     import duckdb
     import pyarrow as pa
 
@@ -94,7 +100,8 @@ def run_shell(
         try:
             check_statement(sql)
             try:
-                relation = con.sql(sql[:end])  # without its ';' and what follows (a comment): it is wrapped in LIMIT
+                session = con() if callable(con) else con
+                relation = session.sql(sql[:end])  # without its ';' and what follows (a comment): wrapped in LIMIT
                 # At most one row more than is shown: the rest is never fetched (a query cannot spill to disk here).
                 table = relation.limit(SHOWN + 1).to_arrow_table() if relation is not None else None
             except duckdb.Error as exc:

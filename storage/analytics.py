@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -49,6 +49,9 @@ from storage.sandbox import lock_down, one_line
 from storage.segments import load_timezone, write_atomic
 from storage.sqltext import literal as _literal
 from storage.views import INTERNAL_SCHEMA, PARQUET_CACHE, create_views
+
+if TYPE_CHECKING:
+    from storage.kpimat import BlockTrust
 
 log = logging.getLogger(__name__)
 
@@ -323,14 +326,16 @@ def build_store_views(
     history: list[DefinitionRecord] | None = None,
     materialised: bool = True,
     root: str | None = None,
+    trust: BlockTrust | None = None,
 ) -> int:
     """Create every view of one store's dataset on ``con``: :mod:`storage.views`, config tables, KPI views; return
     the number of materialised KPI days the views read (:mod:`storage.kpimat`; 0 with ``materialised=False``: every
     KPI is recomputed from the events, as the bench and the tests compare).
 
     ``history``: the KPI definitions (default: :func:`definitions_in_force`). ``root``: how the SQL names
-    ``data_dir`` (default: its absolute path). Read only: nothing is written or moved in ``data_dir`` (the node
-    writes ``store.json``, the definitions history and the materialised days).
+    ``data_dir`` (default: its absolute path). ``trust``: what materialised blocks are checked with. Read only:
+    nothing is written or moved in ``data_dir`` (the node writes ``store.json``, the definitions history and the
+    materialised days).
     """
     from storage.kpimat import attach_materialised
 
@@ -353,7 +358,7 @@ def build_store_views(
     else:
         pieces = "SELECT store_id, camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
     con.execute(f"CREATE OR REPLACE VIEW {KPI_SCHEMA}.cov_pieces AS {pieces}")
-    fresh = attach_materialised(con, data_dir, setup, history, root) if materialised else 0
+    fresh = attach_materialised(con, data_dir, setup, history, root, trust) if materialised else 0
     if not fresh:
         create_kpi_views(con)
     return fresh
@@ -398,7 +403,7 @@ def _working_dir(folder: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path) -> Path:
+def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path, *, trust: BlockTrust | None = None) -> Path:
     """Write the analyst's DuckDB file ``out_db`` with every view over the store dataset ``data_dir``; return it.
 
     The views name the data by paths relative to the folder of ``out_db`` (``data/events/...`` when the file sits
@@ -415,14 +420,16 @@ def open_analytics(data_dir: Path, setup: StoreSetup, out_db: Path) -> Path:
 
     def build(con: duckdb.DuckDBPyConnection) -> None:
         with _working_dir(out_db.parent):
-            build_store_views(con, data_abs, setup, root=root)
+            build_store_views(con, data_abs, setup, root=root, trust=trust)
 
     path = _build_file(out_db, build)
     log.info("store %s: analytics database %s over %s (as %s)", setup.store_id, path, data_abs, root)
     return path
 
 
-def connect_store(data_dir: Path, setup: StoreSetup, *, locked: bool = True) -> duckdb.DuckDBPyConnection:
+def connect_store(
+    data_dir: Path, setup: StoreSetup, *, locked: bool = True, trust: BlockTrust | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with every view of :func:`open_analytics` (for reports and tests).
 
     ``locked`` (the default): once built, the connection may read only the segments under ``data_dir/events`` and
@@ -430,7 +437,7 @@ def connect_store(data_dir: Path, setup: StoreSetup, *, locked: bool = True) -> 
     """
     con = _connect(":memory:")
     try:
-        build_store_views(con, data_dir, setup)
+        build_store_views(con, data_dir, setup, trust=trust)
         if locked:
             lock_down(con, data_dir)
     except duckdb.Error as exc:
@@ -440,6 +447,45 @@ def connect_store(data_dir: Path, setup: StoreSetup, *, locked: bool = True) -> 
         con.close()
         raise
     return con
+
+
+def snapshot_gone(con: duckdb.DuckDBPyConnection) -> str:
+    """A file of the catalog snapshot that ``con``'s views were built on and that no longer exists (compaction or
+    retention removed it: the views would then leave its rows out), or "" when every one is still there."""
+    try:
+        rows = con.execute(f"SELECT filename FROM {INTERNAL_SCHEMA}.files").fetchall()
+    except duckdb.Error:
+        return ""  # no snapshot (no segment when the views were built)
+    for (name,) in rows:
+        if not os.path.exists(name):
+            return str(name)
+    return ""
+
+
+class StoreSession:
+    """A long-lived locked connection over one store's dataset (``edgepair sql``): :meth:`current` gives it, built
+    again first when a file of its snapshot is gone. The node compacts and removes the sources
+    ``grace_s`` later; a connection built before would silently miss their rows (:mod:`storage.views`). The KPI
+    blocks it read are copied into it (:mod:`storage.kpimat`), so replacing them breaks nothing."""
+
+    def __init__(self, data_dir: Path, setup: StoreSetup, trust: BlockTrust | None = None) -> None:
+        self.data_dir, self.setup, self.trust = Path(data_dir), setup, trust
+        self.con = connect_store(self.data_dir, setup, trust=trust)
+        self.rebuilds = 0
+
+    def current(self) -> duckdb.DuckDBPyConnection:
+        gone = snapshot_gone(self.con)
+        if gone:
+            log.info("store %s: %s was compacted or removed since the views were built: building them again",
+                     self.setup.store_id, gone)  # fmt: skip
+            fresh = connect_store(self.data_dir, self.setup, trust=self.trust)
+            self.con.close()
+            self.con = fresh
+            self.rebuilds += 1
+        return self.con
+
+    def close(self) -> None:
+        self.con.close()
 
 
 # --- several stores ------------------------------------------------------------------------------------------------

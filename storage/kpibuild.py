@@ -20,24 +20,29 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.analytics import STORE_FILE, _connect, build_store_views, load_definitions, read_store_file
 from storage.kpimat import (
     BLOCK_FILE,
+    BLOCK_SIG,
     DAY,
     MAT_FORMAT,
     Block,
+    _check_block,
+    _file_hashes,
     _register,
     all_days,
     best_blocks,
+    block_id,
     create_restricted_views,
     day_range,
     day_ranges,
@@ -55,6 +60,9 @@ from storage.segments import fsync_path as _fsync
 from storage.segments import write_atomic
 from storage.sqltext import literal as _literal
 from storage.views import has_segments
+
+if TYPE_CHECKING:
+    from cluster.pki import Signer, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +110,8 @@ def _write_block(
     want: dict[date, str],
     old: Block | None,
     compute: list[date],
+    signer: Signer | None = None,
+    trust: tuple[Verifier | None, Collection[str] | None] = (None, None),
 ) -> Path:
     """Write the block of ``month`` with the days of ``want``: ``compute`` from the tables of :func:`_compute`, the
     others from ``old``."""
@@ -128,10 +138,13 @@ def _write_block(
             _fsync(target)
         days_json = {d.isoformat(): fp for d, fp in sorted(want.items())}
         meta = {"format": MAT_FORMAT, "store_id": setup.store_id, "timezone": setup.timezone, "month": month}
-        write_atomic(tmp / BLOCK_FILE, (json.dumps({**meta, "days": days_json}, indent=1) + "\n").encode())
+        raw = (json.dumps({**meta, "days": days_json, "files": _file_hashes(tmp)}, indent=1) + "\n").encode()
         digest = hashlib.sha256(json.dumps(days_json, sort_keys=True).encode()).hexdigest()[:16]
         final = root / f"{month}.{digest}"
-        if _whole(final):
+        if signer is not None:  # signed under its final name (the signature's id), written before block.json
+            write_atomic(tmp / BLOCK_SIG, signer.sign(block_id(final), hashlib.sha256(raw).hexdigest()))
+        write_atomic(tmp / BLOCK_FILE, raw)
+        if _whole(final, raw, trust, signed=signer is not None):
             shutil.rmtree(tmp)
         elif final.exists():  # the same days, damaged (a file lost or cut): the new copy replaces it
             trash = root / f".old-{secrets.token_hex(6)}"
@@ -147,16 +160,17 @@ def _write_block(
         raise
 
 
-def _whole(folder: Path) -> bool:
-    """A block folder with its ``block.json`` and every view's file, each a Parquet file with its footer."""
+def _whole(folder: Path, raw: bytes, trust: tuple[Verifier | None, Collection[str] | None], signed: bool) -> bool:
+    """``folder`` already holds the block being written: the same ``block.json`` bytes ``raw`` (so the same days and
+    file checksums), every file matching them and, when blocks are ``signed``, a good signature."""
     try:
-        files = [folder / BLOCK_FILE, *(folder / f"{v}.parquet" for v in KPI_VIEW_NAMES)]
-        if not all(f.is_file() for f in files):
+        if (folder / BLOCK_FILE).read_bytes() != raw:
             return False
-        for f in files[1:]:
-            pq.read_metadata(f)
+        if signed and not (folder / BLOCK_SIG).is_file():
+            return False
+        _check_block(folder, raw, json.loads(raw), trust[0] if signed else None, trust[1])
         return True
-    except (OSError, pa.ArrowException):
+    except (OSError, ValueError):
         return False
 
 
@@ -177,8 +191,14 @@ def refresh_kpis(
     grace_s: float = 600.0,
     max_months: int = 3,
     node: str = "-",
+    signer: Signer | None = None,
+    verifier: Verifier | None = None,
+    nodes: Collection[str] | None = None,
 ) -> MatReport:
     """Bring the materialised days of ``data_dir`` up to date (module rules); return what was done.
+
+    ``signer``: the node's, which signs every block it writes; ``verifier``, ``nodes``: only blocks signed by a
+    workstation of the store are kept or copied from (a forged block is never laundered into a signed one).
 
     Needs the dataset's ``store.json`` and definitions history (the node records them); without them, or without
     segments, it does nothing.
@@ -203,7 +223,7 @@ def refresh_kpis(
         closed = [d for d in all_days(rng[0], rng[1]) if day_start(d + 2 * DAY, tz) <= now - min_age_s]
         credited, lost = snapshot_pieces(con)
         fps = fingerprints(closed, setup, history, credited, lost)
-        blocks = read_blocks(data_dir, setup)
+        blocks = read_blocks(data_dir, setup, verifier=verifier, nodes=nodes)
         chosen = best_blocks(blocks, fps)
         months: dict[str, list[date]] = {}
         for d in closed:
@@ -221,7 +241,7 @@ def refresh_kpis(
         if todo:
             _compute(con, setup, todo)  # every stale day of this run at once, then split by month
         for month, want, best, compute in plan:
-            path = _write_block(con, data_dir, setup, month, want, best, compute)
+            path = _write_block(con, data_dir, setup, month, want, best, compute, signer, (verifier, nodes))
             current[month] = path
             report.written.append(path.name)
             report.days_computed += len(compute)
@@ -230,14 +250,16 @@ def refresh_kpis(
                      len(want) - len(compute))  # fmt: skip
     finally:
         con.close()
-    _prune(data_dir, read_blocks(data_dir, setup), current, grace_s, report)
+    _prune(data_dir, read_blocks(data_dir, setup, verifier=verifier, nodes=nodes), current, grace_s, report)
     return report
 
 
 def _prune(data_dir: Path, blocks: list[Block], current: dict[str, Path], grace_s: float, report: MatReport) -> None:
-    """Delete blocks replaced ``grace_s`` ago, and blocks of months no longer in the dataset (after ``grace_s``)."""
+    """Delete blocks replaced ``grace_s`` ago, blocks of months no longer in the dataset, and folders that are not
+    a block readers accept (damaged, forged, unsigned, of an older format) once ``grace_s`` old."""
     wall = time.time()  # file times are wall-clock
     mtimes = {b.path: b.mtime for b in blocks}
+    keep_paths = set(current.values())
     for b in blocks:
         keep = current.get(b.month)
         if keep == b.path:
@@ -248,3 +270,15 @@ def _prune(data_dir: Path, blocks: list[Block], current: dict[str, Path], grace_
         shutil.rmtree(b.path, ignore_errors=True)
         report.deleted.append(b.path.name)
         log.info("KPI block %s in %s deleted (replaced or out of the dataset)", b.path.name, data_dir)
+    root = Path(data_dir) / KPI_DIR
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.name.startswith(".") or folder in mtimes or folder in keep_paths or not folder.is_dir():
+            continue
+        try:
+            if wall - folder.stat().st_mtime < grace_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        report.deleted.append(folder.name)
+        log.info("KPI folder %s in %s deleted (not a block readers accept)", folder.name, data_dir)

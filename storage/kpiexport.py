@@ -31,6 +31,7 @@ import duckdb
 
 from cluster.errors import ConfigError, QueryError, StorageError
 from storage.analytics import _build_file, connect_store, definitions_in_force, outside_data_dir
+from storage.kpimat import BlockTrust
 from storage.kpis import StoreSetup
 from storage.layout import check_store_id
 from storage.segments import write_atomic
@@ -73,7 +74,9 @@ def _replace_dir(tmp: Path, out: Path, marker: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_kpis(data_dir: Path, setup: StoreSetup, date_from: date, date_to: date, out: Path) -> dict[str, int]:
+def export_kpis(
+    data_dir: Path, setup: StoreSetup, date_from: date, date_to: date, out: Path, *, trust: BlockTrust | None = None
+) -> dict[str, int]:
     """Write the store's KPI tables of local dates ``[date_from, date_to]`` to the folder ``out``; return the row
     count of each table. ``data_dir`` is only read; ``out`` must be outside it."""
     if date_to < date_from:
@@ -86,7 +89,7 @@ def export_kpis(data_dir: Path, setup: StoreSetup, date_from: date, date_to: dat
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
     counts: dict[str, int] = {}
-    con = connect_store(Path(data_dir), setup, locked=False)
+    con = connect_store(Path(data_dir), setup, locked=False, trust=trust)
     try:
         tz = _literal(setup.timezone)
         days = f"local_date BETWEEN DATE '{date_from.isoformat()}' AND DATE '{date_to.isoformat()}'"

@@ -3,7 +3,8 @@
 The node's housekeeping (:mod:`storage.kpibuild`) writes, beside ``events/``, the rows of every KPI view of
 :data:`storage.kpisql.KPI_VIEW_NAMES` for each *closed* local day, one *block* per local month::
 
-    data_dir/kpi/<YYYY-MM>.<hash>/block.json           store, time zone, {local date: fingerprint}
+    data_dir/kpi/<YYYY-MM>.<hash>/block.json           store, time zone, {local date: fingerprint}, {view: sha256}
+    data_dir/kpi/<YYYY-MM>.<hash>/block.sig            the node's signature of block.json (as a segment's)
     data_dir/kpi/<YYYY-MM>.<hash>/<view>.parquet       the view's rows of those days (its own columns)
 
 Rules:
@@ -17,6 +18,13 @@ Rules:
   events change only days whose fingerprint its claim changes.
 - Blocks are immutable: written under a temporary name, fsynced and renamed; the hash in the name is that of their
   day map. A newer block of a month replaces an older one, which is deleted after a grace period.
+- Blocks are checked like segments: ``block.json`` lists every view file's sha256 and the node signs ``block.json``
+  (``block.sig``, id ``kpi/<folder>``, :meth:`cluster.pki.Signer.sign`). A reader reads a block only when every file
+  matches its checksum and, when it has the store's CA (every analyst command given a store config with TLS), when
+  the signature is good and its signer one of the store's workstations; any other block is left out with a warning
+  and its days are computed from the events (a forged or damaged block costs speed, never a wrong number).
+- A reader copies the fresh days' rows into tables of its connection (or of the analyst's file) when it builds its
+  views: the views never name a block's files, so the node replacing or deleting a block cannot break them.
 - A reader (:func:`attach_materialised`) computes the fingerprints of its own snapshot and, per month, uses the block
   with the most matching days. A day is *fresh* when its fingerprint matches and it is within the dataset's days; the
   views then read the fresh days' rows from the block and compute every other day (missing, stale, today) from the
@@ -34,28 +42,34 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.analytics import register_table as _register
 from storage.kpis import DefinitionRecord, StoreSetup, definition_periods
 from storage.kpisql import KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views
 from storage.sandbox import KPI_DIR
+from storage.segments import sha256_file
+from storage.signing import MAX_SIG_BYTES
 from storage.sqltext import literal as _literal
 from storage.views import INTERNAL_SCHEMA
 
+if TYPE_CHECKING:
+    from cluster.pki import Verifier
+
 log = logging.getLogger(__name__)
 
-MAT_FORMAT = 1
+MAT_FORMAT = 2
 """Bump when the SQL of a KPI view changes: every materialised day becomes stale and is rebuilt."""
 BLOCK_FILE = "block.json"
+BLOCK_SIG = "block.sig"
 MAT_SCHEMA = "_kpi_mat"
 LIVE_SCHEMA = "_kpi_live"
 DAY = timedelta(days=1)
@@ -75,6 +89,16 @@ def ts_literal(epoch_s: int) -> str:
 
 
 @dataclass(frozen=True)
+class BlockTrust:
+    """What a reader checks a block with: ``verifier`` (the store's CA) and ``nodes`` (the store's workstations);
+    ``use_blocks`` False when blocks are signed but nothing here can check them (no CA): every day is computed."""
+
+    verifier: Verifier | None = None
+    nodes: tuple[str, ...] | None = None
+    use_blocks: bool = True
+
+
+@dataclass(frozen=True)
 class Block:
     """One month of materialised days."""
 
@@ -87,22 +111,61 @@ class Block:
         return self.path / f"{view}.parquet"
 
 
-def read_blocks(data_dir: Path, setup: StoreSetup) -> list[Block]:
-    """The blocks under ``data_dir/kpi`` of this store and zone (unreadable ones left out with a warning)."""
+def block_id(folder: Path) -> str:
+    """The id a block's signature names: ``kpi/<folder name>``."""
+    return f"{KPI_DIR}/{folder.name}"
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {v: sha256_file(folder / f"{v}.parquet") for v in KPI_VIEW_NAMES}
+
+
+def _check_block(
+    folder: Path, raw: bytes, meta: dict, verifier: Verifier | None, nodes: Collection[str] | None
+) -> None:
+    """Raise ValueError unless every view file has the sha256 that ``block.json`` lists and, with ``verifier``, the
+    block's signature (``block.sig``) is good, by a workstation of ``nodes`` when given (module rules)."""
+    listed = meta.get("files")
+    if not isinstance(listed, dict):
+        raise ValueError("block.json lists no file checksums (written by an older release)")
+    for v, sha in _file_hashes(folder).items():  # a file changed or cut short (a torn copy, a disk that failed)
+        if listed.get(v) != sha:
+            raise ValueError(f"{v}.parquet does not match its checksum in {BLOCK_FILE}")
+    if verifier is None:
+        return
+    from cluster.pki import PKIError
+
+    try:
+        doc = (folder / BLOCK_SIG).read_bytes()[: MAX_SIG_BYTES + 1]
+    except FileNotFoundError:
+        raise ValueError(f"not signed ({BLOCK_SIG} missing)") from None
+    try:
+        signer = verifier.verify(doc, block_id(folder), hashlib.sha256(raw).hexdigest())
+    except PKIError as exc:
+        raise ValueError(f"bad signature: {exc}") from None
+    if nodes is not None and signer not in nodes:
+        raise ValueError(f"signed by {signer}, not a workstation of this store ({', '.join(sorted(nodes))})")
+
+
+def read_blocks(
+    data_dir: Path, setup: StoreSetup, *, verifier: Verifier | None = None, nodes: Collection[str] | None = None
+) -> list[Block]:
+    """The blocks under ``data_dir/kpi`` of this store and zone whose files match their checksums and, with
+    ``verifier``, whose signature is good (module rules); the others are left out with a warning."""
     root = Path(data_dir) / KPI_DIR
     out: list[Block] = []
     for folder in sorted(root.glob("*.*")) if root.is_dir() else []:
         if folder.name.startswith("."):
             continue
         try:
-            meta = json.loads((folder / BLOCK_FILE).read_text(encoding="utf-8"))
+            raw = (folder / BLOCK_FILE).read_bytes()
+            meta = json.loads(raw)
             if meta["format"] != MAT_FORMAT or (meta["store_id"], meta["timezone"]) != (setup.store_id, setup.timezone):
                 continue
             days = {date.fromisoformat(d): str(fp) for d, fp in meta["days"].items()}
             if not all((folder / f"{v}.parquet").is_file() for v in KPI_VIEW_NAMES):
                 raise ValueError("a view's file is missing")
-            for v in KPI_VIEW_NAMES:  # a file cut short (a disk that failed mid-write) has no footer
-                pq.read_metadata(folder / f"{v}.parquet")
+            _check_block(folder, raw, meta, verifier, nodes)
             out.append(Block(folder, str(meta["month"]), days, (folder / BLOCK_FILE).stat().st_mtime))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:
             log.warning("materialised KPI block %s left out (%s): its days are computed from the events", folder, exc)
@@ -293,11 +356,16 @@ def attach_materialised(
     setup: StoreSetup,
     history: list[DefinitionRecord],
     root: str,
+    trust: BlockTrust | None = None,
 ) -> int:
     """Create the KPI views of ``con`` that read the fresh materialised days and compute the others; return the
     number of fresh days (0: no view is created, the caller creates the recomputed ones). ``root``: how SQL names
-    ``data_dir``. The recomputed views are not created first: binding them costs as much as the live part's."""
-    blocks = read_blocks(data_dir, setup)
+    ``data_dir``. The recomputed views are not created first: binding them costs as much as the live part's.
+    ``trust``: what the blocks are checked with (:func:`read_blocks`; default: their checksums only)."""
+    trust = trust or BlockTrust()
+    if not trust.use_blocks:
+        return 0
+    blocks = read_blocks(data_dir, setup, verifier=trust.verifier, nodes=trust.nodes)
     rng = day_range(con) if blocks else None
     if rng is None:
         return 0
@@ -339,12 +407,18 @@ def attach_materialised(
         [LIVE_SCHEMA],
     ).fetchall():
         types.setdefault(str(v), []).append((str(c), str(t)))
+    # The fresh days' rows are copied into tables of ``con`` (of the analyst's file, for ``analytics open``): the
+    # node replaces a month's block every day and deletes the old one later, so a view naming the block's files
+    # would fail in a long session or a file opened the next day; copied, they stay what was checked above.
     for view in KPI_VIEW_NAMES:
         paths = ", ".join(_literal(f"{root}/{KPI_DIR}/{b.path.name}/{view}.parquet") for b in files)
         cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in types[view])
         con.execute(
-            f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet([{paths}])"
+            f"CREATE OR REPLACE TABLE {MAT_SCHEMA}.{view} AS SELECT {cols} FROM read_parquet([{paths}])"
             f" WHERE local_date IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)"
+        )
+        con.execute(
+            f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {MAT_SCHEMA}.{view}"
             f" UNION ALL SELECT * FROM {LIVE_SCHEMA}.{view}"
         )
     log.info(

@@ -354,6 +354,30 @@ def _snapshot_tables(con: duckdb.DuckDBPyConnection, root: str, state: CatalogSt
     return len(lost)
 
 
+SNAPSHOT_GONE = (
+    "the store's files changed since these views were built (the node compacted or removed files they read), so"
+    " they would miss events: build them again (`edgepair analytics open` for a database file; `edgepair sql` does"
+    " it by itself)"
+)
+
+
+def _still_there(source: str | None, root: str, data_dir: Path) -> str:
+    """SQL (``AND ...``) that stops a query with :data:`SNAPSHOT_GONE` when a live file of the snapshot is gone.
+
+    The views read the glob and take files compacted since the snapshot for duplicates of their sources (rule 3 of
+    :mod:`storage.compaction`); once the sources are deleted, their rows would silently vanish. A connection of a
+    command lives seconds; the analyst's database file and a long session do not (``edgepair sql`` builds its views
+    again first, :class:`storage.analytics.StoreSession`). With an explicit file list (a file left out) a missing
+    file already fails the query."""
+    if source is None or source.startswith("["):
+        return ""
+    pattern = _literal(segment_glob(data_dir, root))
+    return (
+        f" AND (SELECT CASE WHEN count(*) = 0 THEN true ELSE error({_literal(SNAPSHOT_GONE)}) END"
+        f" FROM {INTERNAL_SCHEMA}.files g WHERE g.live AND g.filename NOT IN (SELECT file FROM glob({pattern})))"
+    )
+
+
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, *, root: str | None = None) -> None:
     """(Re)create every view of :data:`VIEW_NAMES` on ``con`` for the segments under ``data_dir``. Cheap; writes
     nothing in ``data_dir`` (:func:`scan_readonly`). ``root``: how the SQL names ``data_dir`` (default: its absolute
@@ -390,7 +414,7 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, 
             FROM segments_raw r
             LEFT JOIN {INTERNAL_SCHEMA}.files f ON f.filename = r.filename
             {lost_join}
-            WHERE coalesce(f.live, NOT contains(r.filename, '{COMPACT_MARK}'))
+            WHERE coalesce(f.live, NOT contains(r.filename, '{COMPACT_MARK}')){_still_there(source, root, data_dir)}
         )
     """)
     con.execute(f"""

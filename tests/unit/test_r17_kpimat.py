@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from cluster.errors import EdgepairError
-from storage.analytics import connect_store, open_analytics
+from storage.analytics import StoreSession, connect_store, open_analytics
 from storage.kpibuild import refresh_kpis
 from storage.kpiexport import export_kpis
 from storage.kpimat import read_blocks
@@ -52,9 +52,6 @@ def test_r17_a_truncated_block_file_costs_speed_not_every_query(autumn: Path) ->
     assert mat == raw
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open (issue 17 review): the .duckdb file names block folders the node later replaces"
-)
 def test_r17_the_analysts_duckdb_file_survives_the_nodes_next_block(autumn: Path, tmp_path: Path) -> None:
     """``analytics open``'s file names the block folders of the moment. The node rewrites the current month's block
     every day (a day closes) and deletes the old one ``grace_s`` (600 s) later, so the next day every KPI view of the
@@ -73,9 +70,6 @@ def test_r17_the_analysts_duckdb_file_survives_the_nodes_next_block(autumn: Path
         os.chdir(cwd)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open (issue 17 review): an edgepair sql session names block folders the node replaces"
-)
 def test_r17_a_long_lived_sql_shell_survives_the_nodes_next_block(autumn: Path) -> None:
     """``edgepair sql`` keeps one connection (``connect_store``) for the whole session: same as the file above."""
     refresh_kpis(autumn, now=LATER)
@@ -121,27 +115,31 @@ def test_r17_export_to_an_existing_file_is_one_line_and_leaves_nothing(autumn: P
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".exp")) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open (issue 17 review): an edgepair sql session is not rebuilt after compaction"
-)
 def test_r17_a_long_lived_sql_shell_sees_the_same_events_after_compaction(autumn: Path) -> None:
-    """storage/views.py: "A connection kept open longer than the grace period must call create_views again";
-    ``edgepair sql`` never does. Once compaction removed its sources, the snapshot's views ignore the compacted
-    file (not in the snapshot, and named compacted) and find the sources gone: the events silently vanish."""
+    """storage/views.py: "A connection kept open longer than the grace period must call create_views again". Once
+    compaction removed its sources, a snapshot's views ignore the compacted file (not in the snapshot, and named
+    compacted) and find the sources gone: the events silently vanish. ``edgepair sql``'s session
+    (:class:`StoreSession`) notices that a file of its snapshot is gone and builds its views again."""
     from storage.compaction import compact
 
-    con = connect_store(autumn, V1)
+    query = "SELECT count(*), (SELECT count(*) FROM coverage) FROM events"
+    session = StoreSession(autumn, V1)
     try:
-        before = con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone()
-        assert before[0] > 0
+        before = session.current().execute(query).fetchone()
+        assert before == (7, 142)
         compact(autumn, node="ws-1", now=LATER, grace_s=0.0)
+        assert session.current().execute(query).fetchone() == before  # sources still there: same snapshot
+        assert session.rebuilds == 0
         assert compact(autumn, node="ws-1", now=LATER, grace_s=0.0).deleted  # the next run deletes the sources
-        assert con.execute("SELECT count(*), (SELECT count(*) FROM coverage) FROM events").fetchone() == before
+        stale = session.con
+        with pytest.raises(duckdb.InvalidInputException, match="build them again"):  # never a silent shortfall
+            stale.execute(query).fetchone()
+        assert session.current().execute(query).fetchone() == before
+        assert session.rebuilds == 1
     finally:
-        con.close()
+        session.close()
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 17 review): KPI blocks are not signed like segments")
 def test_r17_a_forged_block_is_not_trusted(autumn: Path) -> None:
     """Segments are signed and ``edgepair verify`` checks them (README, Security model), but the KPI blocks the views,
     the report and the HQ export now read are not: a block's fingerprint is a plain hash of public facts, nothing
@@ -167,3 +165,29 @@ def test_r17_a_block_left_half_written_by_a_crash_is_cleaned_up(autumn: Path) ->
     refresh_kpis(autumn, now=LATER, grace_s=0.0)
     refresh_kpis(autumn, now=LATER, grace_s=0.0)
     assert not leftover.exists()
+
+
+def test_r17_the_analysts_duckdb_file_says_so_once_compaction_removed_its_files(autumn: Path, tmp_path: Path) -> None:
+    """The analyst's file is a snapshot of the catalog: files compacted since it was built are taken for duplicates of
+    their sources (which it reads); once the node deleted the sources, every view of events would silently lose their
+    rows (0 events here). It stops with one line naming the fix instead, and a file built again has every event."""
+    from storage.compaction import compact
+
+    def count(db: Path, view: str = "events") -> int:
+        cwd = Path.cwd()
+        try:
+            os.chdir(db.parent)
+            with duckdb.connect(str(db), read_only=True) as con:
+                return int(con.execute(f"SELECT count(*) FROM {view}").fetchone()[0])
+        finally:
+            os.chdir(cwd)
+
+    db = open_analytics(autumn, V1, tmp_path / "out" / "s1.duckdb")
+    assert count(db) == 7
+    compact(autumn, node="ws-1", now=LATER, grace_s=0.0)
+    assert count(db) == 7  # the compacted files exist, their sources too: read from the sources
+    assert compact(autumn, node="ws-1", now=LATER, grace_s=0.0).deleted
+    for view in ("events", "visits", "traffic_daily"):
+        with pytest.raises(duckdb.InvalidInputException, match="edgepair analytics open"):
+            count(db, view)
+    assert count(open_analytics(autumn, V1, tmp_path / "out" / "s1.duckdb")) == 7
