@@ -372,7 +372,7 @@ class Capture:
         """
         pos = -1  # index of the last frame read in the file
         step = src_fps / min(self.target_fps or src_fps, src_fps)
-        next_pick = math.floor(time.time() * src_fps / step) * step
+        next_pick = first_pick(time.time(), src_fps, step)
         while not self._stop.is_set() and generation == self._generation:
             absolute = math.ceil(next_pick)
             delay = absolute / src_fps - time.time()
@@ -392,7 +392,7 @@ class Capture:
             self.stats.frames_read += 1
             late = time.time() * src_fps - absolute
             if late > n_frames / 2:  # fell far behind (suspended): jump to now
-                next_pick = math.floor(time.time() * src_fps / step) * step
+                next_pick = first_pick(time.time(), src_fps, step) - step
             next_pick += step
             h, w = frame.shape[:2]
             meta = FrameMeta(self.camera_id, self._seq, absolute, absolute / src_fps, w, h)
@@ -421,6 +421,17 @@ def frame_interval(fps: float) -> float:
 
 
 SEEK_FRAMES = 50
+
+
+def first_pick(now: float, src_fps: float, step: float) -> float:
+    """The first frame (a position on the grid of every ``step`` source frames) a file played live delivers when it
+    starts at UTC time ``now``: the first one scheduled at or after ``now``, as a camera only sends frames after one
+    connects. Both workstations share the grid, so a camera that moves never has a frame delivered on both: the
+    new owner starts after the old one stopped, hence on a later grid point (the one before ``now`` was the old
+    owner's to process, and a failover drill would count it as double running)."""
+    return math.ceil(now * src_fps / step - 1e-9) * step
+
+
 """Frames ahead past which a file played live is sought (one decode from the keyframe before) instead of grabbed
 frame by frame: a camera that starts mid-file (a takeover: the position comes from the clock) decoded up to the whole
 file first, 1 s for vtest.avi's 795 frames on a 2-core machine, 0.1-0.26 s sought."""

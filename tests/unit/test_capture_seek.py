@@ -3,13 +3,14 @@ sought, near ones grabbed, and either way the next read is exactly the frame a r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from actors.capture import SEEK_FRAMES, seek_to
+from actors.capture import SEEK_FRAMES, first_pick, seek_to
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian's opencv-doc, installed by `make test`
 
@@ -73,3 +74,15 @@ def test_near_frames_are_grabbed_and_far_ones_sought() -> None:
     stuck = _Counting(seekable=False)
     assert seek_to(stuck, -1, 300) == 299  # type: ignore[arg-type]
     assert (stuck.grabs, stuck.seeks) == (300, [300])
+
+
+@pytest.mark.parametrize("now", [1_796_232_863.70, 1_796_232_863.7000001, 1_796_232_863.75, 1_796_232_863.0])
+@pytest.mark.parametrize(("src_fps", "step"), [(10.0, 1.0), (25.0, 2.5), (7.0, 1.0)])
+def test_a_file_played_live_delivers_no_frame_scheduled_before_it_started(
+    now: float, src_fps: float, step: float
+) -> None:
+    """The first frame is the first grid point at or after ``now`` (never the one before: the previous owner's)."""
+    pick = first_pick(now, src_fps, step)
+    assert math.ceil(pick) / src_fps >= now - 1e-6  # scheduled at or after the start (the frame read is ceil(pick))
+    assert (pick - step) / src_fps < now  # and it is the first such grid point
+    assert abs(pick / step - round(pick / step)) < 1e-6  # on the shared grid
