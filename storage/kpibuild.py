@@ -1,8 +1,8 @@
 """The node's side of the materialised KPI days (:mod:`storage.kpimat`): one verb, :func:`refresh_kpis`.
 
 Run by the node's housekeeping after compaction and retention (every minute; cheap when nothing changed: a catalog
-snapshot, the fingerprints, no query). For every *closed* local day (the day after it ended ``min_age_s`` ago: a
-visit dated D can absorb a piece just after midnight) it compares the day's fingerprint with the month's block and
+snapshot, the fingerprints, no query). For every *closed* local day (D+1 ended ``min_age_s`` ago: what a visit
+dated D can reach, ``DAYS_AFTER`` of :mod:`storage.kpisql`) it compares the day's fingerprint with the month's block and
 writes a new block of the month when a day is missing or stale: the unchanged days' rows are copied from the old
 block, the others computed from the events of those days and their neighbours. The old block is deleted ``grace_s``
 after the new one appeared (a reader that chose it keeps working meanwhile). At most ``max_months`` blocks are
@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from storage.analytics import STORE_FILE, _connect, build_store_views, load_definitions, read_store_file
 from storage.kpimat import (
+    AFTER,
     BLOCK_FILE,
     BLOCK_SIG,
     DAY,
@@ -85,7 +86,7 @@ def _compute(con: duckdb.DuckDBPyConnection, setup: StoreSetup, days: list[date]
     tz = ZoneInfo(setup.timezone)
     _register(con, f"{_WORK}_target", pa.table({"local_date": pa.array(days, pa.date32())}))
     windows: list[tuple[int | None, int | None]] = [
-        (day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(days)
+        (day_start(a - DAY, tz), day_start(b + AFTER, tz)) for a, b in runs(days)
     ]
     lo, hi = ts_literal(day_start(days[0], tz)), ts_literal(day_start(days[-1], tz))
     create_restricted_views(
@@ -220,7 +221,7 @@ def refresh_kpis(
         if rng is None:
             return report
         tz = ZoneInfo(setup.timezone)
-        closed = [d for d in all_days(rng[0], rng[1]) if day_start(d + 2 * DAY, tz) <= now - min_age_s]
+        closed = [d for d in all_days(rng[0], rng[1]) if day_start(d + AFTER, tz) <= now - min_age_s]
         credited, lost = snapshot_pieces(con)
         fps = fingerprints(closed, setup, history, credited, lost)
         blocks = read_blocks(data_dir, setup, verifier=verifier, nodes=nodes)

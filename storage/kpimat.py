@@ -12,7 +12,8 @@ Rules:
 - A day's *fingerprint* (:func:`fingerprints`) is a hash of everything its rows depend on: the format of the SQL
   (:data:`MAT_FORMAT`), the store, its time zone, lines and zones, the KPI definition versions in force on D-1, D
   and D+1, and the credited and outranked time pieces of every camera (producer, token, start, end: from the catalog,
-  so a late segment replicated after a failover gap, or a split-brain producer, changes it) clipped to D-1..D+1. The
+  so a late segment replicated after a failover gap, or a split-brain producer, changes it) clipped to D-1..D+1
+  (``DAYS_AFTER`` of :mod:`storage.kpisql`: what a day's visits can reach, given ``MAX_VISIT_S``). The
   layout of the files (1-second segments, hour, day or month files) does not enter it, so compaction changes nothing.
   This assumes what the writer does: an event lies in (or within a day of) its segment's window, so a segment's
   events change only days whose fingerprint its claim changes.
@@ -54,7 +55,7 @@ import pyarrow as pa
 
 from storage.analytics import register_table as _register
 from storage.kpis import DefinitionRecord, StoreSetup, definition_periods
-from storage.kpisql import KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views
+from storage.kpisql import DAYS_AFTER, KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views
 from storage.sandbox import KPI_DIR
 from storage.segments import sha256_file
 from storage.signing import MAX_SIG_BYTES
@@ -73,6 +74,8 @@ BLOCK_SIG = "block.sig"
 MAT_SCHEMA = "_kpi_mat"
 LIVE_SCHEMA = "_kpi_live"
 DAY = timedelta(days=1)
+AFTER = (DAYS_AFTER + 1) * DAY
+"""From a day's start to the end of what its rows depend on (D+DAYS_AFTER)."""
 
 Piece = tuple[str, str, int, int, int]
 """camera, node, token, start us, end us (UTC)."""
@@ -236,12 +239,12 @@ def fingerprints(
               for ln in setup.lines))), sorted([z.camera_id, z.zone_id] for z in setup.zones)]  # fmt: skip
     out: dict[date, str] = {}
     for d in days:
-        lo, hi = day_start(d - DAY, tz) * 1_000_000, day_start(d + 2 * DAY, tz) * 1_000_000
+        lo, hi = day_start(d - DAY, tz) * 1_000_000, day_start(d + AFTER, tz) * 1_000_000
 
         def clip(ps: list[Piece], lo: int = lo, hi: int = hi) -> list[list[object]]:
             return [[c, n, t, max(a, lo), min(b, hi)] for c, n, t, a, b in ps if a < hi and b > lo]
 
-        versions = [_version_on(periods, x) for x in (d - DAY, d, d + DAY)]
+        versions = [_version_on(periods, d + i * DAY) for i in range(-1, DAYS_AFTER + 1)]
         text = json.dumps([static, versions, clip(credited), clip(lost)], separators=(",", ":"))
         out[d] = hashlib.sha256(text.encode()).hexdigest()[:24]
     return out
@@ -386,8 +389,8 @@ def attach_materialised(
     # whose exit lies in the first day can have entered the day before (it is dated by its entry). The views built
     # on the slots have no day before the first one then (every event and processed instant lies in the snapshot's
     # days, :func:`day_range`), so they do not read that window: it was most of the cost of a query.
-    head: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] + DAY, tz))]
-    middle = [(day_start(a - DAY, tz), day_start(b + 2 * DAY, tz)) for a, b in runs(inner)]
+    head: list[tuple[int | None, int | None]] = [(None, day_start(fresh[0] - DAY + AFTER, tz))]
+    middle = [(day_start(a - DAY, tz), day_start(b + AFTER, tz)) for a, b in runs(inner)]
     tail: list[tuple[int | None, int | None]] = [(day_start(fresh[-1], tz), None)]
     windows = head + middle + tail
     store = _literal(setup.store_id)

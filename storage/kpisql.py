@@ -8,10 +8,16 @@ and ``<internal schema>.cov_pieces`` (store_id, camera_id, p_start, p_end: proce
 One set of SQL, two uses (:class:`Names`): the public views of :data:`KPI_VIEW_NAMES` over all the events (the
 *recomputed* views), and the same views restricted to some local days (``target``), over events pre-filtered to
 those days and their neighbours, which :mod:`storage.kpimat` uses to build materialised days and to compute the days
-that are not materialised. Every KPI row of a local day D depends only on the events of D-1..D+1 (a visit is dated by
-its first piece and can absorb a piece just after midnight), the processed time of D and the definitions in force on
-D-1..D+1; a view restricted to a set of days gives exactly the rows of the recomputed view for those days, provided
-the slots (the days) exist, which ``extra_bounds`` guarantees.
+that are not materialised. Every KPI row of a local day D depends only on the events of D-1..D+1, the processed time
+of D and the definitions in force on D-1..D+1; a view restricted to a set of days gives exactly the rows of the
+recomputed view for those days, provided the slots (the days) exist, which ``extra_bounds`` guarantees.
+
+Why D+1 holds for visits: a visit is dated by its first piece and absorbs the pieces of its track that follow within
+``visit_merge_s`` (at most an hour), so without a bound one visit could reach any later day (a static object at a
+zone's edge). A zone presence longer than :data:`MAX_VISIT_S` (10 hours: a shift at a till, a static object, a track
+stuck in the zone) is not a visit: a piece that long is left out before merging, and a merged visit that long after.
+A visit dated D then ends within 10 hours of D's end, and a piece that would make it too long starts within an hour of
+that and ends within 10 hours more: before D+2 starts, even when D+1 is a 23-hour DST day (2 x 10 + 1 < 23).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ import duckdb
 from storage.localtime import SLOT_S, cov_slots_sql, local_cols, slots_sql
 
 KPI_SCHEMA = "_kpi"
+MAX_VISIT_S = 36000.0
+"""A zone presence longer than this (10 hours) is not a visit (module rules: it keeps a day's rows within D-1..D+1;
+derived from that bound, not tuned on data)."""
+DAYS_AFTER = 1
+"""The rows of a local day D depend on the events up to the end of D+DAYS_AFTER (module rules)."""
 
 KPI_VIEW_NAMES = (
     "coverage",
@@ -152,7 +163,7 @@ def _views_sql(n: Names) -> list[tuple[str, str]]:
             WITH raw AS (
                 SELECT e.store_id, e.camera_id, e.zone_id, e.track_id, e.ts AS exit_ts,
                        e.ts - to_microseconds(CAST(round(e.dwell_s * 1000000) AS BIGINT)) AS enter_ts
-                FROM {ev} e WHERE e.kind = 'zone_exit' AND e.dwell_s IS NOT NULL
+                FROM {ev} e WHERE e.kind = 'zone_exit' AND e.dwell_s IS NOT NULL AND e.dwell_s <= {MAX_VISIT_S!r}
             ), x AS (
                 SELECT r.*, timezone(s.timezone, r.enter_ts) AS enter_local,
                        timezone(s.timezone, r.exit_ts) AS exit_local,
@@ -186,6 +197,7 @@ def _views_sql(n: Names) -> list[tuple[str, str]]:
             JOIN kpi_definitions k ON k.store_id = v.store_id AND k.version = v.kpi_version
             LEFT JOIN kpi_zone_thresholds t ON t.store_id = v.store_id AND t.version = v.kpi_version
                  AND t.camera_id = v.camera_id AND t.zone_id = v.zone_id
+            WHERE (epoch_us(v.exit_ts) - epoch_us(v.enter_ts)) / 1e6 <= {MAX_VISIT_S!r}
             """,
         ),
         (

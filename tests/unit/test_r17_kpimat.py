@@ -4,22 +4,22 @@ visit dated more than a day before its exit. Tiny datasets (the ``autumn`` fixtu
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from cluster.errors import EdgepairError
-from storage.analytics import StoreSession, connect_store, open_analytics
+from storage.analytics import StoreSession, connect_store, ensure_store_file, open_analytics, record_definition
 from storage.kpibuild import refresh_kpis
 from storage.kpiexport import export_kpis
 from storage.kpimat import read_blocks
 from storage.sandbox import KPI_DIR
 from storage.segments import SegmentWriter
-from tests.unit.test_kpimat import LATER, V, views
+from tests.unit.test_kpimat import LATER, V, views, write_spans
 from tests.unit.test_kpimat import autumn as autumn
-from tests.unit.test_kpis import TZ, V1, exit_, utc
+from tests.unit.test_kpis import TZ, V1, V2, exit_, utc
 
 
 def _late_segment(data: Path) -> None:
@@ -83,25 +83,53 @@ def test_r17_a_long_lived_sql_shell_survives_the_nodes_next_block(autumn: Path) 
         con.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open (issue 17 review): a fingerprint covers D-1..D+1; a visit over a day escapes it"
-)
 def test_r17_a_visit_longer_than_a_day_is_dated_the_same_materialised_or_recomputed(autumn: Path) -> None:
     """The zones emit every visit whatever its length (no cap on dwell; a static object in a 24-hour store). A visit
-    that entered on D and left after D+1 is dated D, but D's fingerprint covers only D-1..D+1, so the block keeps D
-    without it while the recomputed view has it (and the node never rewrites D)."""
+    that entered on D and left after D+1 was dated D, but D's fingerprint covered only D-1..D+1, so the block kept D
+    without it while the recomputed view had it. A presence longer than a day is no visit now (storage.kpisql
+    MAX_VISIT_S: 10 hours), in both, which keeps what a day's visits depend on within D-1..D+1."""
     assert refresh_kpis(autumn, now=LATER).days_computed == 4
-    # Entered 2026-10-25 11:00 UTC (the 25th), left 2026-10-27 05:00 UTC, after the last day of the block.
+    # Entered 2026-10-25 11:00 UTC (the 25th), left 2026-10-27 05:00 UTC: 42 hours.
     long_visit = exit_(utc(2026, 10, 27, 5), 80, "till", 42 * 3600.0, "cam2")
     SegmentWriter(autumn, "s1", TZ, "ws-1").write(
         "cam2", utc(2026, 10, 27, 4), utc(2026, 10, 27, 6), [long_visit], frames=100, token=1, **V
     )
     raw = views(autumn, V1, materialised=False)[1]
-    assert [r[3] for r in raw["zone_dwell"] if r[1] == "cam2"] == [date(2026, 10, 25)]
+    assert [r for r in raw["visits"] if r[1] == "cam2"] == []  # not a visit
     fresh, mat = views(autumn, V1)
-    assert fresh > 0
-    assert mat["zone_dwell"] == raw["zone_dwell"]
-    assert mat["visits"] == raw["visits"]
+    assert (fresh, mat) == (2, raw)  # the 26th and 27th (within a day of the new piece) computed, the others read
+    assert refresh_kpis(autumn, now=LATER).days_computed == 2
+    assert views(autumn, V1) == (4, raw)
+
+
+def test_r17_a_visit_grown_too_long_by_a_late_piece_leaves_its_day_in_both(tmp_path: Path) -> None:
+    """Pieces of one track closer than visit_merge_s merge into one visit dated by the first: a track in the till
+    zone from the 25th 20:00 UTC to the 26th 04:00 (8 h, pieces 2 s apart) is one visit of the 25th; a piece that
+    arrives later (the peer's, replicated after a failover gap) extends it to the 26th 08:00: 12 h, no visit. The
+    piece lies on the 26th, within the 25th's fingerprint: the block's 25th is stale and computed again."""
+    data = tmp_path / "s1"
+    w = SegmentWriter(data, "s1", TZ, "ws-1")
+    hour = 3600.0
+    pieces = [exit_(utc(2026, 10, 25, 21) + i * hour, 90, "till", hour - 2.0, "cam2") for i in range(8)]
+    write_spans(w, "cam2", utc(2026, 10, 24, 0), utc(2026, 10, 26, 4, 30), pieces)
+    write_spans(w, "cam2", utc(2026, 10, 26, 8, 30), utc(2026, 10, 29, 0), [])  # a gap on the 26th, 04:30-08:30
+    ensure_store_file(data, V2)
+    record_definition(data, V1.definition(), effective_from=datetime(2026, 1, 1, tzinfo=UTC))
+    assert refresh_kpis(data, now=LATER).days_computed == 6  # the 24th to the 29th (cam2 ends at its midnight)
+    raw = views(data, V1, materialised=False)[1]
+    visits = [(r[8], r[11], r[10]) for r in raw["visits"] if r[1] == "cam2"]
+    assert visits == [(date(2026, 10, 25), 8, 8 * hour - 2.0)]
+    assert views(data, V1) == (6, raw)
+    late = exit_(utc(2026, 10, 26, 8), 90, "till", 4 * hour - 2.0, "cam2")
+    SegmentWriter(data, "s1", TZ, "ws-2").write(
+        "cam2", utc(2026, 10, 26, 4, 30), utc(2026, 10, 26, 8, 30), [late], frames=100, token=2, **V
+    )
+    raw = views(data, V1, materialised=False)[1]
+    assert [r for r in raw["visits"] if r[1] == "cam2"] == []  # 12 h: no visit
+    fresh, mat = views(data, V1)
+    assert (fresh, mat) == (3, raw)  # the 25th, 26th and 27th computed (within a day of the late piece)
+    assert refresh_kpis(data, now=LATER).days_computed == 3
+    assert views(data, V1) == (6, raw)
 
 
 def test_r17_export_to_an_existing_file_is_one_line_and_leaves_nothing(autumn: Path, tmp_path: Path) -> None:
