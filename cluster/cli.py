@@ -147,10 +147,13 @@ def _store_with_events(cfg: Config) -> Path:
 def cmd_query(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from storage.views import format_table, run_query
+    from storage.analytics import query_store
+    from storage.kpis import StoreSetup
+    from storage.views import format_table
 
     cfg = load_config(args.config)
-    table = run_query(_store_with_events(cfg), cfg.store.timezone, args.sql)
+    data_dir = _store_with_events(cfg)  # the views of `sql` and `analytics open`, KPI views included
+    table = query_store(data_dir, StoreSetup.from_config(cfg), args.sql, trust=_block_trust(cfg))
     try:
         if args.format == "json":
             text = json.dumps(table.to_pylist(), default=str, indent=1)

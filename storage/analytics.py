@@ -449,6 +449,27 @@ def connect_store(
     return con
 
 
+def query_store(data_dir: Path, setup: StoreSetup, sql: str, *, trust: BlockTrust | None = None) -> pa.Table:
+    """``edgepair query``: run ``sql`` (exactly one read-only statement) on a fresh locked connection with every view
+    of :func:`connect_store` (the KPI views of ``edgepair sql`` and ``analytics open``, materialised days included);
+    return the result as an Arrow table. Refusals and errors are one-line QueryErrors (:mod:`storage.sandbox`)."""
+    from storage.kpis import KPI_VIEW_NAMES
+    from storage.sandbox import check_statement, query_error
+    from storage.views import VIEW_NAMES
+
+    names = ", ".join(dict.fromkeys([*VIEW_NAMES, *KPI_VIEW_NAMES]))
+    help_text = f"views: {names}; run 'SHOW TABLES' to list them, 'DESCRIBE traffic_daily' for columns"
+    check_statement(sql, help_text)
+    con = connect_store(data_dir, setup, trust=trust)
+    try:
+        relation = con.sql(sql)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+    except duckdb.Error as exc:
+        raise query_error(exc, help_text) from None
+    finally:
+        con.close()
+
+
 def snapshot_gone(con: duckdb.DuckDBPyConnection) -> str:
     """A file of the catalog snapshot that ``con``'s views were built on and that no longer exists (compaction or
     retention removed it: the views would then leave its rows out), or "" when every one is still there."""
