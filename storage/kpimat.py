@@ -150,6 +150,20 @@ def _check_block(
         raise ValueError(f"signed by {signer}, not a workstation of this store ({', '.join(sorted(nodes))})")
 
 
+def check_block_folder(folder: Path, verifier: Verifier | None, nodes: Collection[str] | None) -> str:
+    """Why the block ``folder`` would be left out by a reader with ``verifier`` (checksums, signature), or ""."""
+    try:
+        raw = (folder / BLOCK_FILE).read_bytes()
+        meta = json.loads(raw)
+        fmt = meta.get("format") if isinstance(meta, dict) else "?"
+        if fmt != MAT_FORMAT:
+            return f"format {fmt}, not {MAT_FORMAT} (the node replaces it)"
+        _check_block(folder, raw, meta, verifier, nodes)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        return str(exc)
+    return ""
+
+
 def read_blocks(
     data_dir: Path, setup: StoreSetup, *, verifier: Verifier | None = None, nodes: Collection[str] | None = None
 ) -> list[Block]:

@@ -6,6 +6,11 @@ must name that sha256 and, with a verifier, verify as the signature of the node 
 reason (the node's own scan quarantines it). Files in ``refused/`` and ``quarantine/`` are counted apart, not
 checked: they are not part of the dataset. The signer of each file is reported (``signers``); given the store's
 workstations (``nodes``), a file signed or produced by another node is flagged (``foreign``) and fails the audit.
+
+The node's materialised KPI blocks (``<data_dir>/kpi``, :mod:`storage.kpimat`) are checked too: every view file
+against the checksum its ``block.json`` lists and, with a verifier, the block's signature by a workstation. Readers
+leave a failing block out (its days are computed from the events), so it changes no number; it still fails the audit
+(``bad_blocks``): someone other than the node wrote there, or the disk damaged it.
 """
 
 from __future__ import annotations
@@ -45,11 +50,14 @@ class VerifyReport:
     """path -> the node whose signature verified (or the signer its document names, without a verifier)."""
     foreign: list[str] = field(default_factory=list)
     """Files signed or produced by a node outside ``nodes`` (the store's workstations)."""
+    blocks: int = 0
+    """Materialised KPI blocks checked (``kpi/``)."""
+    bad_blocks: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         """True when every file held is intact and signed by its producer (unsigned files fail an audit too)."""
-        return not (self.unsigned or self.bad_signatures or self.checksum_failures or self.foreign)
+        return not (self.unsigned or self.bad_signatures or self.checksum_failures or self.foreign or self.bad_blocks)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -66,6 +74,8 @@ class VerifyReport:
             "signatures_checked": self.signatures_checked,
             "signers": self.signers,
             "foreign": self.foreign,
+            "kpi_blocks": self.blocks,
+            "bad_kpi_blocks": self.bad_blocks,
         }
 
     def summary(self) -> str:
@@ -73,7 +83,7 @@ class VerifyReport:
         head = (
             f"{'PASSED' if self.passed else 'FAILED'}: {self.files} files, {self.ok} ok, {len(self.unsigned)} unsigned,"
             f" {len(self.bad_signatures)} bad signatures, {len(self.checksum_failures)} checksum failures,"
-            f" {len(self.foreign)} of nodes outside the pair"
+            f" {len(self.foreign)} of nodes outside the pair, {self.blocks} KPI blocks ({len(self.bad_blocks)} bad)"
             f" ({self.refused} refused, {self.quarantined} quarantined kept apart)"
         )
         if not self.signatures_checked:
@@ -144,4 +154,23 @@ def verify_data_dir(data_dir: Path, verifier: Verifier | None, nodes: Collection
             report.problems[rel] = f"signed by {signer}; {', '.join(outside)} not a workstation of the store"
             continue
         report.ok += 1
+    _verify_blocks(data_dir, verifier, nodes, report)
     return report
+
+
+def _verify_blocks(
+    data_dir: Path, verifier: Verifier | None, nodes: Collection[str] | None, report: VerifyReport
+) -> None:
+    from storage.kpimat import BLOCK_FILE, check_block_folder
+    from storage.sandbox import KPI_DIR
+
+    root = data_dir / KPI_DIR
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.name.startswith(".") or not folder.is_dir() or not (folder / BLOCK_FILE).exists():
+            continue  # a block being written (``.tmp-*``), or not a block
+        report.blocks += 1
+        why = check_block_folder(folder, verifier, nodes)
+        if why:
+            rel = str(folder.relative_to(data_dir))
+            report.bad_blocks.append(rel)
+            report.problems[rel] = f"KPI block: {why}"

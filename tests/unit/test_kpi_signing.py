@@ -131,3 +131,19 @@ def test_folders_readers_refuse_are_removed_after_the_grace_period(autumn: Path,
     rep = refresh_kpis(autumn, now=LATER, grace_s=0.0, signer=pki.identity("ws-a").signer(),
                        verifier=trust(pki).verifier, nodes=NODES)  # fmt: skip
     assert (rep.deleted, old_format.exists(), (autumn / KPI_DIR / name).is_dir()) == ([old_format.name], False, True)
+
+
+def test_edgepair_verify_checks_the_blocks_too(autumn: Path, pki: StorePKI) -> None:
+    """The auditor's check: a good signed block passes, a forged one fails the audit with its reason (readers only
+    leave it out, so it changes no number, but someone wrote in the data dir)."""
+    from storage.verify import verify_data_dir
+
+    (name,) = signed_refresh(autumn, pki)
+    verifier = trust(pki).verifier
+    report = verify_data_dir(autumn, verifier, nodes=NODES)
+    assert (report.blocks, report.bad_blocks) == (1, [])
+    forge(autumn / KPI_DIR / name)
+    report = verify_data_dir(autumn, verifier, nodes=NODES)
+    assert (report.blocks, report.bad_blocks, report.passed) == (1, [f"{KPI_DIR}/{name}"], False)
+    assert "bad signature" in report.problems[f"{KPI_DIR}/{name}"]
+    assert "1 KPI blocks (1 bad)" in report.summary()
