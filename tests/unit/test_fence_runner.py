@@ -1,4 +1,4 @@
-"""The node's runner of camera actors (``cluster.node.RayCameraRunner``) on a fake clock: its fence rules.
+"""The node's runner of camera actors (``cluster.camera_runner.RayCameraRunner``) on a fake clock: its fence rules.
 
 The real runner, with its Ray edge replaced (``ray_api`` and ``start_actor``): an actor handle records every
 ``method.remote(...)`` call, and may pass them on to a real ``CameraWorker`` to show where a deadline lands.
@@ -19,7 +19,7 @@ import pytest
 
 from actors.worker import CameraWorker
 from cluster.config import Config, parse_config
-from cluster.node import RayCameraRunner
+from cluster.camera_runner import RayCameraRunner
 
 TTL = 2.0  # fence window 0.8 x 2 = 1.6 s
 
