@@ -76,6 +76,7 @@ def lens_block(frame: np.ndarray) -> str:
         "lens:\n  type: fisheye\n"
         f"  centre: [{circle.cx / w:.4f}, {circle.cy / h:.4f}]\n"
         f"  radius: {circle.radius / h:.4f}\n"
+        f"  size: [{w}, {h}]\n"
         f"# image circle: centre ({circle.cx:.1f}, {circle.cy:.1f}) px, radius {circle.radius:.1f} px of a {w}x{h}"
         f" frame, fitted to {circle.edge_points} edge pixels"
     )

@@ -1,9 +1,9 @@
 """The fence rule, in one place: a deadline on the monotonic clock that renewals only move forward.
 
-Used by every runner: ``failover.fence.FencedRunner``, the node's ``cluster.camera_runner.RayCameraRunner`` (which hands its
-deadline to its camera actors at each renewal) and each camera's ``actors.worker.CameraWorker`` (which pauses by
-itself once the deadline passes). Pure and base-level: imports nothing of ours. ``docs/architecture.md`` (walk 2)
-lists every place the fencing token and this deadline are checked.
+Used by every runner: ``failover.fence.FencedRunner``, the node's ``cluster.camera_runner.RayCameraRunner`` (which
+hands its deadline to its camera actors at each renewal) and each camera's ``actors.worker.CameraWorker`` (which
+pauses by itself once the deadline passes). Pure and base-level: imports nothing of ours.
+``docs/architecture.md`` (walk 2) lists every place the fencing token and this deadline are checked.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ zones are, or in pixels with the size they were measured at:
 
 - the **image circle** (``centre: [x, y]`` normalised to the frame, ``radius`` as a fraction of the frame's height),
   with the equidistant model ``r = f theta`` and the lens's ``fov_deg`` (180 for most ceiling fisheyes): what
-  ``edgepair camera calibrate-lens`` measures from one frame, enough when no calibration exists;
+  ``edgepair camera calibrate-lens`` measures from one frame, enough when no calibration exists; it writes the
+  ``size: [width, height]`` of that frame too, and a stream of another aspect is refused (the normalised circle would
+  stretch with it into an ellipse);
 - an OpenCV fisheye **calibration** (``K`` 3x3 and ``D`` k1..k4 from ``cv2.fisheye.calibrate``) with the frame
   ``size: [width, height]`` it was made at; a stream of another size with the same aspect scales ``K``.
 
@@ -59,7 +61,9 @@ class LensConfig(BaseModel):
         default=None, description="fisheye: OpenCV's fisheye distortion k1, k2, k3, k4 (cv2.fisheye.calibrate)."
     )
     size: tuple[int, int] | None = Field(
-        default=None, description="fisheye with K: the frame [width, height] in pixels that K was calibrated at."
+        default=None,
+        description="fisheye: the frame [width, height] in pixels that K was calibrated at, or that the image circle"
+        " was measured on (a stream of another aspect is refused).",
     )
     views: int = Field(
         default=DEFAULT_LENS_VIEWS,
@@ -72,7 +76,7 @@ class LensConfig(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> LensConfig:
         circle = self.centre is not None or self.radius is not None
-        calibration = self.K is not None or self.D is not None or self.size is not None
+        calibration = self.K is not None or self.D is not None or (self.size is not None and not circle)
         if self.type == "normal":
             if circle or calibration:
                 raise ValueError("lens: centre, radius, K, D and size describe a fisheye: add `type: fisheye`")
@@ -92,7 +96,15 @@ class LensConfig(BaseModel):
             )
         if calibration:
             self._check_calibration()
+        elif self.size is not None:
+            self._check_size(self.size)
         return self
+
+    @staticmethod
+    def _check_size(size: tuple[int, int]) -> None:
+        w, h = size
+        if not (16 <= w <= 16384 and 16 <= h <= 16384):
+            raise ValueError(f"lens: size {list(size)} is not a frame size: 16..16384 pixels each way")
 
     def _check_calibration(self) -> None:
         if self.K is None or self.D is None or self.size is None:
@@ -104,8 +116,7 @@ class LensConfig(BaseModel):
                 " returns it)"
             )
         w, h = self.size
-        if not (16 <= w <= 16384 and 16 <= h <= 16384):
-            raise ValueError(f"lens: size {list(self.size)} is not a frame size: 16..16384 pixels each way")
+        self._check_size(self.size)
         if not (0 <= cx <= w and 0 <= cy <= h):
             raise ValueError(f"lens: K's centre ({cx:g}, {cy:g}) is outside the {w}x{h} frame it was calibrated at")
         if any(abs(k) > 10 for k in self.D):
@@ -145,6 +156,13 @@ class LensConfig(BaseModel):
             )
             return Lens(centre[0], centre[1], radius, base.fx, base.fy, base.k)
         assert self.centre is not None and self.radius is not None
+        if self.size is not None and abs(width / height - self.size[0] / self.size[1]) > 0.01:
+            cw, ch = self.size
+            raise ConfigError(
+                f"lens: the frame is {width}x{height} but the image circle was measured on a {cw}x{ch} frame (another"
+                " aspect: the circle would stretch into an ellipse): run `edgepair camera calibrate-lens` on this"
+                " stream"
+            )
         return Lens.equidistant(self.centre[0] * width, self.centre[1] * height, self.radius * height, self.fov_deg)
 
 

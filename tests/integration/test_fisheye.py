@@ -89,7 +89,9 @@ def test_calibrate_lens_prints_the_lens_block(tmp_path: Path, capsys: pytest.Cap
     assert main(["-q", "camera", "calibrate-lens", "--config", str(_config(tmp_path, False)), "--camera", "ceiling",
                  "--image", str(CEPDOF / "video_0" / "Lunch3_000001.jpg")]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert out.splitlines()[:4] == ["lens:", "  type: fisheye", "  centre: [0.4998, 0.5000]", "  radius: 0.4998"]
+    assert out.splitlines()[:5] == [
+        "lens:", "  type: fisheye", "  centre: [0.4998, 0.5000]", "  radius: 0.4998", "  size: [2048, 2048]"
+    ]  # fmt: skip
 
 
 @needs_cepdof

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from actors.worker import CameraWorker
-from cluster.config import Config, parse_config
 from cluster.camera_runner import RayCameraRunner
+from cluster.config import Config, parse_config
 
 TTL = 2.0  # fence window 0.8 x 2 = 1.6 s
 

@@ -286,3 +286,20 @@ def test_image_circle_found_inside_the_frame_and_refused_outside() -> None:
     off = np.zeros((600, 800), np.uint8)
     cv2.circle(off, (1000, 300), 500, 200, -1)
     assert estimate_circle(off) is None
+
+
+def test_a_circle_measured_on_a_frame_of_another_aspect_is_refused() -> None:
+    """A normalised circle stretches with the stream: measured on a 4:3 frame (``size``, as calibrate-lens writes
+    it), a 16:9 stream would make it an ellipse. The same aspect at another size scales; without ``size`` (written by
+    hand) it is taken as it is."""
+    from cluster.lens_config import LensConfig
+
+    lens_cfg = LensConfig(type="fisheye", centre=(0.5, 0.5), radius=0.5, size=(1024, 768))
+    assert lens_cfg.lens_for(2048, 1536) == Lens.equidistant(1024.0, 768.0, 768.0)
+    with pytest.raises(ConfigError, match=r"measured on a 1024x768 frame \(another aspect"):
+        lens_cfg.lens_for(1920, 1080)
+    assert LensConfig(type="fisheye", centre=(0.5, 0.5), radius=0.5).lens_for(1920, 1080) == Lens.equidistant(
+        960.0, 540.0, 540.0
+    )
+    with pytest.raises(ValueError, match="not a frame size"):
+        LensConfig(type="fisheye", centre=(0.5, 0.5), radius=0.5, size=(8, 8))
