@@ -11,7 +11,8 @@ from typing import Any
 
 import ray
 
-from actors.worker import CameraWorker, InferenceServer
+from actors.inference_server import InferenceServer
+from actors.worker import CameraWorker
 from cluster.config import Config
 from cluster.errors import StorageError
 from storage.signing import SignerRef

@@ -22,9 +22,9 @@ break, a hook removes no guarantee: it lets a drill inject a fault that cannot b
 The node logs each hook as a WARNING at start and reports them in ``/health`` (``"test_faults"``). An unknown value is
 a :class:`~cluster.errors.ConfigError`.
 
-- ``fail-inference``: the node's inference actor is an :class:`~actors.worker.InferenceServer` whose ONNX session
-  raises while the file :func:`fail_inference_trigger` exists (the ``fail-inference`` drill creates it, and removes
-  it to restore). Inert while the file is absent.
+- ``fail-inference``: the node's inference actor is an :class:`~actors.inference_server.InferenceServer` whose ONNX
+  session raises while the file :func:`fail_inference_trigger` exists (the ``fail-inference`` drill creates it, and
+  removes it to restore). Inert while the file is absent.
 - ``clock-jump``: every process of the node (the agent and its Ray workers, through Ray's worker setup hook) reads
   its wall clock (``time.time``, ``time.time_ns``) plus the seconds written in the file :func:`clock_offset_file`
   (read at most every 0.1 s; absent or unreadable: 0); the monotonic clock is untouched, as with a real step of the
@@ -127,10 +127,10 @@ def start_failable_inference(config: Any, model_path: str, trigger: Path) -> Any
     the name ``InferenceServer`` (its process is ``ray::InferenceServer``, as the hang-inference drill looks for)."""
     import ray
 
-    from actors import worker
+    from actors import inference_server
     from actors.ray_actors import INFERENCE_OPTIONS
 
-    class InferenceServer(worker.InferenceServer):
+    class InferenceServer(inference_server.InferenceServer):
         def __init__(self, config: Any, model_path: str, max_batch: int, trigger: Path) -> None:
             super().__init__(config, model_path, max_batch)
             self.detector.detect_batch = failing_while(trigger, self.detector.detect_batch)  # type: ignore[method-assign,assignment]
