@@ -34,7 +34,7 @@ from typing import Any
 
 from cluster import drill_frames
 from cluster.drill_baseline import compare_with_baseline, processed_filter
-from cluster.drill_report import summarize
+from cluster.drill_report import AHEAD_S, boundaries, detection, failures, summarize, summary_of, takeovers
 from cluster.drill_target import NODE_FAULTS, SCENARIOS, DrillTarget, LocalPair, cut_camera
 from cluster.errors import EdgepairError
 from cluster.waiting import wait_for
@@ -49,10 +49,6 @@ REMEASURE_S = 40.0
 inconclusive, within ``max_extra_s`` in all."""
 """A fresh tracker's continuity horizon on the demo footage is 10-30 s (people in view): the estimate used to decide
 whether to watch longer; the comparison uses the exact horizons from the replay."""
-
-AHEAD_S = 10.0
-"""A window that starts this long after its segment file was written was stamped by a clock ahead of the true time
-(a file is written after its window ends): a failure."""
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +177,7 @@ def run_once(
     with Watcher(target) as watch:
         t_begin = time.time()
         leader, place = _still_before_fault(target, cams, start, pre_s)
-        before = {n: _summary(h) for n, h in watch.latest().items()}
+        before = {n: summary_of(h) for n, h in watch.latest().items()}
         t0 = time.time()
         victim, restore = target.inject(scenario, leader=leader, place=place, hold_s=hold_s)
         log.info("drill %s: fault injected on %s at %.3f", scenario, victim, t0)
@@ -218,8 +214,8 @@ def run_once(
                 "restored_after_s": round(t_restored - t0, 2),
                 "span": [t_begin, t_end],
                 "watched_longer_s": round(t_end - watch_from - measuring, 1),
-                "detection_s": _detection(samples, before, t0),
-                "takeover_s": _takeovers([x for x in samples if x[0] <= t_restored], t0, cams),
+                "detection_s": detection(samples, before, t0),
+                "takeover_s": takeovers([x for x in samples if x[0] <= t_restored], t0, cams),
                 "unsafe_break": sorted({b for _t, _n, h in samples for b in h.get("unsafe_break") or ()}),
             }
             report.update(_measure(target, survivor, t_begin, t_end - 2.0, samples, t0, baseline, min_events))
@@ -254,7 +250,7 @@ def _verdict(target: DrillTarget, cams: list[str], report: dict[str, Any]) -> di
     healths = {n: target.health(n) or {} for n in target.nodes}
     report["kept_frames"] = {n: h.get("kept_frames") or {} for n, h in healths.items() if h.get("kept_frames")}
     report["kept_frames_lost"] = sum(int(h.get("kept_frames_lost") or 0) for h in healths.values())
-    report["failures"] = _failures(report, cams)
+    report["failures"] = failures(report, cams)
     report["ok"] = not report["failures"]
     return report
 
@@ -317,10 +313,6 @@ def _watch_longer(
         time.sleep(10.0)
 
 
-def _summary(h: dict[str, Any]) -> tuple[Any, ...]:
-    return (h.get("role"), h.get("leader"), h.get("mode"), tuple(h.get("cameras") or ()))
-
-
 def _taken_over(watch: Watcher, cams: list[str], t0: float, moved: list[str]) -> bool:
     """Every camera running on a node that answers, each of ``moved`` in an actor whose first frame came after the
     fault, 1.5 s after the fault at least."""
@@ -333,44 +325,6 @@ def _taken_over(watch: Watcher, cams: list[str], t0: float, moved: list[str]) ->
         if float(st.get("first_frame_at") or 0) > t0
     }
     return time.time() > t0 + 1.5 and set(cams) <= set(place) and set(moved) <= fresh
-
-
-def _detection(samples: list[tuple[float, str, dict[str, Any]]], before: dict[str, Any], t0: float) -> float | None:
-    for t, node, h in samples:
-        if t > t0 and node in before and _summary(h) != before[node]:
-            return round(t - t0, 2)
-    return None
-
-
-def _takeovers(samples: list[tuple[float, str, dict[str, Any]]], t0: float, cams: list[str]) -> dict[str, Any]:
-    """Per camera: fault to the first frame of the first actor started after the fault (None: never disturbed).
-
-    ``samples`` end when the fault is repaired: what moves after that (the rebalance once the victim is back) is
-    not a takeover.
-    """
-    out: dict[str, Any] = {}
-    for cam in cams:
-        firsts = [
-            float(st["first_frame_at"])
-            for _t, _n, h in samples
-            for c, st in (h.get("camera_status") or {}).items()
-            if c == cam and float(st.get("first_frame_at") or 0) > t0
-        ]
-        out[cam] = round(min(firsts) - t0, 2) if firsts else None
-    return out
-
-
-def _boundaries(samples: list[tuple[float, str, dict[str, Any]]], cam: str, t0: float) -> list[float]:
-    """Every fresh tracker start of ``cam`` after ``t0`` (the span's start: a camera the health monitor moved before
-    the fault starts a horizon too)."""
-    return sorted(
-        {
-            float(st["first_frame_at"])
-            for _t, _n, h in samples
-            for c, st in (h.get("camera_status") or {}).items()
-            if c == cam and float(st.get("first_frame_at") or 0) > t0
-        }
-    )
 
 
 def _settle_replication(target: DrillTarget, bound_s: float = 30.0) -> None:
@@ -450,7 +404,7 @@ def _measure(
                     cam,
                     ev,
                     per_cam[cam],
-                    _boundaries(samples, cam, a),
+                    boundaries(samples, cam, a),
                     min_events=min_events,
                     keep=keeps[cam],
                 )
@@ -527,52 +481,6 @@ def _camera_metrics(
         "events": sum(1 for e in ev if e["camera_id"] == cam and lo <= e["t"] < hi),
         "span": [lo, hi],
     }
-
-
-def _failures(r: dict[str, Any], cams: list[str]) -> list[str]:
-    """Why the run failed, one line each (empty: it passed)."""
-    out = []
-    if r["unsafe_break"]:
-        out.append(f"a node ran with the test-only break {','.join(r['unsafe_break'])} (EDGEPAIR_UNSAFE_BREAK)")
-    if not r["recovered"]:
-        out.append("a camera was not processing frames again within 60 s of the fault")
-    if r.get("kept_frames"):
-        out.append(f"windows a failing disk refused are still held in memory at the end: {r['kept_frames']}")
-    if r.get("kept_frames_lost"):
-        out.append(f"{r['kept_frames_lost']} frames in windows a failing disk refused were lost with their actor")
-    for cam, c in r["cameras"].items():
-        if c["double_running_s"] > 0:
-            out.append(
-                f"{cam}: processed by two producers at once for {c['double_running_s']} s "
-                f"({c['double_running_events']} events written by the loser then): {c['double_running'][:3]}"
-            )
-        if c["frames_unwritten"]:
-            out.append(
-                f"{cam}: frames processed and never written (lost windows): {c['frames_unwritten']};"
-                f" gaps while the camera was processing: {c['unexplained_gaps'][:5]}"
-            )
-        if c["not_replicated"]:
-            out.append(f"{cam}: {len(c['not_replicated'])} windows written but not in the survivor's data")
-        if c.get("windows_ahead"):
-            out.append(
-                f"{cam}: {len(c['windows_ahead'])} windows stamped more than {AHEAD_S:.0f} s after their file was"
-                f" written (a clock ahead of the true time): {c['windows_ahead'][:3]}"
-            )
-        if not c["tokens_monotonic"]:
-            out.append(f"{cam}: credited tokens go back in time: {c['tokens']}")
-    if r["events_credited_twice"]:
-        out.append(f"{r['events_credited_twice']} events credited twice")
-    missing = sorted(set(cams) - set(r["running_after"]))
-    if missing:
-        out.append(f"not running after the drill: {', '.join(missing)}")
-    for cam, b in (r.get("baseline") or {}).items():
-        if b["verdict"] == "differ":
-            out.append(f"{cam}: events outside gaps and horizons differ from the baseline ({b['missing'][:3]} missing, "
-                       f"{b['extra'][:3]} extra)")  # fmt: skip
-        elif b["verdict"] == "inconclusive":
-            out.append(f"{cam}: baseline inconclusive: {b['drill_events_compared']} events compared, "
-                       f"at least {b['min_events']} needed (watch longer: --settle)")  # fmt: skip
-    return out
 
 
 def run_drill(

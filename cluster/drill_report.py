@@ -1,9 +1,103 @@
-"""The drill report: median and max over runs (:func:`summarize`) and the terminal table (:func:`format_report`)."""
+"""The drill report: what the health samples say (:func:`detection`, :func:`takeovers`, :func:`boundaries`), why a run
+failed (:func:`failures`), median and max over runs (:func:`summarize`) and the terminal table
+(:func:`format_report`)."""
 
 from __future__ import annotations
 
 import statistics
 from typing import Any
+
+AHEAD_S = 10.0
+"""A window that starts this long after its segment file was written was stamped by a clock ahead of the true time
+(a file is written after its window ends): a failure."""
+
+
+def summary_of(h: dict[str, Any]) -> tuple[Any, ...]:
+    return (h.get("role"), h.get("leader"), h.get("mode"), tuple(h.get("cameras") or ()))
+
+
+def detection(samples: list[tuple[float, str, dict[str, Any]]], before: dict[str, Any], t0: float) -> float | None:
+    for t, node, h in samples:
+        if t > t0 and node in before and summary_of(h) != before[node]:
+            return round(t - t0, 2)
+    return None
+
+
+def takeovers(samples: list[tuple[float, str, dict[str, Any]]], t0: float, cams: list[str]) -> dict[str, Any]:
+    """Per camera: fault to the first frame of the first actor started after the fault (None: never disturbed).
+
+    ``samples`` end when the fault is repaired: what moves after that (the rebalance once the victim is back) is
+    not a takeover.
+    """
+    out: dict[str, Any] = {}
+    for cam in cams:
+        firsts = [
+            float(st["first_frame_at"])
+            for _t, _n, h in samples
+            for c, st in (h.get("camera_status") or {}).items()
+            if c == cam and float(st.get("first_frame_at") or 0) > t0
+        ]
+        out[cam] = round(min(firsts) - t0, 2) if firsts else None
+    return out
+
+
+def boundaries(samples: list[tuple[float, str, dict[str, Any]]], cam: str, t0: float) -> list[float]:
+    """Every fresh tracker start of ``cam`` after ``t0`` (the span's start: a camera the health monitor moved before
+    the fault starts a horizon too)."""
+    return sorted(
+        {
+            float(st["first_frame_at"])
+            for _t, _n, h in samples
+            for c, st in (h.get("camera_status") or {}).items()
+            if c == cam and float(st.get("first_frame_at") or 0) > t0
+        }
+    )
+
+
+def failures(r: dict[str, Any], cams: list[str]) -> list[str]:
+    """Why the run failed, one line each (empty: it passed)."""
+    out = []
+    if r["unsafe_break"]:
+        out.append(f"a node ran with the test-only break {','.join(r['unsafe_break'])} (EDGEPAIR_UNSAFE_BREAK)")
+    if not r["recovered"]:
+        out.append("a camera was not processing frames again within 60 s of the fault")
+    if r.get("kept_frames"):
+        out.append(f"windows a failing disk refused are still held in memory at the end: {r['kept_frames']}")
+    if r.get("kept_frames_lost"):
+        out.append(f"{r['kept_frames_lost']} frames in windows a failing disk refused were lost with their actor")
+    for cam, c in r["cameras"].items():
+        if c["double_running_s"] > 0:
+            out.append(
+                f"{cam}: processed by two producers at once for {c['double_running_s']} s "
+                f"({c['double_running_events']} events written by the loser then): {c['double_running'][:3]}"
+            )
+        if c["frames_unwritten"]:
+            out.append(
+                f"{cam}: frames processed and never written (lost windows): {c['frames_unwritten']};"
+                f" gaps while the camera was processing: {c['unexplained_gaps'][:5]}"
+            )
+        if c["not_replicated"]:
+            out.append(f"{cam}: {len(c['not_replicated'])} windows written but not in the survivor's data")
+        if c.get("windows_ahead"):
+            out.append(
+                f"{cam}: {len(c['windows_ahead'])} windows stamped more than {AHEAD_S:.0f} s after their file was"
+                f" written (a clock ahead of the true time): {c['windows_ahead'][:3]}"
+            )
+        if not c["tokens_monotonic"]:
+            out.append(f"{cam}: credited tokens go back in time: {c['tokens']}")
+    if r["events_credited_twice"]:
+        out.append(f"{r['events_credited_twice']} events credited twice")
+    missing = sorted(set(cams) - set(r["running_after"]))
+    if missing:
+        out.append(f"not running after the drill: {', '.join(missing)}")
+    for cam, b in (r.get("baseline") or {}).items():
+        if b["verdict"] == "differ":
+            out.append(f"{cam}: events outside gaps and horizons differ from the baseline ({b['missing'][:3]} missing, "
+                       f"{b['extra'][:3]} extra)")  # fmt: skip
+        elif b["verdict"] == "inconclusive":
+            out.append(f"{cam}: baseline inconclusive: {b['drill_events_compared']} events compared, "
+                       f"at least {b['min_events']} needed (watch longer: --settle)")  # fmt: skip
+    return out
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:

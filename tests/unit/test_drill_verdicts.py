@@ -1,4 +1,4 @@
-"""When a failover drill passes: the failure lines of one run (cluster.drill._failures) and the events compared
+"""When a failover drill passes: the failure lines of one run (cluster.drill_report.failures) and the events compared
 with the undisturbed baseline (cluster.drill_baseline.compare_with_baseline). Pure logic: the replay is faked."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cluster import drill_baseline
-from cluster.drill import _failures
 from cluster.drill_baseline import compare_with_baseline
+from cluster.drill_report import failures as _failures
 
 T = 1_800_000_000.0
 CAMS = ["cam-1", "cam-2"]
