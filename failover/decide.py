@@ -239,10 +239,19 @@ def plan_assignment(
                 orphans.append((cam, f"{src} stopped it"))
             continue
         if node is None:
-            runs = [n for n, m in eligible.items() if cam in m.running]
-            if len(runs) == 1 and (previous is None or cam not in previous.cameras):
+            # Every live member that says it runs it, healthy or not: none may be started elsewhere before it stops.
+            runs = sorted(n for n, m in members.items() if cam in m.running)
+            if len(runs) == 1 and runs[0] in eligible and (previous is None or cam not in previous.cameras):
                 owner[cam] = runs[0]  # the assignment lost it (a malformed key read as absent): it stays where it runs
                 notes.append(f"keeping {cam} on {runs[0]}: it runs it and no assignment names it")
+                continue
+            if runs:
+                owner[cam] = None  # runs where no assignment gives it (an unhealthy member, two members): stopped first
+                if len(runs) == 1:
+                    moving[cam] = runs[0]
+                    if runs[0] not in eligible and eligible:
+                        displaced[cam] = runs[0]
+                notes.append(f"{cam} runs on {', '.join(runs)} though no assignment gives it: waiting for it to stop")
                 continue
             orphans.append((cam, "unassigned"))
             continue
