@@ -449,6 +449,31 @@ def connect_store(
     return con
 
 
+RAW_VIEWS = frozenset({"events", "events_audit", "windows", "segment_meta"})
+"""Views that :mod:`storage.views` and :func:`connect_store` define alike (no KPI view is built on them)."""
+
+
+def _reads_raw_views_only(sql: str) -> bool:
+    """True when ``sql`` names some of :data:`RAW_VIEWS` and no other view: a query of the events alone. Anything
+    else (a KPI view, ``SHOW TABLES``, a name this cannot tell) gets every view."""
+    from storage.kpis import KPI_VIEW_NAMES
+    from storage.views import VIEW_NAMES
+
+    views = {v.lower() for v in (*VIEW_NAMES, *KPI_VIEW_NAMES)}
+    try:
+        words = {
+            sql[pos:].split(None, 1)[0].strip('"();,').lower()
+            for pos, kind in duckdb.tokenize(sql)
+            if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)
+        }
+    except Exception:
+        return False
+    if words & {"show", "describe", "summarize"}:
+        return False
+    named = words & views
+    return bool(named) and named <= RAW_VIEWS
+
+
 def query_store(data_dir: Path, setup: StoreSetup, sql: str, *, trust: BlockTrust | None = None) -> pa.Table:
     """``edgepair query``: run ``sql`` (exactly one read-only statement) on a fresh locked connection with every view
     of :func:`connect_store` (the KPI views of ``edgepair sql`` and ``analytics open``, materialised days included);
@@ -460,7 +485,14 @@ def query_store(data_dir: Path, setup: StoreSetup, sql: str, *, trust: BlockTrus
     names = ", ".join(dict.fromkeys([*VIEW_NAMES, *KPI_VIEW_NAMES]))
     help_text = f"views: {names}; run 'SHOW TABLES' to list them, 'DESCRIBE traffic_daily' for columns"
     check_statement(sql, help_text)
-    con = connect_store(data_dir, setup, trust=trust)
+    if _reads_raw_views_only(sql):  # the same views either way; building the KPI views would cost a second a year
+        from storage.views import open_dataset
+
+        con = open_dataset(data_dir, setup.timezone)
+        for view in ("zone_dwell", "visits", "traffic_hourly", "coverage"):  # not the KPI views: no other meaning
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+    else:
+        con = connect_store(data_dir, setup, trust=trust)
     try:
         relation = con.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})

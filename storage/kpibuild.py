@@ -19,6 +19,8 @@ import logging
 import os
 import secrets
 import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from storage.kpimat import (
     BLOCK_SIG,
     DAY,
     MAT_FORMAT,
+    MAX_META_BYTES,
     Block,
     _check_block,
     _file_hashes,
@@ -50,6 +53,7 @@ from storage.kpimat import (
     day_start,
     fingerprints,
     read_blocks,
+    read_limited,
     runs,
     snapshot_pieces,
     ts_literal,
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TMP_PREFIX = ".kpi-tmp-"
 _WORK = "_kpi_w"
 _TABLES = "_kpi_t"
 
@@ -118,8 +123,9 @@ def _write_block(
     others from ``old``."""
     root = Path(data_dir) / KPI_DIR
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{secrets.token_hex(6)}"
-    tmp.mkdir()
+    # Written beside kpi/, not in it, in a folder only the node's user can enter: what the node hashes and signs
+    # below is what it wrote (whoever may write kpi/ cannot swap a file in between).
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir))
 
     def day_list(days: list[date]) -> str:
         return ", ".join(f"DATE '{d.isoformat()}'" for d in days)
@@ -128,14 +134,18 @@ def _write_block(
         copied = sorted(set(want) - set(compute))
         for view in KPI_VIEW_NAMES:
             parts = [f"SELECT * FROM {_TABLES}.{view} WHERE local_date IN ({day_list(compute)})"] if compute else []
-            if copied and old is not None:
-                source = _literal(str(old.file(view)))
-                parts.append(f"SELECT * FROM read_parquet({source}) WHERE local_date IN ({day_list(copied)})")
+            if copied and old is not None:  # from the bytes read_blocks checked, never the old files again
+                con.register("_kpi_old_rows", old.table(view))
+                parts.append(f"SELECT * FROM _kpi_old_rows WHERE local_date IN ({day_list(copied)})")
             target = tmp / f"{view}.parquet"
-            con.execute(
-                f"COPY ({' UNION ALL BY NAME '.join(parts)} ORDER BY local_date) TO {_literal(str(target))}"
-                " (FORMAT parquet, COMPRESSION zstd)"
-            )
+            try:
+                con.execute(
+                    f"COPY ({' UNION ALL BY NAME '.join(parts)} ORDER BY local_date) TO {_literal(str(target))}"
+                    " (FORMAT parquet, COMPRESSION zstd)"
+                )
+            finally:
+                if copied and old is not None:
+                    con.unregister("_kpi_old_rows")
             _fsync(target)
         days_json = {d.isoformat(): fp for d, fp in sorted(want.items())}
         meta = {"format": MAT_FORMAT, "store_id": setup.store_id, "timezone": setup.timezone, "month": month}
@@ -145,6 +155,7 @@ def _write_block(
         if signer is not None:  # signed under its final name (the signature's id), written before block.json
             write_atomic(tmp / BLOCK_SIG, signer.sign(block_id(final), hashlib.sha256(raw).hexdigest()))
         write_atomic(tmp / BLOCK_FILE, raw)
+        os.chmod(tmp, stat.S_IMODE(root.stat().st_mode))  # readable as kpi/ is (mkdtemp made it the node's only)
         if _whole(final, raw, trust, signed=signer is not None):
             shutil.rmtree(tmp)
         elif final.exists():  # the same days, damaged (a file lost or cut): the new copy replaces it
@@ -165,7 +176,7 @@ def _whole(folder: Path, raw: bytes, trust: tuple[Verifier | None, Collection[st
     """``folder`` already holds the block being written: the same ``block.json`` bytes ``raw`` (so the same days and
     file checksums), every file matching them and, when blocks are ``signed``, a good signature."""
     try:
-        if (folder / BLOCK_FILE).read_bytes() != raw:
+        if read_limited(folder / BLOCK_FILE, MAX_META_BYTES) != raw:
             return False
         if signed and not (folder / BLOCK_SIG).is_file():
             return False
@@ -178,7 +189,7 @@ def _whole(folder: Path, raw: bytes, trust: tuple[Verifier | None, Collection[st
 def _remove_leftovers(root: Path) -> None:
     """Folders a killed refresh left half-written (``.tmp-*``) or half-replaced (``.old-*``): only the node's
     housekeeping writes ``kpi/``, one refresh at a time, so none is in use when a refresh starts."""
-    for folder in root.glob(".tmp-*") if root.is_dir() else []:
+    for folder in [*root.parent.glob(f"{TMP_PREFIX}*"), *(root.glob(".tmp-*") if root.is_dir() else [])]:
         shutil.rmtree(folder, ignore_errors=True)
     for folder in root.glob(".old-*") if root.is_dir() else []:
         shutil.rmtree(folder, ignore_errors=True)

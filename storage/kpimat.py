@@ -9,12 +9,13 @@ The node's housekeeping (:mod:`storage.kpibuild`) writes, beside ``events/``, th
 
 Rules:
 
-- A day's *fingerprint* (:func:`fingerprints`) is a hash of everything its rows depend on: the format of the SQL
-  (:data:`MAT_FORMAT`), the store, its time zone, lines and zones, the KPI definition versions in force on D-1, D
-  and D+1, and the credited and outranked time pieces of every camera (producer, token, start, end: from the catalog,
-  so a late segment replicated after a failover gap, or a split-brain producer, changes it) clipped to D-1..D+1
-  (``DAYS_AFTER`` of :mod:`storage.kpisql`: what a day's visits can reach, given ``MAX_VISIT_S``). The
-  layout of the files (1-second segments, hour, day or month files) does not enter it, so compaction changes nothing.
+- A day's *fingerprint* (:func:`fingerprints`) is a hash of everything its rows depend on: the format of the files
+  (:data:`MAT_FORMAT`) and a hash of the views' SQL, the store, its time zone, lines and zones, the KPI definition
+  versions in force on D-1, D and D+1, and the credited and outranked time pieces of every camera (producer, token,
+  start, end: from the catalog, so a late segment replicated after a failover gap, or a split-brain producer,
+  changes it) clipped to D-1..D+1 (``DAYS_AFTER`` of :mod:`storage.kpisql`: what a day's visits can reach, given
+  ``MAX_VISIT_S``). The layout of the files (1-second segments, hour, day or month files) does not enter it, so
+  compaction changes nothing.
   This assumes what the writer does: an event lies in (or within a day of) its segment's window, so a segment's
   events change only days whose fingerprint its claim changes.
 - Blocks are immutable: written under a temporary name, fsynced and renamed; the hash in the name is that of their
@@ -43,8 +44,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,10 +55,11 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from storage.analytics import register_table as _register
 from storage.kpis import DefinitionRecord, StoreSetup, definition_periods
-from storage.kpisql import DAYS_AFTER, KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views
+from storage.kpisql import DAYS_AFTER, KPI_SCHEMA, KPI_VIEW_NAMES, Names, create_kpi_views, sql_digest
 from storage.sandbox import KPI_DIR
 from storage.segments import sha256_file
 from storage.signing import MAX_SIG_BYTES
@@ -67,8 +71,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAT_FORMAT = 2
-"""Bump when the SQL of a KPI view changes: every materialised day becomes stale and is rebuilt."""
+MAT_FORMAT = 3
+"""Bump when the files' format changes (the SQL of the views is in every fingerprint, :func:`storage.kpisql.sql_digest`:
+a change of it makes every materialised day stale and rebuilt by itself)."""
 BLOCK_FILE = "block.json"
 BLOCK_SIG = "block.sig"
 MAT_SCHEMA = "_kpi_mat"
@@ -103,15 +108,17 @@ class BlockTrust:
 
 @dataclass(frozen=True)
 class Block:
-    """One month of materialised days."""
+    """One month of materialised days, with the bytes of its view files as they were checked (``data``): readers
+    load the rows from those bytes, never from the files again (a file swapped after the check changes nothing)."""
 
     path: Path
     month: str
     days: dict[date, str]
     mtime: float
+    data: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
-    def file(self, view: str) -> Path:
-        return self.path / f"{view}.parquet"
+    def table(self, view: str) -> pa.Table:
+        return pq.read_table(pa.BufferReader(self.data[view]))
 
 
 def block_id(folder: Path) -> str:
@@ -119,27 +126,54 @@ def block_id(folder: Path) -> str:
     return f"{KPI_DIR}/{folder.name}"
 
 
+MAX_VIEW_BYTES = 512 * 1024 * 1024
+"""The largest view file a reader takes (a month of one view; a year of 16 cameras holds a few MiB a month)."""
+MAX_META_BYTES = 16 * 1024 * 1024
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` (not a link, a FIFO or a device: ValueError), at most ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"{path.name} is {st.st_size} bytes, more than {limit}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is more than {limit} bytes")
+    return data
+
+
 def _file_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of each view file the node has just written (:mod:`storage.kpibuild`)."""
     return {v: sha256_file(folder / f"{v}.parquet") for v in KPI_VIEW_NAMES}
 
 
 def _check_block(
     folder: Path, raw: bytes, meta: dict, verifier: Verifier | None, nodes: Collection[str] | None
-) -> None:
-    """Raise ValueError unless every view file has the sha256 that ``block.json`` lists and, with ``verifier``, the
-    block's signature (``block.sig``) is good, by a workstation of ``nodes`` when given (module rules)."""
+) -> dict[str, bytes]:
+    """The bytes of every view file, read once, when each has the sha256 that ``block.json`` lists and, with
+    ``verifier``, the block's signature (``block.sig``) is good, by a workstation of ``nodes`` when given (module
+    rules); ValueError otherwise."""
     listed = meta.get("files")
     if not isinstance(listed, dict):
         raise ValueError("block.json lists no file checksums (written by an older release)")
-    for v, sha in _file_hashes(folder).items():  # a file changed or cut short (a torn copy, a disk that failed)
-        if listed.get(v) != sha:
+    data: dict[str, bytes] = {}
+    for v in KPI_VIEW_NAMES:  # a file changed or cut short (a torn copy, a disk that failed)
+        data[v] = read_limited(folder / f"{v}.parquet", MAX_VIEW_BYTES)
+        if listed.get(v) != hashlib.sha256(data[v]).hexdigest():
             raise ValueError(f"{v}.parquet does not match its checksum in {BLOCK_FILE}")
     if verifier is None:
-        return
+        return data
     from cluster.pki import PKIError
 
     try:
-        doc = (folder / BLOCK_SIG).read_bytes()[: MAX_SIG_BYTES + 1]
+        doc = read_limited(folder / BLOCK_SIG, MAX_SIG_BYTES)
     except FileNotFoundError:
         raise ValueError(f"not signed ({BLOCK_SIG} missing)") from None
     try:
@@ -148,12 +182,13 @@ def _check_block(
         raise ValueError(f"bad signature: {exc}") from None
     if nodes is not None and signer not in nodes:
         raise ValueError(f"signed by {signer}, not a workstation of this store ({', '.join(sorted(nodes))})")
+    return data
 
 
 def check_block_folder(folder: Path, verifier: Verifier | None, nodes: Collection[str] | None) -> str:
     """Why the block ``folder`` would be left out by a reader with ``verifier`` (checksums, signature), or ""."""
     try:
-        raw = (folder / BLOCK_FILE).read_bytes()
+        raw = read_limited(folder / BLOCK_FILE, MAX_META_BYTES)
         meta = json.loads(raw)
         fmt = meta.get("format") if isinstance(meta, dict) else "?"
         if fmt != MAT_FORMAT:
@@ -175,16 +210,16 @@ def read_blocks(
         if folder.name.startswith("."):
             continue
         try:
-            raw = (folder / BLOCK_FILE).read_bytes()
+            raw = read_limited(folder / BLOCK_FILE, MAX_META_BYTES)
             meta = json.loads(raw)
             if meta["format"] != MAT_FORMAT or (meta["store_id"], meta["timezone"]) != (setup.store_id, setup.timezone):
                 continue
             days = {date.fromisoformat(d): str(fp) for d, fp in meta["days"].items()}
             if not all((folder / f"{v}.parquet").is_file() for v in KPI_VIEW_NAMES):
                 raise ValueError("a view's file is missing")
-            _check_block(folder, raw, meta, verifier, nodes)
-            out.append(Block(folder, str(meta["month"]), days, (folder / BLOCK_FILE).stat().st_mtime))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:
+            data = _check_block(folder, raw, meta, verifier, nodes)
+            out.append(Block(folder, str(meta["month"]), days, (folder / BLOCK_FILE).stat().st_mtime, data))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, pa.ArrowException) as exc:
             log.warning("materialised KPI block %s left out (%s): its days are computed from the events", folder, exc)
     return out
 
@@ -249,8 +284,9 @@ def fingerprints(
     """The fingerprint of each of ``days`` (module rules)."""
     tz = ZoneInfo(setup.timezone)
     periods = _versions(history, setup.timezone)
-    static = [MAT_FORMAT, setup.store_id, setup.timezone, sorted(map(list, ((ln.camera_id, ln.line_id, ln.kind)
-              for ln in setup.lines))), sorted([z.camera_id, z.zone_id] for z in setup.zones)]  # fmt: skip
+    lines = sorted([ln.camera_id, ln.line_id, ln.kind] for ln in setup.lines)
+    static = [MAT_FORMAT, sql_digest(), setup.store_id, setup.timezone, lines,
+              sorted([z.camera_id, z.zone_id] for z in setup.zones)]  # fmt: skip
     out: dict[date, str] = {}
     for d in days:
         lo, hi = day_start(d - DAY, tz) * 1_000_000, day_start(d + AFTER, tz) * 1_000_000
@@ -428,12 +464,16 @@ def attach_materialised(
     # node replaces a month's block every day and deletes the old one later, so a view naming the block's files
     # would fail in a long session or a file opened the next day; copied, they stay what was checked above.
     for view in KPI_VIEW_NAMES:
-        paths = ", ".join(_literal(f"{root}/{KPI_DIR}/{b.path.name}/{view}.parquet") for b in files)
         cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in types[view])
-        con.execute(
-            f"CREATE OR REPLACE TABLE {MAT_SCHEMA}.{view} AS SELECT {cols} FROM read_parquet([{paths}])"
-            f" WHERE local_date IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)"
-        )
+        rows = pa.concat_tables([b.table(view) for b in files], promote_options="permissive")  # the checked bytes
+        con.register("_kpi_mat_rows", rows)
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TABLE {MAT_SCHEMA}.{view} AS SELECT {cols} FROM _kpi_mat_rows"
+                f" WHERE local_date IN (SELECT local_date FROM {MAT_SCHEMA}.fresh)"
+            )
+        finally:
+            con.unregister("_kpi_mat_rows")
         con.execute(
             f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {MAT_SCHEMA}.{view}"
             f" UNION ALL SELECT * FROM {LIVE_SCHEMA}.{view}"

@@ -357,6 +357,15 @@ def _views_sql(n: Names) -> list[tuple[str, str]]:
     ]
 
 
+def sql_digest() -> str:
+    """A hash of the SQL of every KPI view (and of the constants in it, :data:`MAX_VISIT_S`): part of every
+    materialised day's fingerprint, so a change of the SQL makes every materialised day stale by itself."""
+    import hashlib
+
+    text = "\n".join(f"{name}\n{sql}" for name, sql in _views_sql(Names()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def create_kpi_views(con: duckdb.DuckDBPyConnection, names: Names | None = None) -> None:
     """(Re)create the KPI views of :data:`KPI_VIEW_NAMES` (and their internal helpers) on ``con``.
 

@@ -170,7 +170,7 @@ def _segments_raw_sql(source: str | None) -> str:
     return f"SELECT {', '.join(cols)} WHERE false"
 
 
-def _segment_meta_sql(source: str | None, tz: str) -> str:
+def _segment_meta_sql(source: str | None, tz: str, guard: str = "") -> str:
     names = list(SegmentMeta.__dataclass_fields__)
     if source is not None:
         picks = ", ".join(
@@ -193,7 +193,7 @@ def _segment_meta_sql(source: str | None, tz: str) -> str:
                window_end - window_start AS covered_s,
                frames, rows, node, token, config_version, model_version, timezone, filename
         FROM m
-        WHERE {_VISIBLE.format(alias="m")}
+        WHERE {_VISIBLE.format(alias="m")}{guard}
     """
 
 
@@ -449,7 +449,9 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, 
         FROM visits
         GROUP BY ALL
     """)
-    con.execute(f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(source, tz)}")
+    con.execute(
+        f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(source, tz, _still_there(source, root, data_dir))}"
+    )
     con.execute(f"""
         CREATE OR REPLACE VIEW windows AS
         SELECT camera_id, window_start, window_end, node, token, frames, credited, credited_s, segment_id

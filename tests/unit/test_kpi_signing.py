@@ -50,7 +50,9 @@ def forge(folder: Path, resign: StorePKI | None = None, as_node: str = "ws-a") -
     key of ``as_node`` when given): what someone who can write ``kpi/`` but has no workstation key can do."""
     f = folder / "traffic_daily.parquet"
     with duckdb.connect() as c:
-        c.execute(f"COPY (SELECT * REPLACE (entries * 100 AS entries) FROM read_parquet('{f}')) TO '{f}.new'")
+        c.execute(
+            f"COPY (SELECT * REPLACE (entries * 100 AS entries) FROM read_parquet('{f}')) TO '{f}.new' (FORMAT parquet)"
+        )
     Path(f"{f}.new").replace(f)
     meta = json.loads((folder / BLOCK_FILE).read_text())
     meta["files"]["traffic_daily"] = hashlib.sha256(f.read_bytes()).hexdigest()

@@ -219,3 +219,19 @@ def test_r17_the_analysts_duckdb_file_says_so_once_compaction_removed_its_files(
         with pytest.raises(duckdb.InvalidInputException, match="edgepair analytics open"):
             count(db, view)
     assert count(open_analytics(autumn, V1, tmp_path / "out" / "s1.duckdb")) == 7
+
+
+def test_edgepair_query_of_the_events_alone_skips_the_kpi_views_and_kpi_names_mean_one_thing(autumn: Path) -> None:
+    """``edgepair query`` builds the KPI views only when the statement names one (a query of the events alone would
+    pay a second a year for nothing); the simple views of the same names are dropped on that path, so a name never
+    means two things."""
+    from storage.analytics import _reads_raw_views_only, query_store
+
+    assert query_store(autumn, V1, "SELECT count(*) AS n FROM events").to_pylist() == [{"n": 7}]
+    assert _reads_raw_views_only("SELECT count(*) AS n FROM events")
+    raw = views(autumn, V1, materialised=False)[1]
+    daily = query_store(autumn, V1, "SELECT sum(entries) AS e FROM traffic_daily").to_pylist()
+    assert daily == [{"e": sum(r[5] for r in raw["traffic_daily"])}]
+    assert not _reads_raw_views_only("SHOW TABLES")
+    with pytest.raises(EdgepairError, match="traffic_hourly"):
+        query_store(autumn, V1, "SELECT * FROM events, query_table('traffic_hourly')")
