@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,7 @@ import yaml
 from cluster.drill import run_drill
 from cluster.drill_report import format_report
 from cluster.drill_target import GRAY_SCENARIOS, NODE_FAULTS
+from cluster.errors import EdgepairError
 from cluster.pair import pair_down, pair_up
 
 GRAY_TARGET_S = 5.0  # issue 15: the cameras of a broken workstation run on the healthy one within 5 s median
@@ -184,16 +186,29 @@ def _gray_pair(
     pair_up(config, run_dir, wait_s=180)
     try:
         for scenario in scenarios:
-            rep = run_drill(
-                run_dir,
-                scenario,
-                repeat=args.repeat,
-                baseline=baseline,
-                pre_s=args.pre_s,
-                settle_s=args.settle_s,
-                hold_s=3.0,
-                min_events=args.min_events if baseline else 0,
-            )
+            try:
+                rep = run_drill(
+                    run_dir,
+                    scenario,
+                    repeat=args.repeat,
+                    baseline=baseline,
+                    pre_s=args.pre_s,
+                    settle_s=args.settle_s,
+                    hold_s=3.0,
+                    min_events=args.min_events if baseline else 0,
+                )
+            except EdgepairError as exc:  # one scenario that cannot run (the pair never got ready) ends only itself
+                print(f"{scenario}: FAIL: {exc}\n")
+                failed = True
+                if args.json:
+                    keep = Path(args.json).parent / f"failed-{scenario}-logs"
+                    keep.mkdir(parents=True, exist_ok=True)
+                    for log_file in run_dir.rglob("*.log"):
+                        shutil.copy2(log_file, keep / f"{log_file.parent.name}-{log_file.name}")
+                    print(f"{scenario}: the pair's logs copied to {keep}")
+                pair_down(run_dir)  # a fresh pair for the next scenario
+                pair_up(config, run_dir, wait_s=180)
+                continue
             out[scenario] = rep
             print(format_report(rep))
             s = rep["summary"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster import unsafe
 from cluster.config import Config
+from cluster.errors import ConfigError
 from cluster.fencing import Fence
 from failover.fence import FENCE_FRACTION
 
@@ -96,7 +97,12 @@ class RayCameraRunner:
         """The rate a camera runs at: the planned ``fps`` capped by the camera's configured one (None: none given,
         the source's own rate). The one place this is computed: a start, an activation and Ray's restart of an actor
         all use it (the restart used to lose the plan when the camera had no ``fps`` of its own)."""
-        cam = next(c for c in self.config.cameras if c.id == camera_id)
+        cam = next((c for c in self.config.cameras if c.id == camera_id), None)
+        if cam is None:
+            raise ConfigError(
+                f"camera {camera_id} is assigned to node {self.config.node} but not in its config: give both"
+                " workstations the same cameras (roll the config out to both)"
+            )
         return min(fps, cam.fps) if cam.fps and fps else (fps or None)
 
     def _new_actor(self, camera_id: str, fps: float | None, token: int, *, standby: bool) -> Any:

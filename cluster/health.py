@@ -160,7 +160,9 @@ def probe_disk(writable_error: str, free_bytes: int | None, min_free_bytes: int)
         return Probe(
             "disk", False, f"data dir has {_size(free_bytes)} free, less than the minimum {_size(min_free_bytes)}"
         )
-    return Probe("disk", True, f"data dir writable, {_size(free_bytes or 0)} free")
+    if free_bytes is None:
+        return Probe("disk", True, "data dir writable, free space unknown")
+    return Probe("disk", True, f"data dir writable, {_size(free_bytes)} free")
 
 
 def probe_replication(peer: str, connected: bool | None, error: str) -> Probe:
@@ -297,15 +299,20 @@ class HealthMonitor:
             probes.append(Probe("cameras", False, f"camera statuses unreadable: {exc}"))
         now = src.monotonic()
         for cam, st in sorted(statuses.items()):
-            probe = self._camera(cam, st, now)
+            try:
+                probe = self._camera(cam, st, now)
+            except Exception as exc:  # a status this cannot read: the camera's probe fails, the evaluation goes on
+                probe = Probe(f"camera:{cam}", False, f"{cam}: status unreadable: {type(exc).__name__}: {exc}")
             probes.append(probe)
-            c = self.cameras[cam]
+            c = self.cameras.setdefault(cam, _Camera())
             if probe.name.startswith("camera:") and not probe.ok and not probe.counts and "source" in probe.reason:
                 c.source_bad += 1
                 if c.source_bad >= s.bad_ticks:
                     c.failing_until = now + FAILING_MEMORY_S
             else:
                 c.source_bad = 0
+                if probe.ok:  # processing here again: its source works from this node
+                    c.failing_until = float("-inf")
         for cam in list(self.cameras):
             if cam not in statuses:
                 c = self.cameras[cam]
@@ -337,6 +344,18 @@ class HealthMonitor:
             self.on_change()  # the HA loop publishes it at once, not at its next tick
         return verdict
 
+    def _failed(self, exc: BaseException) -> None:
+        """An evaluation that raised counts as a failing one: the verdict never stays healthy on a node whose health
+        cannot be computed."""
+        probe = Probe("health", False, f"health evaluation failed: {type(exc).__name__}: {exc}")
+        healthy = self.hysteresis.update(False)
+        verdict = Verdict((probe,), False, healthy, self.last.failing)
+        with self.lock:
+            changed = verdict.healthy != self.last.healthy
+            self.last = verdict
+        if changed and self.on_change is not None:
+            self.on_change()
+
     def _camera(self, cam: str, st: Mapping[str, Any], now: float) -> Probe:
         c = self.cameras.setdefault(cam, _Camera())
         frames = int(st.get("frames") or 0)
@@ -365,10 +384,11 @@ class HealthMonitor:
             started = time.monotonic()
             try:
                 self.evaluate()
-            except Exception:
+            except Exception as exc:
                 if restarts is not None:
                     restarts()
                 log.exception("node %s: health evaluation failed; trying again", self.node)
+                self._failed(exc)
             stop.wait(max(0.05, self.settings.period_s - (time.monotonic() - started)))
 
 

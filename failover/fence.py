@@ -109,7 +109,10 @@ class FencedRunner:
                 return []
             stopped = sorted(self.runner.running())
             for cam in stopped:
-                self.stop_camera(cam)
+                try:  # one camera that fails to stop must not keep the others running
+                    self.stop_camera(cam)
+                except Exception:
+                    log.exception("%s: fenced: stopping %s failed; trying again at the next check", self.node, cam)
             if stopped:
                 log.warning(
                     "%s: fenced: no lease renewal for %.2fs (limit %.2fs), stopped %s",
@@ -128,7 +131,10 @@ class FencedRunner:
 
         def run() -> None:
             while not self._stop.wait(period):
-                self.check()
+                try:
+                    self.check()
+                except Exception:  # the fence's timer never dies: a failed check is retried at the next period
+                    log.exception("%s: fence check failed; trying again", self.node)
 
         self._thread = threading.Thread(target=run, name=f"fence-{self.node}", daemon=True)
         self._thread.start()

@@ -125,6 +125,7 @@ class HALoop:
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by the DCS's leader watch (and by stop) to end a pause early
         self.tick_errors = 0  # ticks that raised an unexpected exception (logged; the loop goes on)
+        self.start_errors: dict[str, str] = {}  # camera -> why its last start failed (logged once per reason)
         self.renew_rtt = Durations()  # how long each successful renewal request took
         self.renew_gap = Durations()  # time between the sends of two successive successful renewals (the fence's)
         self.last_renewal_sent = float("-inf")
@@ -295,10 +296,22 @@ class HALoop:
         if not starts:
             return
         running = self.runner.running()
+        failed: list[str] = []
         for cam, fps in sorted(run.items()):
             if cam not in running:
                 log.info("%s: starting %s at %.2f fps under token %d", self.name, cam, fps, token)
-            self.runner.start_camera(cam, fps, token)
+            try:  # one camera that cannot start (not in this node's config, a broken source) leaves the others
+                self.runner.start_camera(cam, fps, token)
+            except Exception as exc:
+                failed.append(cam)
+                if self.start_errors.get(cam) != str(exc):
+                    log.error("%s: cannot start %s: %s", self.name, cam, exc)
+                self.start_errors[cam] = str(exc)
+        for cam in list(self.start_errors):
+            if cam not in failed:
+                del self.start_errors[cam]
+        if failed:
+            raise RuntimeError(f"{self.name}: cannot start {', '.join(failed)} (the other cameras were started)")
 
     def _stop_all(self) -> list[str]:
         stopped = sorted(self.runner.running())
