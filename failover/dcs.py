@@ -26,6 +26,7 @@ Rules every implementation keeps (Patroni's ``AbstractDCS`` is the model):
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,18 +67,32 @@ class Member:
         )
 
     @classmethod
-    def from_json(cls, raw: str | bytes, session: int = 0) -> Member:
+    def from_json(cls, raw: str | bytes, session: int = 0, key_name: str | None = None) -> Member:
+        """Parse a member key; DCSError for one of the wrong shape (a string for a list, "false" for false, a
+        capacity below 1, a name other than its key's ``key_name``): read as absent, never coerced."""
         data = _load(raw, "member")
+        name = data["name"]
+        if not isinstance(name, str) or (key_name is not None and name != key_name):
+            raise DCSError(f"the member key {key_name} names {name!r}: a key names its own node")
+        healthy = data.get("healthy", True)
+        capacity = data.get("capacity", 1)
+        if not isinstance(healthy, bool):
+            raise DCSError(f"member {name}: healthy must be true or false, got {healthy!r}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 1000:
+            raise DCSError(f"member {name}: capacity must be a whole number 1..1000, got {capacity!r}")
+        wall = data.get("wall", 0.0)
+        if isinstance(wall, bool) or not isinstance(wall, int | float) or not math.isfinite(wall):
+            raise DCSError(f"member {name}: wall must be a finite number, got {wall!r}")
         return cls(
-            name=str(data["name"]),
-            healthy=bool(data.get("healthy", True)),
-            capacity=int(data.get("capacity", 1)),
-            running=tuple(data.get("running", ())),
+            name=name,
+            healthy=healthy,
+            capacity=capacity,
+            running=_names(data.get("running", ()), f"member {name}: running"),
             session=session,
             mode=str(data.get("mode", "normal")),
-            reasons=tuple(str(r) for r in data.get("reasons", ())),
-            failing=tuple(str(c) for c in data.get("failing", ())),
-            wall=float(data.get("wall", 0.0)),
+            reasons=tuple(str(r) for r in _list(data.get("reasons", ()), f"member {name}: reasons")),
+            failing=_names(data.get("failing", ()), f"member {name}: failing"),
+            wall=float(wall),
         )
 
 
@@ -136,9 +151,13 @@ class Assignment:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Assignment:
         data = _load(raw, "assignment")
+        fps = {str(k): v for k, v in data.get("fps", {}).items()}
+        for cam, v in fps.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v > 0):
+                raise DCSError(f"assignment: fps of {cam} must be a positive number, got {v!r}")
         return cls(
             cameras={str(k): (None if v is None else str(v)) for k, v in data["cameras"].items()},
-            fps={str(k): float(v) for k, v in data.get("fps", {}).items()},
+            fps={k: float(v) for k, v in fps.items()},
             token=int(data["token"]),
             sessions={str(k): int(v) for k, v in data.get("sessions", {}).items()},
             moving={str(k): str(v) for k, v in data.get("moving", {}).items()},
@@ -289,6 +308,19 @@ class AbstractDCS(ABC):
     def close(self) -> None:
         """Release client resources (not the lease: a closing node lets its keys expire or revokes explicitly)."""
         return None
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise DCSError(f"{what} must be a list, got {value!r:.80}")
+    return list(value)
+
+
+def _names(value: object, what: str) -> tuple[str, ...]:
+    items = _list(value, what)
+    if not all(isinstance(x, str) for x in items):
+        raise DCSError(f"{what} must be a list of names, got {value!r:.80}")
+    return tuple(items)
 
 
 def _load(raw: str | bytes, what: str) -> dict[str, Any]:

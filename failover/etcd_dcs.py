@@ -122,7 +122,7 @@ class EtcdDCS(AbstractDCS):
             name = meta.key.decode(errors="replace")[len(self.prefix) :]
             try:
                 if name.startswith("members/"):
-                    member = Member.from_json(value, session=meta.create_revision)
+                    member = Member.from_json(value, session=meta.create_revision, key_name=name[len("members/") :])
                     members[member.name] = member
                 elif name == "leader":
                     leader = Leader(value.decode(), meta.create_revision)

@@ -126,7 +126,14 @@ class MemoryDCS(AbstractDCS):
         members: dict[str, Member] = {}
         for kv_key, kv in keys.items():
             if kv_key.startswith(self.key("members", "")):
-                member = self._parse(functools.partial(Member.from_json, kv.value, session=kv.create_revision))
+                member = self._parse(
+                    functools.partial(
+                        Member.from_json,
+                        kv.value,
+                        session=kv.create_revision,
+                        key_name=kv_key[len(self.key("members", "")) :],
+                    )
+                )
                 if member is not None:
                     members[member.name] = member
         lk = keys.get(self.key("leader"))
