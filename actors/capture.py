@@ -159,6 +159,8 @@ class Capture:
         self.stall_s = stall_s
         self.probe_s = probe_s
         self.max_backoff_s = max_backoff_s
+        self._reader_failures = 0  # reader failures in a row (no frame read in between)
+        self._frames_at_failure = -1
         self.unreachable_after = unreachable_after
         self.stats = CaptureStats()
         self._queue: deque[tuple[np.ndarray, FrameMeta]] = deque()
@@ -286,11 +288,19 @@ class Capture:
             self.stats.last_error = redact(f"reader failed: {type(exc).__name__}: {exc}")
             self.stats.state = "reconnecting"
             log.exception("camera %s: reader failed (%d so far), reopening", self.camera_id, self.stats.reader_restarts)
-            if not self._stop.wait(min(30.0, 0.5 * 2 ** min(self.stats.reader_restarts - 1, 6))):
+            if not self._stop.wait(self._next_backoff()):
                 if generation == self._generation:
                     self._spawn_reader()
         finally:
             cap.release()
+
+    def _next_backoff(self) -> float:
+        """The wait before the reader opens its source again after a failure: it grows with the failures in a row
+        only (no frame read since the last one); a failure after frames flowed again waits 0.5 s."""
+        read = self.stats.frames_read
+        self._reader_failures = self._reader_failures + 1 if read == self._frames_at_failure else 1
+        self._frames_at_failure = read
+        return reader_backoff(self._reader_failures)
 
     def _read_frames(self, cap: cv2.VideoCapture, generation: int) -> None:
         src_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -421,6 +431,11 @@ def frame_interval(fps: float) -> float:
 
 
 SEEK_FRAMES = 50
+
+
+def reader_backoff(failures_in_a_row: int) -> float:
+    """Seconds before a reader that failed ``failures_in_a_row`` times in a row opens its source again."""
+    return min(30.0, 0.5 * 2 ** min(max(failures_in_a_row, 1) - 1, 6))
 
 
 def first_pick(now: float, src_fps: float, step: float) -> float:

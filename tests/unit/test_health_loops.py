@@ -65,3 +65,12 @@ def test_fail_inference_raises_only_while_its_trigger_exists(tmp_path: Path) -> 
         detect([1, 2])
     trigger.unlink()
     assert detect([1]) == [1]
+
+
+def test_the_reader_backoff_grows_with_failures_in_a_row_only() -> None:
+    """Review of issue 15: the backoff used the camera's lifetime count of failures, so after seven failures in a
+    day every later one cost 30 s of video. It grows with failures in a row (no frame in between) only."""
+    cap = Capture("cam-1", "rtsp://127.0.0.1:1/none", is_stream=True)
+    assert [cap._next_backoff() for _ in range(9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    cap.stats.frames_read += 25  # frames flowed again
+    assert [cap._next_backoff() for _ in range(2)] == [0.5, 1.0]
