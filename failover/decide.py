@@ -98,8 +98,10 @@ def decide(snap: Snapshot) -> Decision:
         return _unreachable(snap)
     leader = cluster.leader
     if leader is None:
-        if not snap.healthy:
-            return Decision(Action.FOLLOW, "no leader, not acquiring: this node is unhealthy")
+        if not snap.healthy and any(m.healthy for n, m in cluster.members.items() if n != snap.me):
+            return Decision(Action.FOLLOW, "no leader, not acquiring: this node is unhealthy and another is healthy")
+        if not snap.healthy:  # nobody healthy is alive: an unhealthy leader running the cameras beats none
+            return Decision(Action.ACQUIRE, "no leader and no healthy member: acquiring though this node is unhealthy")
         sw = cluster.switchover
         candidate = cluster.members.get(sw.candidate) if sw and sw.candidate else None
         if candidate is not None and candidate.name != snap.me and candidate.healthy:
@@ -273,9 +275,16 @@ def plan_assignment(
             orphans.append((cam, f"from {node}: {why}"))
 
     if orphans and not eligible:
-        for cam, _why in orphans:
-            owner[cam] = None
-        notes.append(f"no healthy member to run {names(c for c, _ in orphans)}")
+        # Nobody healthy is alive: the live members (unhealthy) run the orphans rather than nobody; a member that
+        # turns healthy later takes them over, stopped here first (the "member unhealthy" rule).
+        live = {n: m for n, m in members.items() if n not in prev_sessions or prev_sessions[n] == m.session}
+        for cam, why in orphans:
+            pool = {n: m for n, m in live.items() if cam not in m.failing} or live
+            owner[cam] = _least_loaded(owner, pool) if pool else None
+            if owner[cam] is not None:
+                notes.append(f"no healthy member: {cam} ({why}) to {owner[cam]}, unhealthy but alive")
+        if not live:
+            notes.append(f"no member to run {names(c for c, _ in orphans)}")
     for cam, why in orphans:
         if not eligible:
             break
@@ -334,7 +343,7 @@ def plan_assignment(
         notes.append(f"moving {cam} from {src} to make room on {dst}: {why}, waiting for {src} to stop it")
 
     fps: dict[str, float] = {}
-    for node, member in eligible.items():
+    for node, member in members.items():  # an unhealthy member keeping cameras (nobody healthy) gets its rates too
         mine = sorted(c for c, n in owner.items() if n == node)
         scale = min(1.0, member.capacity / len(mine)) if mine else 1.0
         if mine and scale < 1.0:

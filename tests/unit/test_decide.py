@@ -36,10 +36,16 @@ CASES = [
         id="no-leader",
     ),
     pytest.param(
-        snap(Cluster({"ws-a": A}, None, None), healthy=False),
+        snap(Cluster({"ws-a": A, "ws-b": B}, None, None), healthy=False),
         Action.FOLLOW,
-        "no leader, not acquiring: this node is unhealthy",
+        "no leader, not acquiring: this node is unhealthy and another is healthy",
         id="unhealthy-does-not-acquire",
+    ),
+    pytest.param(
+        snap(Cluster({"ws-a": A}, None, None), healthy=False),
+        Action.ACQUIRE,
+        "no leader and no healthy member: acquiring though this node is unhealthy",
+        id="lone-unhealthy-acquires",
     ),
     pytest.param(
         snap(Cluster({"ws-a": A, "ws-b": B}, Leader("ws-b", 7), SPLIT), running=("cam-1",)),

@@ -13,10 +13,6 @@ from failover.decide import Action, Snapshot, decide, plan_assignment
 CAMS = {"cam-1": 10.0, "cam-2": 10.0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 15 review): an unhealthy node never leads, so a lone unhealthy survivor runs no orphan",
-)
 def test_r15_a_lone_unhealthy_survivor_never_takes_the_dead_leaders_cameras() -> None:
     """ws-a (leader, cam-1) dies; ws-b is alive but unhealthy (e.g. one stale camera, or 200 MiB free). Nobody ever
     acquires, cam-1 runs nowhere until ws-b's verdict turns good. plan_assignment itself prefers an unhealthy live
@@ -28,7 +24,6 @@ def test_r15_a_lone_unhealthy_survivor_never_takes_the_dead_leaders_cameras() ->
     assert d.action is Action.ACQUIRE or (d.run is not None and "cam-1" in d.run), "cam-1 runs nowhere"
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 15 review): orphans go to healthy members only")
 def test_r15_an_unhealthy_leader_gives_a_dead_peers_cameras_to_nobody() -> None:
     """Same with the unhealthy node already leading: the dead peer's camera is an orphan with nobody eligible."""
     prev = Assignment({"cam-1": "ws-a", "cam-2": "ws-b"}, dict(CAMS), 7, {"ws-a": 1, "ws-b": 2})
