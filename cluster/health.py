@@ -370,7 +370,12 @@ class HealthMonitor:
         wall = src.wall()
         stepped = (wall - src.monotonic()) - self.offset0
         offset = None if peer_wall is None else wall - peer_wall
-        return probe_clock(peer, offset, stepped, self.settings.max_clock_offset_s)
+        probe = probe_clock(peer, offset, stepped, self.settings.max_clock_offset_s)
+        if probe.ok and offset is not None and abs(stepped) > self.settings.max_clock_offset_s:
+            # The step agrees with the peer (time sync set this clock right): the new time is the reference now, so
+            # a later drift of the peer is not blamed on this node's old step.
+            self.offset0 = wall - src.monotonic()
+        return probe
 
     def _guard(self, name: str, fn: Callable[[], Probe], counts: bool = True) -> Probe:
         try:

@@ -102,10 +102,6 @@ def test_r15_disk_probe_with_free_bytes_unknown_says_zero_free() -> None:
     assert "0 B free" not in p.reason, p.reason  # unknown is reported as '0 B free' (and passes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 15 review): the clock probe's reference offset is never re-based after a confirmed step",
-)
 def test_r15_a_correcting_step_marks_this_node_as_the_wrong_clock_forever() -> None:
     """ws-a's agent started before time sync; the sync steps its clock +8 s, setting it right (now equal to the
     peer's: the README calls that 'a step that agrees with the peer'). Days later the peer's clock drifts 10 s off
