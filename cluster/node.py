@@ -334,15 +334,19 @@ class Node:
 
     def _push_loop(self) -> None:
         """Hand every new segment to the replicator within a quarter of a second of its writing."""
-        while not self.stop_event.wait(0.25):
+        failures = 0
+        while not self.stop_event.wait(0.25 + backoff(failures, base_s=0.25, cap_s=5.0)):
             if self.runner is None or self.replicator is None:
                 continue
             try:
                 for seg_id, path, sha, at in self.runner.drain_written():
                     self.replicator.notify(seg_id, Path(path), sha, at)
+                failures = 0
             except Exception as exc:
                 self.restarts.add("push")
-                log.warning("node %s: push of new segments failed: %s", self.me.name, exc)
+                failures += 1
+                if failures == 1 or failures % 20 == 0:  # not one warning every quarter of a second
+                    log.warning("node %s: push of new segments failed (%d in a row): %s", self.me.name, failures, exc)
 
     def _housekeeping_loop(self) -> None:
         """Compaction (one node of the pair compacts, the other follows) and retention, every minute."""
