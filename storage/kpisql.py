@@ -15,7 +15,8 @@ recomputed view for those days, provided the slots (the days) exist, which ``ext
 Why D+1 holds for visits: a visit is dated by its first piece and absorbs the pieces of its track that follow within
 ``visit_merge_s`` (at most an hour), so without a bound one visit could reach any later day (a static object at a
 zone's edge). A zone presence longer than :data:`MAX_VISIT_S` (10 hours: a shift at a till, a static object, a track
-stuck in the zone) is not a visit: a piece that long is left out before merging, and a merged visit that long after.
+stuck in the zone) is not a visit: a piece that long is left out before merging (pieces of the same track
+next to it stay visits of their own), and a merged visit that long after.
 A visit dated D then ends within 10 hours of D's end, and a piece that would make it too long starts within an hour of
 that and ends within 10 hours more: before D+2 starts, even when D+1 is a 23-hour DST day (2 x 10 + 1 < 23).
 """
