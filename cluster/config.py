@@ -451,8 +451,9 @@ class HealthConfig(Strict):
         default=3,
         ge=1,
         le=20,
-        description="Consecutive bad evaluations before the node calls itself unhealthy (and hands its cameras"
-        " over). 1 to 20: 1 bounces cameras on a single slow probe.",
+        description="Bad evaluations among the last 2 x bad_ticks - 1 before the node calls itself unhealthy (and"
+        " hands its cameras over): 3 in a row, or a probe failing two ticks in three. 1 to 20: 1 bounces cameras on a"
+        " single slow probe.",
     )
     good_ticks: int = Field(
         default=10,

@@ -34,6 +34,7 @@ import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,22 +94,29 @@ class Verdict:
 
 
 class Hysteresis:
-    """``bad`` consecutive bad results to turn bad, ``good`` consecutive good ones to turn good again."""
+    """Turn bad on ``bad`` bad results among the last ``2 x bad - 1`` (so a probe failing two ticks in three is a
+    sick node, not a flapping one to ignore; one bad result among good ones is not); turn good again on ``good``
+    consecutive good ones (a flapping probe keeps the node bad, so the cameras do not bounce back)."""
 
     def __init__(self, bad: int, good: int, state: bool = True) -> None:
         if bad < 1 or good < 1:
             raise ValueError(f"hysteresis needs at least 1 tick each way, got bad={bad} good={good}")
         self.bad, self.good = bad, good
         self.state = state
-        self.streak = 0  # consecutive results that disagree with ``state``
+        self.streak = 0  # consecutive good results while bad
+        self.recent: deque[bool] = deque(maxlen=2 * bad - 1)  # the last results while good
 
     def update(self, ok: bool) -> bool:
-        if ok == self.state:
-            self.streak = 0
+        if self.state:
+            self.recent.append(ok)
+            if sum(1 for r in self.recent if not r) >= self.bad:
+                self.state = False
+                self.streak = 0
+                self.recent.clear()
             return self.state
-        self.streak += 1
-        if self.streak >= (self.good if ok else self.bad):
-            self.state = ok
+        self.streak = self.streak + 1 if ok else 0
+        if self.streak >= self.good:
+            self.state = True
             self.streak = 0
         return self.state
 

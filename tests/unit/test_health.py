@@ -145,7 +145,9 @@ def test_clock_probe_counts_only_when_this_node_stepped(offset: float | None, st
     ("results", "states"),
     [
         ("bbb", [True, True, False]),
-        ("bbgbbb", [True, True, True, True, True, False]),  # a good tick resets the bad streak: flapping stays up
+        ("bbgbbb", [True, True, True, False, False, False]),  # 3 bad among the last 5: a probe failing 2 in 3 is sick
+        ("bgbgggbgg", [True] * 9),  # 2 bad among the last 5 at most: one bad tick now and then is not
+        ("bggbggb", [True, True, True, True, True, True, True]),
         ("bbbgggb", [True, True, False, False, False, True, True]),
         ("bbbggbgggg", [True, True, False, False, False, False, False, False, True, True]),  # the bad tick resets
     ],
@@ -297,7 +299,10 @@ def test_a_full_disk_and_a_probe_that_raises() -> None:
     )
 
 
-def test_a_flapping_probe_never_turns_the_node_unhealthy() -> None:
+def test_a_probe_failing_two_ticks_in_three_turns_the_node_unhealthy_and_keeps_it() -> None:
+    """Review of issue 15: a probe failing two ticks in three (a sick inference) used to be ignored for ever (only
+    failures in a row counted). Now three failures among the last five turn the node unhealthy, and it turns healthy
+    again only after ten good ticks in a row, so the flapping keeps its cameras away instead of bouncing them."""
     fake = Fake()
     m = monitor(fake)
     states = []
@@ -305,7 +310,7 @@ def test_a_flapping_probe_never_turns_the_node_unhealthy() -> None:
         fake.inference = (None, "") if i % 3 != 2 else (0.05, "")  # two bad, one good, again and again
         fake.step()
         states.append(m.evaluate().healthy)
-    assert states == [True] * 40
+    assert states == [True] * 3 + [False] * 37
 
 
 def test_a_clock_step_of_this_node_counts() -> None:

@@ -72,13 +72,6 @@ def test_r15_the_clock_probe_passes_for_a_stepped_clock_when_the_peer_is_unknown
     assert m.clock_ok_at == before, "a stepped clock with no peer to compare was confirmed to the camera workers"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open (issue 15 review): the hysteresis counts consecutive failures only; a windowed count"
-        " needs the soak of issue 21 to choose"
-    ),
-)
 def test_r15_a_probe_failing_two_ticks_in_three_never_makes_the_node_unhealthy() -> None:
     """'alive but broken': inference misses its deadline 2 times out of 3 for 10 minutes; the node keeps its cameras
     (the existing test_a_flapping_probe_never_turns_the_node_unhealthy enshrines it)."""
