@@ -644,12 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1, help="with --random-lines: how many seeds from --seed")
     s.set_defaults(func=cmd_evaluate)
 
-    from cluster import acceptance, bundle, calibrate, camera_cli, doctor
+    from cluster import acceptance, bundle, calibrate, camera_cli, doctor, survey
 
     acceptance.add_parser(sub)
     calibrate.add_parser(sub)
     camera_cli.add_parser(sub)
     doctor.add_parser(sub)
+    survey.add_parser(sub)
     bundle.add_parser(sub)
 
     s = sub.add_parser(
