@@ -103,10 +103,12 @@ def machine_fact(cfg: Config, frame: Any) -> HostFact:
     from cluster.health import disk_state
 
     data_dir = cfg.storage.data_dir
-    probe_dir = data_dir if data_dir.is_dir() else data_dir.parent
+    probe_dir = data_dir
+    while not probe_dir.is_dir() and probe_dir != probe_dir.parent:  # not made yet: the disk it will be on
+        probe_dir = probe_dir.parent
     free: int | None
     try:
-        free = shutil.disk_usage(probe_dir).free if probe_dir.is_dir() else None
+        free = shutil.disk_usage(probe_dir).free
     except OSError:
         free = None
     if data_dir.is_dir():

@@ -203,7 +203,7 @@ def check_machine(h: HostFact, cameras: tuple[CameraFact, ...]) -> list[Finding]
 
 
 def check_port(p: PortFact) -> Finding:
-    where = f"{p.what} ({p.host}:{p.port})"
+    where = p.what if f"{p.host}:{p.port}" in p.what else f"{p.what} ({p.host}:{p.port})"
     if p.reachable:
         return Finding(f"network {p.what}", True, f"{where} reachable in {p.rtt_ms:.1f} ms")
     return Finding(
