@@ -460,7 +460,9 @@ class HealthConfig(Strict):
         ge=1,
         le=600,
         description="Consecutive good evaluations before an unhealthy node calls itself healthy again (and gets"
-        " cameras back). At least 1; at most 600 (a node that never comes back is a node to repair).",
+        " cameras back), doubled for each other time it turned unhealthy within the hour (a fault that leaves with"
+        " the cameras does not bounce them). At least 1; at most 600 (a node that never comes back is a node to"
+        " repair).",
     )
     inference_deadline_s: float = Field(
         default=3.0,

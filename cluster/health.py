@@ -96,26 +96,38 @@ class Verdict:
 class Hysteresis:
     """Turn bad on ``bad`` bad results among the last ``2 x bad - 1`` (so a probe failing two ticks in three is a
     sick node, not a flapping one to ignore; one bad result among good ones is not); turn good again on ``good``
-    consecutive good ones (a flapping probe keeps the node bad, so the cameras do not bounce back)."""
+    consecutive good ones, doubled for every other time it turned bad within the last ``memory`` ticks (at most 64
+    times): a fault that leaves with the cameras (an inference slow under their load) makes them come back later
+    and later instead of bouncing every few seconds."""
 
-    def __init__(self, bad: int, good: int, state: bool = True) -> None:
+    def __init__(self, bad: int, good: int, state: bool = True, memory: int = 7200) -> None:
         if bad < 1 or good < 1:
             raise ValueError(f"hysteresis needs at least 1 tick each way, got bad={bad} good={good}")
-        self.bad, self.good = bad, good
+        self.bad, self.good, self.memory = bad, good, memory
         self.state = state
         self.streak = 0  # consecutive good results while bad
         self.recent: deque[bool] = deque(maxlen=2 * bad - 1)  # the last results while good
+        self.ticks = 0
+        self.turns: deque[int] = deque()  # the ticks at which it turned bad, within ``memory``
+
+    def needed_good(self) -> int:
+        """Good results in a row it takes now to turn good again."""
+        while self.turns and self.ticks - self.turns[0] > self.memory:
+            self.turns.popleft()
+        return self.good * 2 ** min(max(len(self.turns) - 1, 0), 6)
 
     def update(self, ok: bool) -> bool:
+        self.ticks += 1
         if self.state:
             self.recent.append(ok)
             if sum(1 for r in self.recent if not r) >= self.bad:
                 self.state = False
                 self.streak = 0
                 self.recent.clear()
+                self.turns.append(self.ticks)
             return self.state
         self.streak = self.streak + 1 if ok else 0
-        if self.streak >= self.good:
+        if self.streak >= self.needed_good():
             self.state = True
             self.streak = 0
         return self.state
@@ -274,7 +286,8 @@ class HealthMonitor:
         self.node = node
         self.settings = settings
         self.sources = sources
-        self.hysteresis = Hysteresis(settings.bad_ticks, settings.good_ticks, state=True)
+        memory = max(1, round(3600.0 / settings.period_s))  # an hour of evaluations
+        self.hysteresis = Hysteresis(settings.bad_ticks, settings.good_ticks, state=True, memory=memory)
         self.cameras: dict[str, _Camera] = {}
         self.offset0 = sources.wall() - sources.monotonic()
         self.evaluations = 0

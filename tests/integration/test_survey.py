@@ -83,3 +83,40 @@ cluster:
     page = (out / "survey.html").read_text()
     assert page.count("CHANGE") == 4 + (not capacity["ok"]) and "calibrate-lens" in page and "<script" not in page
     assert "fix: edgepair camera calibrate-lens --config STORE.yaml --camera ceiling" in printed
+
+
+@pytest.mark.skipif(not VTEST.exists(), reason=f"{VTEST} not found: install Debian's opencv-doc package")
+def test_survey_of_a_live_rtsp_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real RTSP camera (GStreamer's RTSP server, H.264) and one whose port nobody serves: the first is read with
+    its codec and size, the second is one finding naming the stream (without its password) and what to check."""
+    from tests.rtsp import RtspServer, skip_unless_available
+
+    skip_unless_available()
+    with RtspServer({"door": VTEST}) as server:
+        url = server.url("door")
+        dead = url.rsplit(":", 1)[0] + ":9/none"  # the discard port: nothing listens there
+        with_password = dead.replace("rtsp://", "rtsp://admin:s3cret@")
+        cfg = tmp_path / "store.yaml"
+        cfg.write_text(
+            f"""
+store: {{id: s1, timezone: Europe/London}}
+model: {{path: {YOLOX}}}
+storage: {{data_dir: {tmp_path / "data"}}}
+security: {{tls: false}}
+cameras:
+  - {{id: door, source: "{url}", fps: 5}}
+  - {{id: yard, source: "{with_password}"}}
+"""
+        )
+        rc = main(["-q", "survey", "--config", str(cfg), "--out", str(tmp_path / "out"), "--frames", "10"])
+    printed = capsys.readouterr().out
+    assert rc == 1, printed
+    doc = json.loads((tmp_path / "out" / "survey.json").read_text())
+    cams = {c["camera"]: c for c in doc["facts"]["cameras"]}
+    door, yard = cams["door"], cams["yard"]
+    assert (door["opened"], door["stream"], door["width"], door["height"], door["frames"]) == (True, True, 768, 576, 10)
+    assert door["codec"].lower() == "h264" and door["open_s"] > 0
+    assert (yard["opened"], yard["frames"]) == (False, 0)
+    everything = (tmp_path / "out" / "survey.json").read_text() + (tmp_path / "out" / "survey.html").read_text()
+    assert "s3cret" not in everything + printed and "admin" not in everything + printed
+    assert sorted(f["check"] for f in doc["findings"] if not f["ok"] and f["check"] != "capacity") == ["camera yard"]

@@ -335,3 +335,12 @@ def test_the_peer_clock_off_is_reported_only() -> None:
         v = m.evaluate()
     assert v.healthy
     assert v.reasons == ("clock offset to ws-b +120.0s (bound 5s) (reported, not counted)",)
+
+
+def test_hysteresis_waits_twice_as_long_after_each_recent_turn() -> None:
+    h = Hysteresis(bad=1, good=2, memory=20)
+    assert [h.update(r == "g") for r in "bgg"] == [False, False, True]  # 2 good after the first turn
+    assert [h.update(r == "g") for r in "bgggg"] == [False, False, False, False, True]  # 4 after the second
+    for _ in range(30):
+        h.update(True)  # both turns forgotten (memory: 20 ticks)
+    assert [h.update(r == "g") for r in "bgg"] == [False, False, True]
