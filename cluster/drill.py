@@ -133,6 +133,9 @@ def _leader(target: DrillTarget) -> str:
 
 
 READY = "every camera running, both nodes healthy and no camera listed as failing at its source"
+READY_S = 420.0
+"""How long a drill waits for that before a run: a node turned unhealthy by each run of a gray drill takes twice as
+long to be healthy again each time within the hour (``cluster.health.Hysteresis``: up to 64 x good_ticks)."""
 
 
 def _still_before_fault(
@@ -150,7 +153,7 @@ def _still_before_fault(
         if place == start:
             return leader, place
         log.info("drill: cameras moved before the fault (%s -> %s): watching %.0f s more", start, place, pre_s)
-        start = _wait(lambda: _ready(target, cams), 180, READY)
+        start = _wait(lambda: _ready(target, cams), READY_S, READY)
     raise EdgepairError(
         f"drill: the cameras kept moving between the nodes ({PLACEMENT_TRIES} tries of {pre_s:.0f} s):"
         " check `edgepair status` for a camera that fails on one node and pin or fix it"
@@ -173,7 +176,7 @@ def run_once(
     target.prepare()
     cfg = target.node_config()
     cams = [c["id"] for c in cfg["cameras"]]
-    start = _wait(lambda: _ready(target, cams), 180, READY)
+    start = _wait(lambda: _ready(target, cams), READY_S, READY)
     with Watcher(target) as watch:
         t_begin = time.time()
         leader, place = _still_before_fault(target, cams, start, pre_s)
