@@ -458,20 +458,21 @@ class Node:
                 return str(peer), bool(p.get("connected")), str(p.get("last_error") or "")
             return "", None, ""
 
-        seen: dict[str, tuple[float, float]] = {}  # peer -> (its last wall value, our offset to it when first seen)
+        seen: dict[str, tuple[float, float]] = {}  # peer -> (its last wall value, our monotonic time when seen)
 
         def peer_wall() -> tuple[str, float | None]:
-            """The peer's wall clock now, estimated from the offset measured when its member key last changed (a
-            frozen peer's stale key keeps the offset it had, instead of looking further and further behind)."""
+            """The peer's wall clock now: its member key's last value, moved on by the time elapsed since it changed
+            on this node's monotonic clock (a frozen peer's stale key does not look further and further behind,
+            and a step of this node's own wall clock still shows against it)."""
             cluster = getattr(self.loop, "last_cluster", None)
             if cluster is None:
                 return "", None
-            now = time.time()
+            mono = time.monotonic()
             for name, m in sorted(cluster.members.items()):
                 if name != self.me.name and m.wall > 0:
                     if name not in seen or seen[name][0] != m.wall:
-                        seen[name] = (m.wall, now - m.wall)
-                    return name, now - seen[name][1]
+                        seen[name] = (m.wall, mono)
+                    return name, seen[name][0] + (mono - seen[name][1])
             return "", None
 
         data_dir = self.config.storage.data_dir

@@ -16,7 +16,6 @@ from cluster.config import HealthConfig
 from failover.dcs import Cluster, Member
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 15 review): the peer's wall is extrapolated with our own clock")
 def test_r15_peer_wall_hides_our_own_clock_step_when_the_peer_key_is_stale(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
