@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections import deque
@@ -194,10 +195,23 @@ def probe_replication(peer: str, connected: bool | None, error: str) -> Probe:
     return Probe("replication", False, f"replication to {peer} down{detail}", counts=False)
 
 
-def probe_clock(peer: str, offset_s: float | None, stepped_s: float, bound_s: float) -> Probe:
+def probe_clock(
+    peer: str, offset_s: float | None, stepped_s: float, bound_s: float, synced: bool | None = None
+) -> Probe:
     """``offset_s``: our wall clock minus the peer's (None: unknown); ``stepped_s``: how far our own wall clock
-    moved against the monotonic clock since start."""
+    moved against the monotonic clock since start; ``synced``: the host's time synchronisation says the clock is
+    synchronised (None: it cannot tell). A step with no peer to compare is confirmed only by the time
+    synchronisation: otherwise the probe fails (reported, not counted) and the camera workers, paused by the step,
+    stay paused rather than stamp hours of windows with a wrong time."""
     stepped = abs(stepped_s) > bound_s
+    if offset_s is None and stepped and synced is not True:
+        return Probe(
+            "clock",
+            False,
+            f"wall clock stepped by {stepped_s:+.1f}s and neither a peer nor time synchronisation confirms the new"
+            " time: the cameras stay paused until one does (check the clock: timedatectl)",
+            counts=False,
+        )
     if offset_s is None or abs(offset_s) <= bound_s:
         if stepped:
             return Probe("clock", True, f"wall clock stepped by {stepped_s:+.1f}s since start", counts=False)
@@ -209,6 +223,21 @@ def probe_clock(peer: str, offset_s: float | None, stepped_s: float, bound_s: fl
         + (f"; this node's wall clock stepped by {stepped_s:+.1f}s" if stepped else ""),
         counts=stepped,
     )
+
+
+def time_synced() -> bool | None:
+    """``timedatectl``'s NTPSynchronized (the kernel's synchronised flag, set by systemd-timesyncd or chrony); None
+    when it cannot tell (no systemd, a container)."""
+    exe = shutil.which("timedatectl")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"yes": True, "no": False}.get(out.stdout.strip())
 
 
 def disk_state(data_dir: Path) -> tuple[str, int | None]:
@@ -267,6 +296,7 @@ class Sources:
     disk: Callable[[], tuple[str, int | None]]
     replication: Callable[[], tuple[str, bool | None, str]]  # (peer, connected or None without peer, last error)
     peer_wall: Callable[[], tuple[str, float | None]]  # (peer, its wall clock now as we estimate it, None unknown)
+    time_synced: Callable[[], bool | None] = lambda: None  # the host's time synchronisation (asked after a step only)
     wall: Callable[[], float] = lambda: time.time()  # looked up at each call (the clock-jump drill's hook)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -391,10 +421,12 @@ class HealthMonitor:
         wall = src.wall()
         stepped = (wall - src.monotonic()) - self.offset0
         offset = None if peer_wall is None else wall - peer_wall
-        probe = probe_clock(peer, offset, stepped, self.settings.max_clock_offset_s)
-        if probe.ok and offset is not None and abs(stepped) > self.settings.max_clock_offset_s:
-            # The step agrees with the peer (time sync set this clock right): the new time is the reference now, so
-            # a later drift of the peer is not blamed on this node's old step.
+        bound = self.settings.max_clock_offset_s
+        synced = src.time_synced() if offset is None and abs(stepped) > bound else None
+        probe = probe_clock(peer, offset, stepped, bound, synced)
+        if probe.ok and abs(stepped) > bound:
+            # The step agrees with the peer, or time synchronisation made it: the new time is the reference now,
+            # so a later drift of the peer is not blamed on this node's old step.
             self.offset0 = wall - src.monotonic()
         return probe
 

@@ -36,7 +36,7 @@ from cluster import unsafe
 from cluster.camera_runner import RayCameraRunner
 from cluster.config import Config
 from cluster.errors import ConfigError
-from cluster.health import HealthMonitor, LoopRestarts, Settings, Sources, backoff, disk_state
+from cluster.health import HealthMonitor, LoopRestarts, Settings, Sources, backoff, disk_state, time_synced
 from cluster.runner import check_data_dir, load_detector_info, redact_status, resolve_model
 from cluster.supervise import write_lease
 from failover.timing import Durations
@@ -475,6 +475,15 @@ class Node:
                     return name, seen[name][0] + (mono - seen[name][1])
             return "", None
 
+        synced: list[tuple[float, bool | None]] = []
+
+        def synced_now() -> bool | None:
+            """The host's time synchronisation, asked at most every 10 s (a subprocess)."""
+            mono = time.monotonic()
+            if not synced or mono - synced[0][0] > 10.0:
+                synced[:] = [(mono, time_synced())]
+            return synced[0][1]
+
         data_dir = self.config.storage.data_dir
         return HealthMonitor(
             self.me.name,
@@ -485,6 +494,7 @@ class Node:
                 disk=lambda: disk_state(data_dir),
                 replication=replication,
                 peer_wall=peer_wall,
+                time_synced=synced_now,
             ),
         )
 

@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -100,7 +99,7 @@ def camera_fact(cfg: Config, cam: CameraConfig, frames: int) -> tuple[CameraFact
 
 def machine_fact(cfg: Config, frame: Any) -> HostFact:
     """This host: CPUs, memory, disk of the data dir, clock synchronisation, the detector's time per frame."""
-    from cluster.health import disk_state
+    from cluster.health import disk_state, time_synced
 
     data_dir = cfg.storage.data_dir
     probe_dir = data_dir
@@ -147,28 +146,13 @@ def machine_fact(cfg: Config, frame: Any) -> HostFact:
         memory_bytes=memory,
         free_bytes=free,
         min_free_bytes=cfg.cluster.health.min_free_bytes,
-        clock_synced=clock_synced(),
+        clock_synced=time_synced(),
         providers=providers,
         provider=used,
         model=model,
         model_error=error,
         detect_ms=ms,
     )
-
-
-def clock_synced() -> bool | None:
-    """``timedatectl``'s NTPSynchronized (None when it cannot tell: no systemd, a container)."""
-    exe = shutil.which("timedatectl")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    value = out.stdout.strip()
-    return {"yes": True, "no": False}.get(value)
 
 
 def port_fact(what: str, host: str, port: int) -> PortFact:

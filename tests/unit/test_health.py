@@ -135,6 +135,18 @@ def test_replication_is_reported_never_counted() -> None:
             ),
         ),
         (None, 0.0, Probe("clock", True, "")),
+        (0.2, 300.0, Probe("clock", True, "wall clock stepped by +300.0s since start", counts=False)),  # agreed
+        (
+            None,
+            300.0,
+            Probe(
+                "clock",
+                False,
+                "wall clock stepped by +300.0s and neither a peer nor time synchronisation confirms the new time: the"
+                " cameras stay paused until one does (check the clock: timedatectl)",
+                counts=False,
+            ),
+        ),
     ],
 )
 def test_clock_probe_counts_only_when_this_node_stepped(offset: float | None, stepped: float, expected: Probe) -> None:

@@ -3,8 +3,6 @@ failing test is a finding."""
 
 from __future__ import annotations
 
-import pytest
-
 from cluster.health import HealthMonitor, Settings
 from tests.unit.test_health import Fake, monitor
 
@@ -48,13 +46,6 @@ def test_r15_one_malformed_camera_status_freezes_the_verdict() -> None:
     assert m.report().healthy is False, "inference hung for 3 s, yet the node still publishes healthy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open (issue 15 review): a lone node's stepped clock is confirmed with no peer to compare; pausing every"
-        " camera instead needs a design (a survivor whose clock steps would stop)"
-    ),
-)
 def test_r15_the_clock_probe_passes_for_a_stepped_clock_when_the_peer_is_unknown() -> None:
     """The clock probe's pass is what tells each camera worker 'the step was a correction, the new time agrees with
     the peer's' (worker._clock_stepped via clock_ok_at). With the peer unknown (its member key gone: the peer is
@@ -140,3 +131,29 @@ def test_r15_a_health_evaluation_that_keeps_raising_turns_the_node_unhealthy() -
     m.run(stop, restarts=lambda: restarts.append(1))
     assert (len(calls), len(restarts), m.report().healthy) == (5, 5, False)
     assert "health evaluation failed: ValueError" in m.report().reasons[0]
+
+
+def test_r15_a_stepped_clock_with_no_peer_is_confirmed_by_time_synchronisation_only() -> None:
+    """No peer to compare: the step is confirmed when the host's time synchronisation says the clock is
+    synchronised (the step was its correction), and the probe becomes the new reference."""
+    fake = Fake()
+    sources = fake.sources()
+    sync: list[bool | None] = [None]
+    sources.time_synced = lambda: sync[0]
+    m = HealthMonitor("ws-a", Settings(bad_ticks=3, good_ticks=4), sources)
+    m.evaluate()
+    fake.peer_wall = None
+    fake.wall += 3600.0
+    fake.step()
+    v = m.evaluate()
+    clock = dict((p.name, p) for p in v.probes)["clock"]
+    assert (clock.ok, clock.counts) == (False, False)
+    assert "neither a peer nor time synchronisation confirms the new time" in clock.reason
+    sync[0] = True
+    fake.step()
+    before = m.clock_ok_at
+    assert dict((p.name, p) for p in m.evaluate().probes)["clock"].ok
+    assert m.clock_ok_at > before
+    sync[0] = None  # the step is the reference now: nothing left to confirm
+    fake.step()
+    assert dict((p.name, p) for p in m.evaluate().probes)["clock"].ok
