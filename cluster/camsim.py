@@ -42,10 +42,27 @@ PRODUCER = (
 )
 ENCODER = (
     "( appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
-    "! queue max-size-buffers=2 leaky=downstream "
-    "! x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} threads=2 "
-    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    "! queue max-size-buffers=2 leaky=downstream {scale}! {codec} )"
 )
+CODECS = {
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} threads=2 "
+    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1",
+    "h265": "x265enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} "
+    "! video/x-h265 ! rtph265pay name=pay0 pt=96 config-interval=-1",
+    # RTP/JPEG (RFC 2435) carries frames of at most 2040 x 2040 pixels.
+    "mjpeg": "jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26",
+}
+"""The codecs a camera can serve (``--codec``): what IP cameras send over RTSP."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 3840x2160, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"size {text!r}: 16 to 8192 pixels each way")
+    return w, h
 
 
 def log(message: str) -> None:
@@ -158,7 +175,21 @@ class Camera:
             self._on_error(f"stream {self.spec.name}: {err.message} ({debug})")
 
 
-def build_server(cameras: dict[str, Camera], host: str, port: int, kbps: int, gop: int) -> GstRtspServer.RTSPServer:
+def encoder(codec: str, kbps: int, gop: int, size: tuple[int, int] | None) -> str:
+    """The media factory's launch line: ``codec`` of :data:`CODECS`, frames scaled to ``size`` (width, height)."""
+    scale = f"! videoscale ! video/x-raw,width={size[0]},height={size[1]} " if size else ""
+    return ENCODER.format(scale=scale, codec=CODECS[codec].format(kbps=kbps, gop=gop))
+
+
+def build_server(
+    cameras: dict[str, Camera],
+    host: str,
+    port: int,
+    kbps: int,
+    gop: int,
+    codec: str = "h264",
+    size: tuple[int, int] | None = None,
+) -> GstRtspServer.RTSPServer:
     """An RTSP server with one shared media factory per camera, mounted at ``/<name>``.
 
     RTP goes interleaved in the RTSP connection (TCP), as OpenCV's FFMPEG backend asks by default: the server binds
@@ -171,7 +202,7 @@ def build_server(cameras: dict[str, Camera], host: str, port: int, kbps: int, go
     mounts = server.get_mount_points()
     for name, camera in cameras.items():
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(ENCODER.format(kbps=kbps, gop=gop))
+        factory.set_launch(encoder(codec, kbps, gop, size))
         factory.set_shared(True)
         factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
         factory.connect("media-configure", lambda _f, media, cam=camera: cam.attach(media))
@@ -188,7 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=0, help="frame rate of every stream (default: the file's)")
     parser.add_argument("--kbps", type=int, default=2000, help="H.264 bit rate (default: 2000)")
     parser.add_argument("--gop", type=int, default=10, help="frames between key frames (default: 10)")
+    parser.add_argument("--codec", choices=sorted(CODECS), default="h264", help="what the cameras send (default h264)")
+    parser.add_argument(
+        "--size", type=_size, default=None, help="WIDTHxHEIGHT the frames are scaled to (default: the file's)"
+    )
     args = parser.parse_args(argv)
+    if args.codec == "mjpeg" and args.size and max(args.size) > 2040:
+        parser.error(f"--size {args.size[0]}x{args.size[1]}: RTP/JPEG carries at most 2040 x 2040 pixels")
     names = [s.name for s in args.stream]
     if len(set(names)) != len(names):
         parser.error(f"stream names must be unique, got {names}")
@@ -219,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         for camera in cameras.values():
             camera.stop()
         return 1
-    server = build_server(cameras, args.host, args.port, args.kbps, args.gop)
+    server = build_server(cameras, args.host, args.port, args.kbps, args.gop, args.codec, args.size)
     try:
         source_id = server.attach(None)
         error = "" if source_id else "the port is in use or the address is not local"
