@@ -139,6 +139,7 @@ class Capture:
         unreachable_after: int = 5,
         start_ts: float | None = None,
         credentials: CredentialSource | None = None,
+        max_width: int = 0,
     ) -> None:
         install_log_redaction()  # idempotent; this may be a fresh Ray worker process
         self.camera_id = camera_id
@@ -162,6 +163,7 @@ class Capture:
         self._reader_failures = 0  # reader failures in a row (no frame read in between)
         self._frames_at_failure = -1
         self.unreachable_after = unreachable_after
+        self.max_width = max_width  # frames wider are scaled down once (0: never)
         self.stats = CaptureStats()
         self._queue: deque[tuple[np.ndarray, FrameMeta]] = deque()
         self._queue_size = queue_size
@@ -369,6 +371,7 @@ class Capture:
                 delay = (ts - self._start_ts) - (time.monotonic() - wall0)
                 if delay > 0 and self._stop.wait(delay):
                     return
+            frame = fit_width(frame, self.max_width)
             h, w = frame.shape[:2]
             meta = FrameMeta(self.camera_id, self._seq, index + loop_offset, ts, w, h)
             self._seq += 1
@@ -404,6 +407,7 @@ class Capture:
             if late > n_frames / 2:  # fell far behind (suspended): jump to now
                 next_pick = first_pick(time.time(), src_fps, step) - step
             next_pick += step
+            frame = fit_width(frame, self.max_width)
             h, w = frame.shape[:2]
             meta = FrameMeta(self.camera_id, self._seq, absolute, absolute / src_fps, w, h)
             self._seq += 1
@@ -431,6 +435,14 @@ def frame_interval(fps: float) -> float:
 
 
 SEEK_FRAMES = 50
+
+
+def fit_width(frame: np.ndarray, max_width: int) -> np.ndarray:
+    """``frame`` scaled down to ``max_width`` pixels wide, its aspect kept (area averaging), when it is wider."""
+    h, w = frame.shape[:2]
+    if max_width <= 0 or w <= max_width:
+        return frame
+    return cv2.resize(frame, (max_width, max(1, round(h * max_width / w))), interpolation=cv2.INTER_AREA)
 
 
 def reader_backoff(failures_in_a_row: int) -> float:

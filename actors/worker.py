@@ -146,6 +146,7 @@ class CameraWorker:
             watchdog_s=rt.watchdog_s,
             stall_s=rt.stall_s,
             probe_s=rt.stream_probe_s or None,
+            max_width=0 if self.cam.lens is not None and self.cam.lens.is_fisheye else rt.max_frame_width,
             start_ts=start_ts,
             credentials=config.credential_source(self.cam.id),
         )

@@ -357,6 +357,15 @@ class RuntimeConfig(Strict):
         description="A stream that delivers no frame this long is reported stalled: its source fails from this node,"
         " so the camera alone can move to the other workstation (reopened after watchdog_s). 0.2 to 300 s.",
     )
+    max_frame_width: int = Field(
+        default=1920,
+        ge=0,
+        le=16384,
+        description="Frames wider than this are scaled down (aspect kept) once, as they are decoded, before tracking"
+        " and the hand-over to inference: a 4K stream costs a 1080p one downstream (detectors see a few hundred"
+        " pixels). 0 = never. A fisheye camera is left at its size (its views are crops of the frame). Lines and"
+        " zones are normalised, so they stay where they are.",
+    )
     stream_probe_s: float = Field(
         default=0.5,
         ge=0,

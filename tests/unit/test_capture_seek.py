@@ -86,3 +86,14 @@ def test_a_file_played_live_delivers_no_frame_scheduled_before_it_started(
     assert math.ceil(pick) / src_fps >= now - 1e-6  # scheduled at or after the start (the frame read is ceil(pick))
     assert (pick - step) / src_fps < now  # and it is the first such grid point
     assert abs(pick / step - round(pick / step)) < 1e-6  # on the shared grid
+
+
+def test_frames_wider_than_the_limit_are_scaled_down_once_keeping_their_aspect() -> None:
+    from actors.capture import fit_width
+
+    wide = np.zeros((2160, 3840, 3), np.uint8)
+    assert fit_width(wide, 1920).shape == (1080, 1920, 3)
+    assert fit_width(wide, 0) is wide  # 0: never
+    small = np.zeros((576, 768, 3), np.uint8)
+    assert fit_width(small, 1920) is small
+    assert fit_width(np.zeros((1000, 3001, 3), np.uint8), 1920).shape == (640, 1920, 3)
