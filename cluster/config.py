@@ -73,6 +73,10 @@ def _check_path(p: Path) -> Path:
 SafePath = Annotated[Path, AfterValidator(_check_path)]
 
 
+RUNTIME_DEFAULT_MAX_WIDTH = 1920
+"""``runtime.max_frame_width`` by default (left out of the config version at that value)."""
+
+
 class Strict(BaseModel):
     # allow_inf_nan=False: an infinite or nan float is refused everywhere (a watchdog of .inf never fires).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -358,7 +362,7 @@ class RuntimeConfig(Strict):
         " so the camera alone can move to the other workstation (reopened after watchdog_s). 0.2 to 300 s.",
     )
     max_frame_width: int = Field(
-        default=1920,
+        default=1920,  # RUNTIME_DEFAULT_MAX_WIDTH
         ge=0,
         le=16384,
         description="Frames wider than this are scaled down (aspect kept) once, as they are decoded, before tracking"
@@ -707,13 +711,17 @@ class Config(Strict):
         of a config without secrets exactly what it was before these keys existed, so rows written before and after
         an upgrade, under the same store config, carry the same version (``test_version_is_stable`` pins it).
         ``cluster.health`` (how a node measures its health) and ``runtime.stall_s`` / ``runtime.stream_probe_s``
-        (when a silent stream is reported, how long a stream is probed at its opening) are left out for the same reason.
+        (when a silent stream is reported, how long a stream is probed at its opening) are left out for the same reason,
+        and ``runtime.max_frame_width`` at its default.
         """
+        runtime = {"stall_s", "stream_probe_s"}
+        if self.runtime.max_frame_width == RUNTIME_DEFAULT_MAX_WIDTH:  # hashed as before the key existed
+            runtime.add("max_frame_width")
         exclude: dict[str, Any] = {
             "credentials_file": True,
             "security": True,
             "cluster": {"health"},
-            "runtime": {"stall_s", "stream_probe_s"},
+            "runtime": runtime,
         }
         # A camera without a lens key is hashed as before the key existed (cameras[].lens is None).
         plain = {i: {"lens"} for i, c in enumerate(self.cameras) if c.lens is None}
