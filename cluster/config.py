@@ -362,7 +362,7 @@ class RuntimeConfig(Strict):
         " so the camera alone can move to the other workstation (reopened after watchdog_s). 0.2 to 300 s.",
     )
     max_frame_width: int = Field(
-        default=1920,  # RUNTIME_DEFAULT_MAX_WIDTH
+        default=RUNTIME_DEFAULT_MAX_WIDTH,
         ge=0,
         le=16384,
         description="Frames wider than this are scaled down (aspect kept) once, as they are decoded, before tracking"
