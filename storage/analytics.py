@@ -358,7 +358,7 @@ def build_store_views(
     else:
         pieces = "SELECT store_id, camera_id, window_start AS p_start, window_end AS p_end FROM segment_meta"
     con.execute(f"CREATE OR REPLACE VIEW {KPI_SCHEMA}.cov_pieces AS {pieces}")
-    fresh = attach_materialised(con, data_dir, setup, history, root, trust) if materialised else 0
+    fresh = attach_materialised(con, data_dir, setup, history, trust) if materialised else 0
     if not fresh:
         create_kpi_views(con)
     return fresh

@@ -408,12 +408,11 @@ def attach_materialised(
     data_dir: Path,
     setup: StoreSetup,
     history: list[DefinitionRecord],
-    root: str,
     trust: BlockTrust | None = None,
 ) -> int:
     """Create the KPI views of ``con`` that read the fresh materialised days and compute the others; return the
-    number of fresh days (0: no view is created, the caller creates the recomputed ones). ``root``: how SQL names
-    ``data_dir``. The recomputed views are not created first: binding them costs as much as the live part's.
+    number of fresh days (0: no view is created, the caller creates the recomputed ones). The recomputed views are
+    not created first: binding them costs as much as the live part's.
     ``trust``: what the blocks are checked with (:func:`read_blocks`; default: their checksums only)."""
     trust = trust or BlockTrust()
     if not trust.use_blocks:

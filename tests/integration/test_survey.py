@@ -14,6 +14,12 @@ from cluster.cli import main
 from tests.integration.test_fisheye import CEPDOF, YOLOX, needs_cepdof
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+HEADER = """
+store: {{id: s1, timezone: Europe/London}}
+model: {{path: {yolox}}}
+storage: {{data_dir: {data}}}
+security: {{tls: false}}
+"""
 
 
 @needs_cepdof
@@ -32,11 +38,8 @@ def test_survey_reports_each_camera_the_host_and_the_network(
         fisheye = CEPDOF / "video_0" / "Lunch3_000001.jpg"
         cfg = tmp_path / "store.yaml"
         cfg.write_text(
-            f"""
-store: {{id: s1, timezone: Europe/London}}
-model: {{path: {YOLOX}}}
-storage: {{data_dir: {tmp_path / "data"}}}
-security: {{tls: false}}
+            HEADER.format(yolox=YOLOX, data=tmp_path / "data")
+            + f"""
 cameras:
   - {{id: door, source: {VTEST}, fps: 25}}
   - {{id: gone, source: {tmp_path / "missing.mp4"}}}
@@ -98,11 +101,8 @@ def test_survey_of_a_live_rtsp_camera(tmp_path: Path, capsys: pytest.CaptureFixt
         with_password = dead.replace("rtsp://", "rtsp://admin:s3cret@")
         cfg = tmp_path / "store.yaml"
         cfg.write_text(
-            f"""
-store: {{id: s1, timezone: Europe/London}}
-model: {{path: {YOLOX}}}
-storage: {{data_dir: {tmp_path / "data"}}}
-security: {{tls: false}}
+            HEADER.format(yolox=YOLOX, data=tmp_path / "data")
+            + f"""
 cameras:
   - {{id: door, source: "{url}", fps: 5}}
   - {{id: yard, source: "{with_password}"}}
