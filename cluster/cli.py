@@ -736,7 +736,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes positionals in one run: `analytics merge --out DIR SRC...` left the sources after the
+        # option unmatched. They are the command's sources; anything else is refused as parse_args would.
+        if getattr(args, "func", None) is cmd_analytics and not any(e.startswith("-") for e in extra):
+            args.sources = [*args.sources, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is cmd_validate:
         args.config = args.config or args.config_opt
         if not args.config:

@@ -202,3 +202,13 @@ def test_a_value_python_cannot_hold_is_one_line(store: Path, capsys: pytest.Capt
             and len(err.strip().splitlines()) == 1
         ), (fmt, err)
         assert "Traceback" not in err
+
+
+def test_analytics_merge_takes_its_sources_after_the_out_option(tmp_path: Path) -> None:
+    """The README's `analytics merge --out DIR SRC...`: argparse left SRC unmatched ('unrecognized arguments')."""
+    from cluster.cli import build_parser, main
+
+    missing = tmp_path / "nowhere"
+    rc = main(["-q", "analytics", "merge", "--out", str(tmp_path / "hq"), str(missing)])
+    assert rc == 1  # parsed (argparse's refusal is 2): the merge itself says the source is not an export
+    assert build_parser().parse_known_args(["analytics", "merge", "--out", "hq", "a", "b"])[1] == ["a", "b"]
