@@ -140,8 +140,21 @@ class Capture:
         start_ts: float | None = None,
         credentials: CredentialSource | None = None,
         max_width: int = 0,
+        substream: str | None = None,
+        stream: str = "main",
+        min_width: int = 0,
     ) -> None:
+        """``substream``, ``stream`` (auto, main or sub) and ``min_width``: which of a camera's two streams is read
+        (:meth:`_open_stream`). A sub-stream is read with the camera's credentials and must hold no user info."""
         install_log_redaction()  # idempotent; this may be a fresh Ray worker process
+        if stream not in ("auto", "main", "sub") or (stream != "main" and not (is_stream and substream)):
+            raise ValueError(f"camera {camera_id}: stream {stream!r} needs a sub-stream URL (and a stream source)")
+        if substream is not None and split_userinfo(substream)[1] is not None:
+            raise ValueError(f"camera {camera_id}: the sub-stream URL must not hold user info")
+        self.substream = substream
+        self.stream = stream
+        self.min_width = min_width
+        self._sub_too_narrow = ""  # why auto reads the main stream (the sub-stream's size), once measured
         self.camera_id = camera_id
         bare, userinfo = split_userinfo(source) if is_stream else (source, None)
         if userinfo is not None:  # a URL with user info given directly: keep it apart, like the config loader does
@@ -254,7 +267,7 @@ class Capture:
             # A short probe first; a stream that does not open so gets FFmpeg's own on the next attempts.
             probe_s = self.probe_s if attempts == 1 else None
             try:
-                return _open(self.source, self.is_stream, int(self.watchdog_s * 500), self.credentials, probe_s)
+                return self._open_stream(probe_s)
             except SourceError as exc:
                 if self._stop.is_set():
                     raise _Abandon() from exc
@@ -274,6 +287,55 @@ class Capture:
             return retrying(attempt)
         except RetryError as exc:  # pragma: no cover - reraise=True makes this rare
             raise SourceError(redact(exc)) from exc
+
+    def _open_stream(self, probe_s: float | None) -> cv2.VideoCapture:
+        """Open the camera's source, or its sub-stream: ``stream`` main or sub reads that one; auto reads the
+        sub-stream when its frames are at least ``min_width`` wide, else the main stream (a sub-stream found too
+        narrow is not opened again by this capture), and the main stream when the sub-stream does not open (and the
+        sub-stream when the main one does not). ``stats.extra["stream"]`` says which, ``["stream_why"]`` why."""
+        timeout_ms = int(self.watchdog_s * 500)
+
+        def main() -> cv2.VideoCapture:
+            return _open(self.source, self.is_stream, timeout_ms, self.credentials, probe_s)
+
+        def sub() -> cv2.VideoCapture:
+            assert self.substream is not None
+            return _open(self.substream, True, timeout_ms, self.credentials, probe_s)
+
+        if self.stream == "main" or self.substream is None:
+            return self._chose("main", "", main())
+        if self.stream == "sub":
+            return self._chose("sub", "", sub())
+        if self._sub_too_narrow:
+            try:
+                return self._chose("main", self._sub_too_narrow, main())
+            except SourceError:
+                pass  # the main stream is down: a narrow sub-stream beats none
+        try:
+            cap = sub()
+        except SourceError as sub_error:
+            try:
+                return self._chose("main", f"the sub-stream does not open ({sub_error})", main())
+            except SourceError as main_error:
+                raise SourceError(f"{main_error}; and the sub-stream: {sub_error}") from None
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if width >= self.min_width:
+            return self._chose("sub", f"{width}x{height}, at least {self.min_width} wide", cap)
+        why = f"the sub-stream is {width}x{height}, narrower than runtime.substream_min_width {self.min_width}"
+        try:
+            main_cap = main()
+        except SourceError as exc:
+            return self._chose("sub", f"{why}, but the main stream does not open ({exc})", cap)
+        cap.release()
+        self._sub_too_narrow = why
+        return self._chose("main", why, main_cap)
+
+    def _chose(self, which: str, why: str, cap: cv2.VideoCapture) -> cv2.VideoCapture:
+        if self.stats.extra.get("stream") != which and self.substream is not None:
+            log.info("camera %s: reading its %s stream%s", self.camera_id, which, f" ({redact(why)})" if why else "")
+        self.stats.extra["stream"] = which
+        self.stats.extra["stream_why"] = redact(why)
+        return cap
 
     def _backoff_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -316,6 +378,7 @@ class Capture:
         self.stats.state = "running"
         index = -1
         next_pick = 0.0
+        pacer = StreamPacer(self.target_fps)
         base_ts = self._start_ts
         loop_offset = 0
         wall0 = time.monotonic()
@@ -360,12 +423,14 @@ class Capture:
                 return
             index += 1
             self.stats.frames_read += 1
-            if index + 1e-9 < next_pick:
-                continue  # frame-rate control: this source frame is not one we process
-            next_pick += step
             if self.is_stream:
+                if not pacer.take(now):
+                    continue  # frame-rate control on arrival times: this frame is not one we process
                 ts = time.time()
             else:
+                if index + 1e-9 < next_pick:
+                    continue  # frame-rate control: this source frame is not one we process
+                next_pick += step
                 ts = base_ts + index / src_fps
             if self.playback == "realtime" and not self.is_stream:
                 delay = (ts - self._start_ts) - (time.monotonic() - wall0)
@@ -424,6 +489,40 @@ class Capture:
                 self.stats.frames_dropped += 1
             self._queue.append((frame, meta))
             self._cond.notify_all()
+
+
+class StreamPacer:
+    """Which frames of a live stream to process at ``fps``, from their arrival times alone.
+
+    A stream's declared frame rate cannot be trusted: MJPEG over HTTP declares none (FFmpeg reports 25 whatever the
+    camera sends), and cameras lower their rate in the dark. Picking every n-th frame from the declared rate would
+    process a 10 frames/s MJPEG camera configured at 5 at 2. A frame is taken once its arrival reaches the next due
+    time, less half the measured interval between arrivals (the source's jitter does not halve the rate); a source
+    that stalls does not earn a burst afterwards. ``fps`` None takes every frame.
+    """
+
+    def __init__(self, fps: float | None) -> None:
+        self.interval = 1.0 / fps if fps else 0.0
+        self._due: float | None = None
+        self._last: float | None = None
+        self.arrival_s = 0.0  # smoothed time between arrivals (0 until two frames came)
+
+    def take(self, now: float) -> bool:
+        """Whether the frame that arrived at ``now`` (monotonic seconds) is processed."""
+        if self._last is not None:
+            gap = now - self._last
+            if self.arrival_s:
+                gap = min(gap, 2.0 * self.arrival_s)  # a stall does not widen the tolerance
+            self.arrival_s = gap if self.arrival_s == 0.0 else 0.9 * self.arrival_s + 0.1 * gap
+        self._last = now
+        if not self.interval:
+            return True
+        if self._due is not None and now < self._due - 0.5 * self.arrival_s:
+            return False
+        # On schedule (taken up to one interval late): keep the phase. Later, after a gap: start again from now.
+        on_time = self._due is not None and now - self._due < self.interval
+        self._due = (self._due if on_time and self._due is not None else now) + self.interval
+        return True
 
 
 class _Abandon(Exception):

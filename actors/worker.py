@@ -147,6 +147,9 @@ class CameraWorker:
             stall_s=rt.stall_s,
             probe_s=rt.stream_probe_s or None,
             max_width=0 if self.cam.lens is not None and self.cam.lens.is_fisheye else rt.max_frame_width,
+            substream=self.cam.substream,
+            stream=self.cam.stream_choice(),
+            min_width=rt.substream_min_width,
             start_ts=start_ts,
             credentials=config.credential_source(self.cam.id),
         )

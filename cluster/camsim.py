@@ -12,17 +12,25 @@ up). Clients of ``rtsp://127.0.0.1:<port>/<name>`` share one RTSP media per came
 producer's current frame, timestamped on arrival, encoded with x264 (zerolatency, one key frame a second so that a
 new client decodes within a second) and payloaded as RTP/H.264.
 
-Prints ``READY rtsp://127.0.0.1:<port>/<name> ...`` on stdout once every file has been decoded and the server is
-listening (``--port 0`` picks a free port and the line names it). Errors go to stderr with exit status 1 (2 for bad
-arguments), a decoding error while serving included; SIGTERM and SIGINT stop it cleanly with exit status 0.
+``--transport udp`` serves RTP over UDP only (the server's UDP ports come from an address pool on ``--host``: it
+binds nothing on other interfaces); ``--http`` serves each camera as MJPEG over HTTP instead of RTSP
+(``http://127.0.0.1:<port>/<name>``: ``multipart/x-mixed-replace``, one JPEG part per frame, encoded by GStreamer's
+``jpegenc``), as IP cameras' ``/mjpg/video.mjpg`` endpoints do.
+
+Prints ``READY rtsp://127.0.0.1:<port>/<name> ...`` (or ``http://...``) on stdout once every file has been decoded and
+the server is listening (``--port 0`` picks a free port and the line names it). Errors go to stderr with exit status 1
+(2 for bad arguments), a decoding error while serving included; SIGTERM and SIGINT stop it cleanly with exit status 0.
 Debian packages: gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-plugins-{base,good,bad,ugly}, gstreamer1.0-libav.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import os
+import queue
 import signal
+import socketserver
 import sys
 import threading
 from collections.abc import Callable
@@ -53,6 +61,16 @@ CODECS = {
     "mjpeg": "jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26",
 }
 """The codecs a camera can serve (``--codec``): what IP cameras send over RTSP."""
+UDP_PORTS = (40000, 49999)
+"""The UDP ports ``--transport udp`` allocates RTP/RTCP pairs from (on ``--host`` only)."""
+MJPEG = (
+    "appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
+    "! queue max-size-buffers=2 leaky=downstream {scale}! videoconvert ! jpegenc quality=85 "
+    "! appsink name=jpeg sync=false max-buffers=2 drop=true emit-signals=true"
+)
+BOUNDARY = "camsimframe"
+HTTP_CLIENT_QUEUE = 4
+"""JPEG parts a slow HTTP client may fall behind before its oldest are dropped (a camera does not wait)."""
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -131,14 +149,18 @@ class Camera:
     def attach(self, media: GstRtspServer.RTSPMedia) -> None:
         """Feed a newly configured RTSP media until it is unprepared."""
         src = media.get_element().get_by_name("src")
+        self.add_source(src)
+        media.connect("unprepared", self._detach, src)
+        log(f"stream {self.spec.name}: media prepared")
+
+    def add_source(self, src: Gst.Element) -> None:
+        """Feed ``src`` (an ``appsrc``) every frame from now on."""
         with self._lock:
             if self._caps is not None:
                 src.set_property("caps", self._caps)
             self._sources.append(src)
-        media.connect("unprepared", self._detach, src)
-        log(f"stream {self.spec.name}: media prepared")
 
-    def _detach(self, _media: GstRtspServer.RTSPMedia, src: Gst.Element) -> None:
+    def _detach(self, _media: GstRtspServer.RTSPMedia | None, src: Gst.Element) -> None:
         with self._lock:
             if src in self._sources:
                 self._sources.remove(src)
@@ -175,6 +197,101 @@ class Camera:
             self._on_error(f"stream {self.spec.name}: {err.message} ({debug})")
 
 
+class MjpegFeed:
+    """One camera as MJPEG over HTTP: its frames JPEG-encoded by GStreamer, each part handed to every HTTP client."""
+
+    def __init__(self, camera: Camera, size: tuple[int, int] | None) -> None:
+        scale = f"! videoscale ! video/x-raw,width={size[0]},height={size[1]} " if size else ""
+        pipeline = Gst.parse_launch(MJPEG.format(scale=scale))
+        assert isinstance(pipeline, Gst.Pipeline)
+        self.pipeline = pipeline
+        self.camera = camera
+        self._lock = threading.Lock()
+        self._clients: list[queue.Queue[bytes]] = []
+        pipeline.get_by_name("jpeg").connect("new-sample", self._on_jpeg)
+        pipeline.set_state(Gst.State.PLAYING)
+        camera.add_source(pipeline.get_by_name("src"))
+
+    def stop(self) -> None:
+        """Stop encoding."""
+        self.pipeline.set_state(Gst.State.NULL)
+
+    def subscribe(self) -> queue.Queue[bytes]:
+        """A queue that receives every JPEG from now on (the oldest dropped when the client falls behind)."""
+        q: queue.Queue[bytes] = queue.Queue(maxsize=HTTP_CLIENT_QUEUE)
+        with self._lock:
+            self._clients.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue[bytes]) -> None:
+        """Stop feeding ``q``."""
+        with self._lock:
+            if q in self._clients:
+                self._clients.remove(q)
+
+    def _on_jpeg(self, sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.OK
+        buf = sample.get_buffer()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            return Gst.FlowReturn.OK
+        try:
+            jpeg = bytes(info.data)
+        finally:
+            buf.unmap(info)
+        with self._lock:
+            clients = list(self._clients)
+        for q in clients:
+            while True:
+                try:
+                    q.put_nowait(jpeg)
+                    break
+                except queue.Full:
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+        return Gst.FlowReturn.OK
+
+
+def build_http_server(feeds: dict[str, MjpegFeed], host: str, port: int) -> socketserver.ThreadingTCPServer:
+    """An HTTP server answering ``GET /<name>`` with the camera's MJPEG stream (``multipart/x-mixed-replace``)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:
+            feed = feeds.get(self.path.lstrip("/"))
+            if feed is None:
+                self.send_error(404, f"no camera {self.path[:64]!r}")
+                return
+            q = feed.subscribe()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace;boundary={BOUNDARY}")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                while True:
+                    jpeg = q.get(timeout=10)
+                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                    self.wfile.write(head.encode() + jpeg + b"\r\n")
+            except (OSError, queue.Empty):
+                pass  # the client went away, or the camera stopped producing
+            finally:
+                feed.unsubscribe(q)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log(f"http {self.address_string()}: {format % args}")
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    return Server((host, port), Handler)
+
+
 def encoder(codec: str, kbps: int, gop: int, size: tuple[int, int] | None) -> str:
     """The media factory's launch line: ``codec`` of :data:`CODECS`, frames scaled to ``size`` (width, height)."""
     scale = f"! videoscale ! video/x-raw,width={size[0]},height={size[1]} " if size else ""
@@ -189,12 +306,15 @@ def build_server(
     gop: int,
     codec: str = "h264",
     size: tuple[int, int] | None = None,
+    transport: str = "tcp",
 ) -> GstRtspServer.RTSPServer:
     """An RTSP server with one shared media factory per camera, mounted at ``/<name>``.
 
-    RTP goes interleaved in the RTSP connection (TCP), as OpenCV's FFMPEG backend asks by default: the server binds
-    no UDP port (without an address pool those would listen on every interface). A client asking for UDP gets
-    ``461 Unsupported transport`` and falls back to TCP (ffmpeg, VLC and GStreamer clients do).
+    ``transport`` tcp: RTP goes interleaved in the RTSP connection, as OpenCV's FFMPEG backend asks first; the server
+    binds no UDP port, and a client asking for UDP gets ``461 Unsupported transport`` and falls back to TCP (ffmpeg,
+    VLC and GStreamer clients do). udp: RTP over UDP only (a client asking for TCP is refused and must fall back to
+    UDP), from ports of :data:`UDP_PORTS` on ``host`` alone (an address pool: without one the server would bind
+    every interface).
     """
     server = GstRtspServer.RTSPServer()
     server.set_address(host)
@@ -204,7 +324,13 @@ def build_server(
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(encoder(codec, kbps, gop, size))
         factory.set_shared(True)
-        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
+        if transport == "udp":
+            pool = GstRtspServer.RTSPAddressPool()
+            pool.add_range(host, host, UDP_PORTS[0], UDP_PORTS[1], 0)
+            factory.set_address_pool(pool)
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
+        else:
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
         factory.connect("media-configure", lambda _f, media, cam=camera: cam.attach(media))
         mounts.add_factory(f"/{name}", factory)
     return server
@@ -223,8 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", type=_size, default=None, help="WIDTHxHEIGHT the frames are scaled to (default: the file's)"
     )
+    parser.add_argument(
+        "--transport", choices=("tcp", "udp"), default="tcp", help="RTP over TCP (interleaved) or UDP (default tcp)"
+    )
+    parser.add_argument("--http", action="store_true", help="serve MJPEG over HTTP instead of RTSP")
     args = parser.parse_args(argv)
-    if args.codec == "mjpeg" and args.size and max(args.size) > 2040:
+    if args.http and (args.codec != "h264" or args.transport != "tcp"):
+        parser.error("--http serves MJPEG over HTTP: --codec and --transport apply to RTSP only")
+    if not args.http and args.codec == "mjpeg" and args.size and max(args.size) > 2040:
         parser.error(f"--size {args.size[0]}x{args.size[1]}: RTP/JPEG carries at most 2040 x 2040 pixels")
     names = [s.name for s in args.stream]
     if len(set(names)) != len(names):
@@ -256,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         for camera in cameras.values():
             camera.stop()
         return 1
-    server = build_server(cameras, args.host, args.port, args.kbps, args.gop, args.codec, args.size)
+    if args.http:
+        return _serve_http(cameras, args, loop, errors)
+    server = build_server(cameras, args.host, args.port, args.kbps, args.gop, args.codec, args.size, args.transport)
     try:
         source_id = server.attach(None)
         error = "" if source_id else "the port is in use or the address is not local"
@@ -275,6 +409,34 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.client_filter(lambda _server, _client: GstRtspServer.RTSPFilterResult.REMOVE)
         GLib.source_remove(source_id)
+        for camera in cameras.values():
+            camera.stop()
+        log("stopped: " + ", ".join(f"{n} {c.frames} frames, {c.loops} loops" for n, c in cameras.items()))
+    return 1 if errors else 0
+
+
+def _serve_http(cameras: dict[str, Camera], args: argparse.Namespace, loop: GLib.MainLoop, errors: list[str]) -> int:
+    """Serve every camera as MJPEG over HTTP until the loop stops; the exit status."""
+    feeds = {name: MjpegFeed(camera, args.size) for name, camera in cameras.items()}
+    try:
+        httpd = build_http_server(feeds, args.host, args.port)
+    except OSError as exc:
+        log(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        for feed in feeds.values():
+            feed.stop()
+        for camera in cameras.values():
+            camera.stop()
+        return 1
+    threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
+    port = httpd.server_address[1]
+    print("READY " + " ".join(f"http://{args.host}:{port}/{name}" for name in cameras), flush=True)
+    try:
+        loop.run()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        for feed in feeds.values():
+            feed.stop()
         for camera in cameras.values():
             camera.stop()
         log("stopped: " + ", ".join(f"{n} {c.frames} frames, {c.loops} loops" for n, c in cameras.items()))

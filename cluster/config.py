@@ -75,6 +75,8 @@ SafePath = Annotated[Path, AfterValidator(_check_path)]
 
 RUNTIME_DEFAULT_MAX_WIDTH = 1920
 """``runtime.max_frame_width`` by default (left out of the config version at that value)."""
+RUNTIME_DEFAULT_SUBSTREAM_WIDTH = 640
+"""``runtime.substream_min_width`` by default (left out of the config version at that value)."""
 
 
 class Strict(BaseModel):
@@ -194,6 +196,19 @@ class CameraConfig(Strict):
         " No user or password here: they go in the credentials file (credentials_file:) or the environment; user"
         " info written in the URL still works, with a warning, and is stripped from the URL when it is loaded.",
     )
+    substream: str | None = Field(
+        default=None,
+        max_length=MAX_PATH,
+        description="Streams only: the camera's second, smaller stream (rtsp://, rtsps://, http://, https://), read"
+        " with the same user and password. Used instead of source (the main stream) when it is at least"
+        " runtime.substream_min_width pixels wide (stream: auto): decoding a 4K main stream costs a core, and the"
+        " detector looks at a few hundred pixels. No user or password here.",
+    )
+    stream: Literal["auto", "main", "sub"] = Field(
+        default="auto",
+        description="Which stream to read: auto (the sub-stream when it is wide enough and opens, else the main"
+        " one; a fisheye camera reads its main stream), main, or sub (the sub-stream only).",
+    )
     fps: float | None = Field(default=None, gt=0, le=60, description="Frames a second to process; default: source.")
     playback: Literal["realtime", "fast", "live"] = Field(
         default="realtime",
@@ -257,6 +272,25 @@ class CameraConfig(Strict):
     def _source(cls, v: str) -> str:
         return check_source(v)
 
+    @field_validator("substream")
+    @classmethod
+    def _substream(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        for value in secret_params(v):  # masked wherever the URL is shown
+            register_secret(value)
+        bare, userinfo = split_userinfo(v)
+        if userinfo is not None:
+            register_secret(userinfo.partition(":")[2])
+            raise ValueError(
+                "substream: no user or password in the URL: the sub-stream is read with the camera's, from the"
+                " credentials file or the environment"
+            )
+        checked = check_source(bare)
+        if not re.match(r"^(rtsp|rtsps|http|https)://", checked):
+            raise ValueError("substream must be a stream URL (rtsp://, rtsps://, http://, https://), not a file path")
+        return checked
+
     @model_validator(mode="after")
     def _unique(self) -> CameraConfig:
         for what, items in (("line", self.lines), ("zone", self.zones)):
@@ -266,7 +300,20 @@ class CameraConfig(Strict):
                 raise ValueError(f"camera {self.id}: {what} ids must be unique, repeated: {', '.join(dup)}")
         if self.is_stream and (self.loop or self.playback != "realtime"):
             raise ValueError(f"camera {self.id}: loop and playback apply to video files, not to streams")
+        if self.substream is not None and not self.is_stream:
+            raise ValueError(f"camera {self.id}: substream applies to a stream: source is a video file")
+        if self.stream == "sub" and self.substream is None:
+            raise ValueError(f"camera {self.id}: stream: sub needs a substream URL; or write stream: auto")
         return self
+
+    def stream_choice(self) -> str:
+        """``stream`` as the capture applies it: a fisheye lens's views are crops of the frame, which need the main
+        stream's pixels, so auto reads a fisheye camera's main stream; without a sub-stream, main."""
+        if self.substream is None:
+            return "main"
+        if self.stream == "auto" and self.lens is not None and self.lens.is_fisheye:
+            return "main"
+        return self.stream
 
 
 def _fisheye_anchor(data: Any) -> Any:
@@ -369,6 +416,14 @@ class RuntimeConfig(Strict):
         " and the hand-over to inference: a 4K stream costs a 1080p one downstream (detectors see a few hundred"
         " pixels). 0 = never. A fisheye camera is left at its size (its views are crops of the frame). Lines and"
         " zones are normalised, so they stay where they are.",
+    )
+    substream_min_width: int = Field(
+        default=RUNTIME_DEFAULT_SUBSTREAM_WIDTH,
+        ge=16,
+        le=16384,
+        description="A camera's sub-stream (cameras[].substream, stream: auto) is read instead of its main stream"
+        " when its frames are at least this wide. 640: the shipped detectors look at 320 (SSDLite) to 416 (PicoDet)"
+        " pixels across a whole frame; with model.tiles 2 they look at about 1.7 times that: raise it to 720.",
     )
     stream_probe_s: float = Field(
         default=0.5,
@@ -717,14 +772,22 @@ class Config(Strict):
         runtime = {"stall_s", "stream_probe_s"}
         if self.runtime.max_frame_width == RUNTIME_DEFAULT_MAX_WIDTH:  # hashed as before the key existed
             runtime.add("max_frame_width")
+        if self.runtime.substream_min_width == RUNTIME_DEFAULT_SUBSTREAM_WIDTH:
+            runtime.add("substream_min_width")
         exclude: dict[str, Any] = {
             "credentials_file": True,
             "security": True,
             "cluster": {"health"},
             "runtime": runtime,
         }
-        # A camera without a lens key is hashed as before the key existed (cameras[].lens is None).
-        plain = {i: {"lens"} for i, c in enumerate(self.cameras) if c.lens is None}
+        # A camera without a lens key or a sub-stream is hashed as before the keys existed.
+        plain: dict[int, set[str]] = {}
+        for i, c in enumerate(self.cameras):
+            left_out = {"lens"} if c.lens is None else set()
+            if c.substream is None and c.stream == "auto":
+                left_out |= {"substream", "stream"}
+            if left_out:
+                plain[i] = left_out
         if plain:
             exclude["cameras"] = plain
         text = self.model_dump_json(exclude=exclude)

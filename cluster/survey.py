@@ -97,6 +97,15 @@ def camera_fact(cfg: Config, cam: CameraConfig, frames: int) -> tuple[CameraFact
         cap.release()
 
 
+def stream_read(choice: str, main: CameraFact, sub: CameraFact, min_width: int) -> str:
+    """The stream the node will read (``actors.capture.Capture._open_stream``'s rule, on what the survey saw)."""
+    if choice != "auto":
+        return choice
+    if sub.frames and sub.width >= min_width:
+        return "sub"
+    return "main" if main.frames or not sub.frames else "sub"
+
+
 def machine_fact(cfg: Config, frame: Any) -> HostFact:
     """This host: CPUs, memory, disk of the data dir, clock synchronisation, the detector's time per frame."""
     from cluster.health import disk_state, time_synced
@@ -183,7 +192,12 @@ def gather(cfg: Config, frames: int, with_network: bool) -> SurveyFacts:
     sample = None
     for cam in cfg.cameras:
         fact, frame = camera_fact(cfg, cam, frames)
-        cameras.append(fact)
+        if cam.substream is not None:
+            sub, _ = camera_fact(cfg, cam.model_copy(update={"source": cam.substream}), frames)
+            fact = replace(fact, reads=stream_read(cam.stream_choice(), fact, sub, cfg.runtime.substream_min_width))
+            cameras += [fact, replace(sub, camera=f"{cam.id} sub-stream", sub_of=cam.id)]
+        else:
+            cameras.append(fact)
         if sample is None and frame is not None:
             sample = frame
     ports = tuple(port_fact(*p) for p in ports_of(cfg)) if with_network else ()

@@ -36,6 +36,8 @@ class CameraFact:
     lens: str = "normal"  # what the config says
     views: int = 1  # detector runs per frame (a fisheye lens: its rotated views)
     circle: tuple[float, float, float] | None = None  # a fisheye image circle found in a frame (normalised)
+    reads: str = ""  # a camera with a sub-stream: "main" or "sub", the stream the node will read (its rule)
+    sub_of: str = ""  # this fact is the sub-stream of that camera (not a camera of its own: not in the capacity)
 
 
 @dataclass(frozen=True)
@@ -99,15 +101,17 @@ def check_camera(c: CameraFact) -> list[Finding]:
             f" opened in {c.open_s:.1f} s",
         )
     ]
-    if c.width > WIDE_PX and c.lens != "fisheye" and c.circle is None:  # a fisheye's views are crops: size matters
+    if c.reads:
+        out.append(Finding(f"{name} stream", True, f"the node reads its {c.reads} stream (stream: auto's rule)"))
+    if c.width > WIDE_PX and c.lens != "fisheye" and c.circle is None and c.reads != "sub" and not c.sub_of:
         out.append(
             Finding(
                 f"{name} size",
                 False,
                 f"{c.width}x{c.height}: every frame is decoded at full size and scaled down for a detector that sees"
                 " a few hundred pixels",
-                f"point cameras[{c.camera}].source at the camera's sub-stream (720p or 1080p; most cameras serve one"
-                " on a second RTSP path)",
+                f"give cameras[{c.camera}].substream the camera's sub-stream URL (most cameras serve one on a second"
+                " RTSP path; the node reads it when at least runtime.substream_min_width wide)",
             )
         )
     if c.configured_fps and c.fps > 0 and c.fps < c.configured_fps:
@@ -157,7 +161,7 @@ def check_machine(h: HostFact, cameras: tuple[CameraFact, ...]) -> list[Finding]
         )
     else:
         capacity = HEADROOM * 1000.0 / h.detect_ms
-        asked = sum(camera_rate(c) * c.views for c in cameras if c.opened and c.frames)
+        asked = sum(camera_rate(c) * c.views for c in cameras if c.opened and c.frames and not c.sub_of)
         msg = (
             f"{h.model} on {h.provider or '?'}: {h.detect_ms:.1f} ms a frame, so about"
             f" {capacity:.0f} detector runs/s for the cameras ({HEADROOM:.0%} of it); they ask {asked:g} (a fisheye"

@@ -116,6 +116,7 @@ class RtspServer:
         self.extra_args = extra_args
         self.starts = 0
         self.suspended = False
+        self.scheme = "http" if "--http" in extra_args else "rtsp"
         self._proc: subprocess.Popen[str] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="camsim-", suffix=".log", delete=False)
         self.log_path = Path(self._log.name)
@@ -139,12 +140,12 @@ class RtspServer:
         return self._proc.pid
 
     def url(self, name: str) -> str:
-        """The RTSP URL of one stream."""
+        """The URL of one stream (``rtsp://``, or ``http://`` for a server started with ``--http``)."""
         if name not in self.streams:
             raise KeyError(f"no stream {name!r}: this server serves {sorted(self.streams)}")
         if not self.port:
             raise RuntimeError("camsim has not started yet: its port is not known")
-        return f"rtsp://{HOST}:{self.port}/{name}"
+        return f"{self.scheme}://{HOST}:{self.port}/{name}"
 
     def start(self, attempts: int = 3) -> None:
         """Start camsim and wait (bounded) for its READY line; skip the test where GStreamer is missing.
@@ -239,7 +240,7 @@ class RtspServer:
             if line is None:
                 break
             if line.startswith("READY "):
-                # READY rtsp://127.0.0.1:PORT/NAME ...: keep the port, for URLs and for restarts
+                # READY rtsp://127.0.0.1:PORT/NAME ... (or http://): keep the port, for URLs and for restarts
                 self.port = int(line.split()[1].split("/")[2].rpartition(":")[2])
                 return ""
         status = self._proc.poll()

@@ -1,10 +1,12 @@
 """The camera compatibility matrix: one short live stream per format from a real RTSP server (GStreamer's, through
 ``cluster/camsim.py``), read by the product's own capture (``actors.capture.Capture``, FFmpeg through OpenCV, RTP
-over TCP): H.264, H.265 and MJPEG over RTSP at the file's size, and H.264 at 4K. Each must deliver frames of the
-size served, decoded (not grey), and keep delivering. The README's matrix is this test's table."""
+over TCP): H.264, H.265 and MJPEG over RTSP at the file's size, and H.264 at 4K; RTP over UDP; MJPEG over HTTP; a
+camera's sub-stream chosen by its size. Each must deliver frames of the size served, decoded (not grey), and keep
+delivering. The README's matrix is this test's table."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from actors.capture import Capture, _open
+from failover.etcd_cluster import free_port
 from tests.rtsp import RtspServer, skip_unless_available
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -54,3 +57,120 @@ def test_a_camera_of_each_format_is_read(codec: str, size: str | None, shape: tu
             assert (cap.stats.state, cap.stats.reconnects) == ("running", 0)
         finally:
             cap.stop()
+
+
+def _frames(cap: Capture, want: int) -> list[np.ndarray]:
+    """Up to ``want`` frames, each next() waiting up to 1 s, 40 waits at most."""
+    frames: list[np.ndarray] = []
+    for _ in range(40):
+        item = cap.next(timeout=1.0)
+        if isinstance(item, tuple):
+            frames.append(item[0])
+            if len(frames) == want:
+                break
+    return frames
+
+
+@pytest.mark.skipif(not VTEST.exists(), reason=f"{VTEST} not found: install Debian's opencv-doc package")
+def test_a_camera_that_sends_rtp_over_udp_only_is_read() -> None:
+    """The camera refuses RTP over TCP (461 Unsupported transport); FFmpeg, asked to prefer TCP, falls back to UDP,
+    whose ports the camera binds on 127.0.0.1 only."""
+    skip_unless_available()
+    with RtspServer({"cam": VTEST}, extra_args=("--transport", "udp", "--fps", "10")) as server:
+        cap = Capture("cam", server.url("cam"), is_stream=True, watchdog_s=10.0)
+        cap.start()
+        try:
+            frames = _frames(cap, 5)
+            assert len(frames) == 5, (cap.stats, server.log_text()[-2000:])
+            assert all(f.shape == (576, 768, 3) and float(np.std(f)) > 20.0 for f in frames)
+            assert (cap.stats.state, cap.stats.reconnects) == ("running", 0)
+        finally:
+            cap.stop()
+        assert "Unsupported transport" not in server.log_text()  # the server's side: nothing went wrong
+
+
+@pytest.mark.skipif(not VTEST.exists(), reason=f"{VTEST} not found: install Debian's opencv-doc package")
+def test_mjpeg_over_http_is_read_and_paced_by_arrival_not_by_the_rate_it_declares() -> None:
+    """An HTTP camera's multipart JPEG stream declares no frame rate (FFmpeg says 25); the camera sends 10 frames a
+    second and the config asks for 5: about every other frame is processed, not every fifth."""
+    skip_unless_available()
+    with RtspServer({"cam": VTEST}, extra_args=("--http", "--fps", "10")) as server:
+        url = server.url("cam")
+        assert url.startswith("http://")
+        probe = _open(url, True, 10_000)
+        try:
+            fourcc = int(probe.get(cv2.CAP_PROP_FOURCC) or 0)
+            declared = probe.get(cv2.CAP_PROP_FPS)
+        finally:
+            probe.release()
+        assert "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).lower() == "mjpg"
+        assert declared == 25.0  # what FFmpeg makes up: the rate the old frame picking trusted
+        cap = Capture("cam", url, is_stream=True, fps=5, watchdog_s=10.0, queue_size=64)
+        cap.start()
+        try:
+            frames = _frames(cap, 12)
+            assert len(frames) == 12, (cap.stats, server.log_text()[-2000:])
+            assert all(f.shape == (576, 768, 3) and float(np.std(f)) > 20.0 for f in frames)
+            read, delivered = cap.stats.frames_read, cap.stats.frames_delivered + cap.stats.frames_dropped
+        finally:
+            cap.stop()
+        # 10 read for 5 taken: every other frame (arrival jitter can shift one); the declared 25 would take 1 in 5
+        assert 0.4 <= delivered / read <= 0.6, (read, delivered)
+
+
+@pytest.fixture(scope="module")
+def two_streams() -> Iterator[dict[str, str]]:
+    """One camera's main stream (1536x1152) and two candidate sub-streams: 768x576 and 384x288."""
+    if not VTEST.exists():
+        pytest.skip(f"{VTEST} not found: install Debian's opencv-doc package")
+    skip_unless_available()
+    with (
+        RtspServer({"main": VTEST}, extra_args=("--fps", "10", "--size", "1536x1152")) as main,
+        RtspServer({"sub": VTEST}, extra_args=("--fps", "10")) as wide,
+        RtspServer({"sub": VTEST}, extra_args=("--fps", "10", "--size", "384x288")) as narrow,
+    ):
+        closed = free_port()  # nothing listens there: a sub-stream that does not open
+        yield {
+            "main": main.url("main"),
+            "sub": wide.url("sub"),
+            "narrow": narrow.url("sub"),
+            "down": f"rtsp://127.0.0.1:{closed}/sub",
+        }
+
+
+SUBSTREAM_CASES = [
+    # (stream setting, sub-stream, frame width read, stream read, why contains)
+    ("auto", "sub", 768, "sub", "768x576, at least 640 wide"),
+    ("auto", "narrow", 1536, "main", "the sub-stream is 384x288, narrower than runtime.substream_min_width 640"),
+    ("auto", "down", 1536, "main", "the sub-stream does not open"),
+    ("sub", "narrow", 384, "sub", ""),
+    ("main", "sub", 1536, "main", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("stream", "sub", "width", "reads", "why"), SUBSTREAM_CASES, ids=[f"{c[0]}-{c[1]}" for c in SUBSTREAM_CASES]
+)
+def test_the_sub_stream_is_read_when_it_is_wide_enough(
+    two_streams: dict[str, str], stream: str, sub: str, width: int, reads: str, why: str
+) -> None:
+    cap = Capture(
+        "cam",
+        two_streams["main"],
+        is_stream=True,
+        watchdog_s=10.0,
+        max_width=0,
+        substream=two_streams[sub],
+        stream=stream,
+        min_width=640,
+    )
+    cap.start()
+    try:
+        frames = _frames(cap, 3)
+        assert len(frames) == 3, cap.stats
+        assert {f.shape[1] for f in frames} == {width}
+        assert cap.stats.extra["stream"] == reads
+        assert why in cap.stats.extra["stream_why"]
+        assert (cap.stats.state, cap.stats.reconnects) == ("running", 0)
+    finally:
+        cap.stop()

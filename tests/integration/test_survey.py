@@ -91,7 +91,8 @@ cluster:
 @pytest.mark.skipif(not VTEST.exists(), reason=f"{VTEST} not found: install Debian's opencv-doc package")
 def test_survey_of_a_live_rtsp_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A real RTSP camera (GStreamer's RTSP server, H.264) and one whose port nobody serves: the first is read with
-    its codec and size, the second is one finding naming the stream (without its password) and what to check."""
+    its codec and size, the second is one finding naming the stream (without its password) and what to check. The
+    first is the sub-stream of a camera whose main stream is down: the survey says the node reads the sub-stream."""
     from tests.rtsp import RtspServer, skip_unless_available
 
     skip_unless_available()
@@ -104,7 +105,7 @@ def test_survey_of_a_live_rtsp_camera(tmp_path: Path, capsys: pytest.CaptureFixt
             HEADER.format(yolox=YOLOX, data=tmp_path / "data")
             + f"""
 cameras:
-  - {{id: door, source: "{url}", fps: 5}}
+  - {{id: door, source: "{dead}", substream: "{url}", fps: 5}}
   - {{id: yard, source: "{with_password}"}}
 """
         )
@@ -113,10 +114,15 @@ cameras:
     assert rc == 1, printed
     doc = json.loads((tmp_path / "out" / "survey.json").read_text())
     cams = {c["camera"]: c for c in doc["facts"]["cameras"]}
-    door, yard = cams["door"], cams["yard"]
+    # the door camera's main stream is down, its sub-stream (the live one) is read: the node would read it too
+    main_door, door, yard = cams["door"], cams["door sub-stream"], cams["yard"]
+    assert (main_door["opened"], main_door["reads"], door["sub_of"]) == (False, "sub", "door")
     assert (door["opened"], door["stream"], door["width"], door["height"], door["frames"]) == (True, True, 768, 576, 10)
     assert door["codec"].lower() == "h264" and door["open_s"] > 0
     assert (yard["opened"], yard["frames"]) == (False, 0)
     everything = (tmp_path / "out" / "survey.json").read_text() + (tmp_path / "out" / "survey.html").read_text()
     assert "s3cret" not in everything + printed and "admin" not in everything + printed
-    assert sorted(f["check"] for f in doc["findings"] if not f["ok"] and f["check"] != "capacity") == ["camera yard"]
+    assert sorted(f["check"] for f in doc["findings"] if not f["ok"] and f["check"] != "capacity") == [
+        "camera door",
+        "camera yard",
+    ]
