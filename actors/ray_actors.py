@@ -13,6 +13,7 @@ import ray
 
 from actors.inference_server import InferenceServer
 from actors.worker import CameraWorker
+from cluster import unsafe
 from cluster.config import Config
 from cluster.errors import StorageError
 from storage.signing import SignerRef
@@ -189,3 +190,18 @@ def start_camera(
         signing=signing,
         ready=remote.ready,
     )
+
+
+def start_failable_inference(config: Any, model_path: str, trigger: Path) -> Any:
+    """``fail-inference`` (:mod:`cluster.unsafe`): the node's inference actor, its detector wrapped by
+    :func:`cluster.unsafe.failing_while`. The class keeps the name ``InferenceServer`` (its process is
+    ``ray::InferenceServer``, as the hang-inference drill looks for)."""
+    from actors import inference_server
+
+    class InferenceServer(inference_server.InferenceServer):
+        def __init__(self, config: Any, model_path: str, max_batch: int, trigger: Path) -> None:
+            super().__init__(config, model_path, max_batch)
+            self.detector.detect_batch = unsafe.failing_while(trigger, self.detector.detect_batch)  # type: ignore[method-assign,assignment]
+
+    actor = ray.remote(InferenceServer).options(**INFERENCE_OPTIONS)
+    return actor.remote(config, model_path, config.runtime.inference_batch, trigger)

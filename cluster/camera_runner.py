@@ -15,6 +15,7 @@ from cluster import unsafe
 from cluster.config import Config
 from cluster.errors import ConfigError
 from cluster.fencing import Fence
+from failover.decide import given_elsewhere
 from failover.fence import FENCE_FRACTION
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ class RayCameraRunner:
         if (
             unsafe.FENCE in self.unsafe_break
             and not self.shutting_down
-            and not unsafe.given_elsewhere(self.cluster(), self.config.node, camera_id)
+            and not given_elsewhere(self.cluster(), self.config.node, camera_id)
         ):
             log.warning(
                 "node %s: UNSAFE test-only break fence: not stopping %s (no current assignment gives it to another"

@@ -232,7 +232,7 @@ class Node:
     def run(self) -> int:
         import ray
 
-        from actors.ray_actors import start_inference, start_ray
+        from actors.ray_actors import start_failable_inference, start_inference, start_ray
         from failover.etcd_dcs import EtcdDCS
         from failover.loop import HALoop
         from storage.segments import sweep_temp_files
@@ -258,7 +258,7 @@ class Node:
         try:
             if unsafe.FAIL_INFERENCE in self.test_faults:
                 trigger = unsafe.fail_inference_trigger(cfg.storage.data_dir, self.me.name)
-                self.inference = unsafe.start_failable_inference(cfg, str(model_path), trigger)
+                self.inference = start_failable_inference(cfg, str(model_path), trigger)
             else:
                 self.inference = start_inference(cfg, str(model_path))
             inf = ray.get(self.inference.info.remote())

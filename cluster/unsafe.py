@@ -11,8 +11,9 @@ reaching the Ray worker processes). An unknown value is a :class:`~cluster.error
 - ``fence``: the fence is off. A camera worker ignores its fence deadline and never pauses; the node's runner does
   not stop a camera when the node loses its lease, is fenced, demoted or cannot reach etcd. It stops a camera only
   when the node has read a current assignment (written under the leader key's token) that gives the camera to
-  another node or moves it off this node (:func:`given_elsewhere`), or on shutdown. A cut-off or frozen node then
-  keeps counting a camera that the other node has taken over: two producers of one camera at the same time.
+  another node or moves it off this node (:func:`failover.decide.given_elsewhere`), or on shutdown. A cut-off or
+  frozen node then keeps counting a camera that the other node has taken over: two producers of one camera at the
+  same time.
 - ``drop-window``: a camera worker processes every frame as usual but never writes a window whose start is a whole
   multiple of 20 seconds (``round(start) % 20 == 0``: with the default 1 s flush interval one window in 20), and logs
   each dropped window at DEBUG. Nothing else changes: the gap shows in the coverage, not in the logs at INFO.
@@ -22,9 +23,10 @@ break, a hook removes no guarantee: it lets a drill inject a fault that cannot b
 The node logs each hook as a WARNING at start and reports them in ``/health`` (``"test_faults"``). An unknown value is
 a :class:`~cluster.errors.ConfigError`.
 
-- ``fail-inference``: the node's inference actor is an :class:`~actors.inference_server.InferenceServer` whose ONNX
-  session raises while the file :func:`fail_inference_trigger` exists (the ``fail-inference`` drill creates it, and
-  removes it to restore). Inert while the file is absent.
+- ``fail-inference``: the node's inference actor (:func:`actors.ray_actors.start_failable_inference`) is an
+  :class:`~actors.inference_server.InferenceServer` whose ONNX session raises while the file
+  :func:`fail_inference_trigger` exists (the ``fail-inference`` drill creates it, and removes it to restore). Inert
+  while the file is absent.
 - ``clock-jump``: every process of the node (the agent and its Ray workers, through Ray's worker setup hook) reads
   its wall clock (``time.time``, ``time.time_ns``) plus the seconds written in the file :func:`clock_offset_file`
   (read at most every 0.1 s; absent or unreadable: 0); the monotonic clock is untouched, as with a real step of the
@@ -39,12 +41,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 from cluster.errors import ConfigError
-
-if TYPE_CHECKING:
-    from failover.dcs import Cluster
 
 ENV = "EDGEPAIR_UNSAFE_BREAK"
 FENCE = "fence"
@@ -80,19 +79,6 @@ def drops_window(window_start: float) -> bool:
     return round(window_start) % DROP_EVERY_S == 0
 
 
-def given_elsewhere(cluster: Cluster | None, me: str, camera_id: str) -> bool:
-    """``fence``: True when ``cluster`` (the node's last read of etcd; None: none yet) holds a current assignment,
-    one written under the leader key's token, that gives ``camera_id`` to a node other than ``me`` or moves it off
-    ``me`` (the first step of a move to another node). Only then does the runner stop the camera."""
-    if cluster is None or cluster.leader is None or cluster.assignment is None:
-        return False
-    assignment = cluster.assignment
-    if assignment.token != cluster.leader.token:
-        return False
-    owner = assignment.cameras.get(camera_id)
-    return (owner is not None and owner != me) or assignment.moving.get(camera_id) == me
-
-
 def test_faults(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     """The fault hooks named in ``EDGEPAIR_TEST_FAULTS`` (of ``environ``, default the process environment)."""
     raw = (os.environ if environ is None else environ).get(FAULTS_ENV, "")
@@ -120,23 +106,6 @@ def failing_while(trigger: Path, fn: Callable[[T], R]) -> Callable[[T], R]:
         return fn(arg)
 
     return wrapped
-
-
-def start_failable_inference(config: Any, model_path: str, trigger: Path) -> Any:
-    """``fail-inference``: the node's inference actor, its detector wrapped by :func:`failing_while`. The class keeps
-    the name ``InferenceServer`` (its process is ``ray::InferenceServer``, as the hang-inference drill looks for)."""
-    import ray
-
-    from actors import inference_server
-    from actors.ray_actors import INFERENCE_OPTIONS
-
-    class InferenceServer(inference_server.InferenceServer):
-        def __init__(self, config: Any, model_path: str, max_batch: int, trigger: Path) -> None:
-            super().__init__(config, model_path, max_batch)
-            self.detector.detect_batch = failing_while(trigger, self.detector.detect_batch)  # type: ignore[method-assign,assignment]
-
-    actor = ray.remote(InferenceServer).options(**INFERENCE_OPTIONS)
-    return actor.remote(config, model_path, config.runtime.inference_batch, trigger)
 
 
 def clock_offset_file(data_dir: Path, node: str) -> Path:

@@ -377,3 +377,17 @@ def _counts(owner: dict[str, str | None], eligible: dict[str, Member]) -> dict[s
 def _least_loaded(owner: dict[str, str | None], eligible: dict[str, Member]) -> str:
     counts = _counts(owner, eligible)
     return min(eligible, key=lambda n: (counts[n], -(eligible[n].capacity - counts[n]), n))
+
+
+def given_elsewhere(cluster: Cluster | None, me: str, camera_id: str) -> bool:
+    """The test-only ``fence`` break (:mod:`cluster.unsafe`): True when ``cluster`` (the node's last read of etcd;
+    None: none yet) holds a current assignment, one written under the leader key's token, that gives ``camera_id`` to
+    a node other than ``me`` or moves it off ``me`` (the first step of a move to another node). Only then does the
+    runner stop the camera under that break."""
+    if cluster is None or cluster.leader is None or cluster.assignment is None:
+        return False
+    assignment = cluster.assignment
+    if assignment.token != cluster.leader.token:
+        return False
+    owner = assignment.cameras.get(camera_id)
+    return (owner is not None and owner != me) or assignment.moving.get(camera_id) == me

@@ -13,6 +13,7 @@ from cluster.config import parse_config
 from cluster.errors import ConfigError
 from cluster.node import Node
 from failover.dcs import Assignment, Cluster, Leader
+from failover.decide import given_elsewhere
 from tests.unit.test_fence_runner import Factory, FakeRay, make_runner
 from tests.unit.test_fence_runner import FakeClock as RunnerClock
 from tests.unit.test_fence_worker import (
@@ -111,7 +112,7 @@ GIVEN_ELSEWHERE = [
 
 @pytest.mark.parametrize(("view", "expected"), GIVEN_ELSEWHERE)
 def test_given_elsewhere(view: Cluster | None, expected: bool) -> None:
-    assert unsafe.given_elsewhere(view, "ws-a", "cam-1") is expected
+    assert given_elsewhere(view, "ws-a", "cam-1") is expected
 
 
 # --- fence: the camera worker ----------------------------------------------------------------------------------------
