@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cluster.config import load_config
 from cluster.errors import ConfigError, EdgepairError, QueryError
@@ -432,7 +432,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from typing import Any
 
     from cluster.drill import run_drill
     from cluster.drill_report import format_report
@@ -566,7 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"edgepair {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_store_commands(sub)
+    _add_cluster_commands(sub)
+    _add_tool_commands(sub)
+    _add_analyst_commands(sub)
+    _add_operator_commands(sub)
+    return p
 
+
+def _add_store_commands(sub: Any) -> None:
+    """One workstation and its store: validate-config, model, run, node, pair."""
     s = sub.add_parser("validate-config", help="check a store config and print every error with its location")
     s.add_argument("config", nargs="?", default=None, help="store YAML (or use --config)")
     s.add_argument("--config", dest="config_opt", default=None)
@@ -603,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", default=None, help="where pids, logs and node data go (default: <data_dir>/pair)")
     s.set_defaults(func=cmd_pair)
 
+
+def _add_cluster_commands(sub: Any) -> None:
+    """The pair's coordination: status, switchover, rebalance, pause, resume, replication."""
     for name, text in (
         ("status", "leader, members, assignment and tokens of the store"),
         ("switchover", "hand leadership over now (revoke, not wait for expiry)"),
@@ -631,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_replication)
 
+
+def _add_tool_commands(sub: Any) -> None:
+    """Installers' tools: evaluate, acceptance, calibrate, camera, doctor, survey, bundle."""
     s = sub.add_parser("evaluate", help="tracking and counting accuracy against MOT ground truth (production path)")
     s.add_argument("--footage", required=True, help="video file")
     s.add_argument("--gt", default=None, help="MOT ground truth (frame,id,x,y,w,h,flag,...)")
@@ -653,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     survey.add_parser(sub)
     bundle.add_parser(sub)
 
+
+def _add_analyst_commands(sub: Any) -> None:
+    """The analyst's: analytics, report, verify, query, sql."""
     s = sub.add_parser(
         "analytics",
         help="the analyst's DuckDB file (open), a store's KPI tables for HQ (export), HQ's database (merge)",
@@ -675,6 +692,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="report", help="output folder (default: ./report)")
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("verify", help="check every data file's checksum and signature (an auditor's proof; read only)")
+    s.add_argument("--config", default=None, help="the store YAML (its data dir, store id and CA)")
+    s.add_argument("--data-dir", default=None, help="the data folder (default: the config's)")
+    s.add_argument("--ca", default=None, help="the store CA bundle, ca.crt (default: the config's cert dir)")
+    s.add_argument("--store", default=None, help="the store id, with --data-dir and --ca")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
+    s.add_argument("sql")
+    s.add_argument("--config", required=True)
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("sql", help="an interactive SQL shell on the store's views (read only), for analysts")
+    s.add_argument("--config", required=True)
+    s.set_defaults(func=cmd_sql)
+
+
+def _add_operator_commands(sub: Any) -> None:
+    """Operators': drill, certs."""
     from cluster.drill import SCENARIOS
 
     s = sub.add_parser(
@@ -713,25 +751,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--finish", action="store_true", help="rotate-ca: drop the old CA once every host has new files")
     s.add_argument("--json", action="store_true", help="show: as JSON")
     s.set_defaults(func=cmd_certs)
-
-    s = sub.add_parser("verify", help="check every data file's checksum and signature (an auditor's proof; read only)")
-    s.add_argument("--config", default=None, help="the store YAML (its data dir, store id and CA)")
-    s.add_argument("--data-dir", default=None, help="the data folder (default: the config's)")
-    s.add_argument("--ca", default=None, help="the store CA bundle, ca.crt (default: the config's cert dir)")
-    s.add_argument("--store", default=None, help="the store id, with --data-dir and --ca")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_verify)
-
-    s = sub.add_parser("query", help="run SQL over the store's dataset (views: events, visits, traffic_hourly, ...)")
-    s.add_argument("sql")
-    s.add_argument("--config", required=True)
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.set_defaults(func=cmd_query)
-
-    s = sub.add_parser("sql", help="an interactive SQL shell on the store's views (read only), for analysts")
-    s.add_argument("--config", required=True)
-    s.set_defaults(func=cmd_sql)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,6 +199,24 @@ def _summary(a: Assignment) -> str:
     return "; ".join(parts) or "no camera assigned"
 
 
+@dataclass
+class _Draft:
+    """The assignment being planned: each camera's owner (None: stopped, or waiting for ``moving``'s member to stop
+    it), cameras in flight (camera -> the member that must stop it first), displaced cameras (camera -> the home
+    member they go back to), and the notes that say why."""
+
+    owner: dict[str, str | None] = field(default_factory=dict)
+    moving: dict[str, str] = field(default_factory=dict)
+    displaced: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def move_from(self, cam: str, node: str, note: str) -> None:
+        """``cam`` is stopped on ``node`` before anyone starts it."""
+        self.owner[cam] = None
+        self.moving[cam] = node
+        self.notes.append(note)
+
+
 def plan_assignment(
     cameras: dict[str, float],
     members: dict[str, Member],
@@ -208,25 +226,55 @@ def plan_assignment(
 ) -> Plan:
     """Compute the next assignment from the previous one (see the module rules). Pure and deterministic."""
     eligible = {n: m for n, m in members.items() if m.healthy}
+    prev_sessions = previous.sessions if previous else {}
+    # Displaced cameras are remembered while their home member lives and they are not back on it.
+    draft = _Draft(
+        displaced={c: n for c, n in (previous.displaced if previous else {}).items() if c in cameras and n in members}
+    )
+    orphans = _carry_over(draft, cameras, members, eligible, previous)
+    if orphans and not eligible:
+        _orphans_to_the_living(draft, orphans, members, prev_sessions)
+    if eligible:
+        _place_orphans(draft, orphans, eligible)
+    _send_home(draft, eligible)
+    _spread(draft, cameras, eligible, rebalance)
+    fps = _rates(draft, cameras, members)
+    owner, moving = draft.owner, draft.moving
+    assigned = {n for n in owner.values() if n}
+    sessions = {n: members[n].session for n in sorted(assigned | set(moving.values())) if n in members}
+    displaced = {c: n for c, n in draft.displaced.items() if owner.get(c) != n}
+    return Plan(
+        Assignment(cameras=owner, fps=fps, token=token, sessions=sessions, moving=moving, displaced=displaced),
+        draft.notes,
+    )
+
+
+def _gone_reason(
+    node: str, members: dict[str, Member], eligible: dict[str, Member], prev_sessions: dict[str, int]
+) -> str | None:
+    """Why the previous owner ``node`` cannot keep its cameras (None: it can)."""
+    m = members.get(node)
+    if m is None:
+        return "member lease expired"
+    if node in prev_sessions and prev_sessions[node] != m.session:
+        return "member restarted"
+    if node not in eligible:
+        return "member unhealthy"
+    return None
+
+
+def _carry_over(
+    draft: _Draft,
+    cameras: dict[str, float],
+    members: dict[str, Member],
+    eligible: dict[str, Member],
+    previous: Assignment | None,
+) -> list[tuple[str, str]]:
+    """Each camera where the previous assignment (and what the members run) leaves it; the orphans, with why."""
     prev_cams = previous.cameras if previous else {}
     prev_sessions = previous.sessions if previous else {}
     prev_moving = dict(previous.moving) if previous else {}
-    notes: list[str] = []
-    owner: dict[str, str | None] = {}
-    moving: dict[str, str] = {}
-    # Displaced cameras are remembered while their home member lives and they are not back on it.
-    displaced = {c: n for c, n in (previous.displaced if previous else {}).items() if c in cameras and n in members}
-
-    def gone_reason(node: str) -> str | None:
-        m = members.get(node)
-        if m is None:
-            return "member lease expired"
-        if node in prev_sessions and prev_sessions[node] != m.session:
-            return "member restarted"
-        if node not in eligible:
-            return "member unhealthy"
-        return None
-
+    owner = draft.owner
     orphans: list[tuple[str, str]] = []  # (camera, why)
     for cam in sorted(cameras):
         node = prev_cams.get(cam)
@@ -234,92 +282,107 @@ def plan_assignment(
             src = prev_moving[cam]
             m = members.get(src)
             if m is not None and prev_sessions.get(src, m.session) == m.session and cam in m.running:
-                owner[cam] = None
-                moving[cam] = src
-                notes.append(f"moving {cam} from {src}: waiting for {src} to stop it")
+                draft.move_from(cam, src, f"moving {cam} from {src}: waiting for {src} to stop it")
             else:
                 orphans.append((cam, f"{src} stopped it"))
             continue
         if node is None:
-            # Every live member that says it runs it, healthy or not: none may be started elsewhere before it stops.
-            runs = sorted(n for n, m in members.items() if cam in m.running)
-            if len(runs) == 1 and runs[0] in eligible and (previous is None or cam not in previous.cameras):
-                owner[cam] = runs[0]  # the assignment lost it (a malformed key read as absent): it stays where it runs
-                notes.append(f"keeping {cam} on {runs[0]}: it runs it and no assignment names it")
-                continue
-            if runs:
-                owner[cam] = None  # runs where no assignment gives it (an unhealthy member, two members): stopped first
-                if len(runs) == 1:
-                    moving[cam] = runs[0]
-                    if runs[0] not in eligible and eligible:
-                        displaced[cam] = runs[0]
-                notes.append(f"{cam} runs on {', '.join(runs)} though no assignment gives it: waiting for it to stop")
-                continue
-            orphans.append((cam, "unassigned"))
+            if not _claimed_by_runners(draft, cam, members, eligible, previous):
+                orphans.append((cam, "unassigned"))
             continue
-        why = gone_reason(node)
+        why = _gone_reason(node, members, eligible, prev_sessions)
         if why is None and cam in members[node].failing and _works_elsewhere(cam, node, eligible):
-            owner[cam] = None  # its source fails from this node only: it moves alone, stopped there first
-            moving[cam] = node
-            notes.append(f"moving {cam} from {node}: its source fails from {node}, waiting for {node} to stop it")
+            # its source fails from this node only: it moves alone, stopped there first
+            draft.move_from(
+                cam, node, f"moving {cam} from {node}: its source fails from {node}, waiting for {node} to stop it"
+            )
         elif why is None:
             owner[cam] = node
         elif why == "member unhealthy" and eligible:
-            owner[cam] = None  # live but unhealthy: it must stop the camera before anyone else starts it
-            moving[cam] = node
-            displaced[cam] = node
-            notes.append(f"moving {cam} from {node}: member unhealthy, waiting for {node} to stop it")
+            # live but unhealthy: it must stop the camera before anyone else starts it
+            draft.move_from(cam, node, f"moving {cam} from {node}: member unhealthy, waiting for {node} to stop it")
+            draft.displaced[cam] = node
         elif why == "member unhealthy":
             owner[cam] = node
         else:
             orphans.append((cam, f"from {node}: {why}"))
+    return orphans
 
-    if orphans and not eligible:
-        # Nobody healthy is alive: the live members (unhealthy) run the orphans rather than nobody; a member that
-        # turns healthy later takes them over, stopped here first (the "member unhealthy" rule).
-        live = {n: m for n, m in members.items() if n not in prev_sessions or prev_sessions[n] == m.session}
-        for cam, why in orphans:
-            pool = {n: m for n, m in live.items() if cam not in m.failing} or live
-            owner[cam] = _least_loaded(owner, pool) if pool else None
-            if owner[cam] is not None:
-                notes.append(f"no healthy member: {cam} ({why}) to {owner[cam]}, unhealthy but alive")
-        if not live:
-            notes.append(f"no member to run {names(c for c, _ in orphans)}")
+
+def _claimed_by_runners(
+    draft: _Draft, cam: str, members: dict[str, Member], eligible: dict[str, Member], previous: Assignment | None
+) -> bool:
+    """A camera no assignment gives: True when a live member runs it (it stays there, or is stopped first)."""
+    # Every live member that says it runs it, healthy or not: none may be started elsewhere before it stops.
+    runs = sorted(n for n, m in members.items() if cam in m.running)
+    if len(runs) == 1 and runs[0] in eligible and (previous is None or cam not in previous.cameras):
+        draft.owner[cam] = runs[0]  # the assignment lost it (a malformed key read as absent): it stays where it runs
+        draft.notes.append(f"keeping {cam} on {runs[0]}: it runs it and no assignment names it")
+        return True
+    if not runs:
+        return False
+    draft.owner[cam] = None  # runs where no assignment gives it (an unhealthy member, two members): stopped first
+    if len(runs) == 1:
+        draft.moving[cam] = runs[0]
+        if runs[0] not in eligible and eligible:
+            draft.displaced[cam] = runs[0]
+    draft.notes.append(f"{cam} runs on {', '.join(runs)} though no assignment gives it: waiting for it to stop")
+    return True
+
+
+def _orphans_to_the_living(
+    draft: _Draft, orphans: list[tuple[str, str]], members: dict[str, Member], prev_sessions: dict[str, int]
+) -> None:
+    """Nobody healthy is alive: the live members (unhealthy) run the orphans rather than nobody; a member that turns
+    healthy later takes them over, stopped here first (the "member unhealthy" rule)."""
+    live = {n: m for n, m in members.items() if n not in prev_sessions or prev_sessions[n] == m.session}
     for cam, why in orphans:
-        if not eligible:
-            break
-        home = displaced.get(cam)
+        pool = {n: m for n, m in live.items() if cam not in m.failing} or live
+        draft.owner[cam] = _least_loaded(draft.owner, pool) if pool else None
+        if draft.owner[cam] is not None:
+            draft.notes.append(f"no healthy member: {cam} ({why}) to {draft.owner[cam]}, unhealthy but alive")
+    if not live:
+        draft.notes.append(f"no member to run {names(c for c, _ in orphans)}")
+
+
+def _place_orphans(draft: _Draft, orphans: list[tuple[str, str]], eligible: dict[str, Member]) -> None:
+    """Each orphan to its home member (a displaced camera) or the least loaded healthy one its source works from."""
+    for cam, why in orphans:
+        home = draft.displaced.get(cam)
         if home is not None and home in eligible and cam not in eligible[home].failing:
             target = home
         else:
-            target = _least_loaded(owner, {n: m for n, m in eligible.items() if cam not in m.failing} or eligible)
-        owner[cam] = target
+            pool = {n: m for n, m in eligible.items() if cam not in m.failing} or eligible
+            target = _least_loaded(draft.owner, pool)
+        draft.owner[cam] = target
         if why == "unassigned":
-            notes.append(f"assigning {cam} to {target}")
+            draft.notes.append(f"assigning {cam} to {target}")
         elif why.endswith("stopped it"):
-            notes.append(f"moved {cam} to {target}: {why}")
+            draft.notes.append(f"moved {cam} to {target}: {why}")
         else:
-            notes.append(f"reassigning {cam} {why} to {target}")
+            draft.notes.append(f"reassigning {cam} {why} to {target}")
 
-    # Displaced cameras go home, one move at a time, while that evens the spread.
-    for cam, home in sorted(displaced.items()):
-        current = owner.get(cam)
-        if current is None:
+
+def _send_home(draft: _Draft, eligible: dict[str, Member]) -> None:
+    """Displaced cameras go home, one move at a time, while that evens the spread."""
+    for cam, home in sorted(draft.displaced.items()):
+        src = draft.owner.get(cam)
+        if src is None:
             continue
-        src = current
         if src == home or src not in eligible or home not in eligible or cam in eligible[home].failing:
             continue
-        counts = _counts(owner, eligible)
-        if counts[src] - counts[home] < 2 or any(moving.get(c) == src for c in displaced):
+        counts = _counts(draft.owner, eligible)
+        if counts[src] - counts[home] < 2 or any(draft.moving.get(c) == src for c in draft.displaced):
             continue
-        owner[cam] = None
-        moving[cam] = src
-        notes.append(f"moving {cam} back to {home}: {home} is healthy again, waiting for {src} to stop it")
+        draft.move_from(cam, src, f"moving {cam} back to {home}: {home} is healthy again, waiting for {src} to stop it")
 
-    # Moves between live members: over capacity while another has room, or an asked-for even spread.
+
+def _spread(draft: _Draft, cameras: dict[str, float], eligible: dict[str, Member], rebalance: bool) -> None:
+    """Moves between live members: over capacity while another has room, or an asked-for even spread."""
+    owner = draft.owner
     for _ in range(len(cameras)):
         counts = _counts(owner, eligible)
-        for _cam in moving:  # a camera in flight will land on the least loaded member: count it there already
+        for _cam in draft.moving:  # a camera in flight will land on the least loaded member: count it there already
             if counts:
                 counts[min(counts, key=lambda n: (counts[n], n))] += 1
         if len(counts) < 2:
@@ -336,29 +399,28 @@ def plan_assignment(
         candidates = [c for c, n in owner.items() if n == src]
         if not candidates:
             break
-        cam = max(candidates)
-        owner[cam] = None
-        moving[cam] = src
         why = "rebalance asked for" if uneven and not over else f"{src} over capacity"
-        notes.append(f"moving {cam} from {src} to make room on {dst}: {why}, waiting for {src} to stop it")
+        draft.move_from(
+            max(candidates),
+            src,
+            f"moving {max(candidates)} from {src} to make room on {dst}: {why}, waiting for {src} to stop it",
+        )
 
+
+def _rates(draft: _Draft, cameras: dict[str, float], members: dict[str, Member]) -> dict[str, float]:
+    """Each assigned camera's frame rate: full, or scaled down evenly on a member over its capacity."""
     fps: dict[str, float] = {}
     for node, member in members.items():  # an unhealthy member keeping cameras (nobody healthy) gets its rates too
-        mine = sorted(c for c, n in owner.items() if n == node)
+        mine = sorted(c for c, n in draft.owner.items() if n == node)
         scale = min(1.0, member.capacity / len(mine)) if mine else 1.0
         if mine and scale < 1.0:
-            notes.append(
+            draft.notes.append(
                 f"{node} runs {len(mine)} cameras with capacity {member.capacity}: "
                 f"{names(mine)} at {math.floor(scale * 100)}% of full rate"
             )
         for cam in mine:
             fps[cam] = round(cameras[cam] * scale, 3)
-    assigned = {n for n in owner.values() if n}
-    sessions = {n: members[n].session for n in sorted(assigned | set(moving.values())) if n in members}
-    displaced = {c: n for c, n in displaced.items() if owner.get(c) != n}
-    return Plan(
-        Assignment(cameras=owner, fps=fps, token=token, sessions=sessions, moving=moving, displaced=displaced), notes
-    )
+    return fps
 
 
 def _works_elsewhere(cam: str, node: str, eligible: dict[str, Member]) -> bool:
