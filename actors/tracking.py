@@ -286,17 +286,7 @@ class ByteTracker:
         steps = 0.0 if self._last_ts is None else (ts - self._last_ts) / c.nominal_dt
         self._last_ts = ts
 
-        # 1. Removal of tracks lost for too long.
-        stale = [t for t in self._tracks if ts - t.last_seen > c.max_lost_s + EPS_S]
-        self.removed_ids = sorted(t.id for t in stale if t.confirmed)
-        self._tracks = [t for t in self._tracks if t not in stale]
-        if self.removed_ids:
-            log.debug(
-                "camera %s: tracks %s lost for more than %.1f s, removed",
-                self.camera_id,
-                self.removed_ids,
-                c.max_lost_s,
-            )
+        self._remove_stale(ts)  # 1. Removal of tracks lost for too long.
 
         # 2. Prediction.
         for t in self._tracks:
@@ -353,6 +343,23 @@ class ByteTracker:
         self._tracks = [t for t in self._tracks if t.confirmed or t.matched_now]
         for t in self._tracks:
             t.tracked = t.matched_now
+        return self._matched_now()
+
+    def _remove_stale(self, ts: float) -> None:
+        """Rule 1: tracks lost for more than ``max_lost_s`` are removed (their ids in ``removed_ids``)."""
+        stale = [t for t in self._tracks if ts - t.last_seen > self.config.max_lost_s + EPS_S]
+        self.removed_ids = sorted(t.id for t in stale if t.confirmed)
+        self._tracks = [t for t in self._tracks if t not in stale]
+        if self.removed_ids:
+            log.debug(
+                "camera %s: tracks %s lost for more than %.1f s, removed",
+                self.camera_id,
+                self.removed_ids,
+                self.config.max_lost_s,
+            )
+
+    def _matched_now(self) -> Detections:
+        """The confirmed tracks matched in this update, by id."""
         out = sorted((t for t in self._tracks if t.confirmed and t.matched_now), key=lambda t: t.id)
         if not out:
             return Detections.empty()

@@ -93,6 +93,29 @@ class _Window:
     events: list[Event] = field(default_factory=list)
 
 
+def camera_capture(config: Config, cam: CameraConfig, fps: float | None, start_ts: float | None) -> Capture:
+    """The capture of ``cam`` as the store config sets it (``fps``: the planned rate, else the camera's own)."""
+    rt = config.runtime
+    return Capture(
+        cam.id,
+        cam.source,
+        is_stream=cam.is_stream,
+        fps=fps or cam.fps,
+        playback=cam.playback,
+        loop=cam.loop,
+        queue_size=rt.frame_queue,
+        watchdog_s=rt.watchdog_s,
+        stall_s=rt.stall_s,
+        probe_s=rt.stream_probe_s or None,
+        max_width=0 if cam.lens is not None and cam.lens.is_fisheye else rt.max_frame_width,
+        substream=cam.substream,
+        stream=cam.stream_choice(),
+        min_width=rt.substream_min_width,
+        start_ts=start_ts,
+        credentials=config.credential_source(cam.id),
+    )
+
+
 class CameraWorker:
     """One camera, end to end: capture, inference (remote), tracking, analytics, segments."""
 
@@ -134,25 +157,7 @@ class CameraWorker:
         self.token = token
         self.model_version = model_version
         self.config_version = config.version()
-        rt = config.runtime
-        self.capture = Capture(
-            self.cam.id,
-            self.cam.source,
-            is_stream=self.cam.is_stream,
-            fps=fps or self.cam.fps,
-            playback=self.cam.playback,
-            loop=self.cam.loop,
-            queue_size=rt.frame_queue,
-            watchdog_s=rt.watchdog_s,
-            stall_s=rt.stall_s,
-            probe_s=rt.stream_probe_s or None,
-            max_width=0 if self.cam.lens is not None and self.cam.lens.is_fisheye else rt.max_frame_width,
-            substream=self.cam.substream,
-            stream=self.cam.stream_choice(),
-            min_width=rt.substream_min_width,
-            start_ts=start_ts,
-            credentials=config.credential_source(self.cam.id),
-        )
+        self.capture = camera_capture(config, self.cam, fps, start_ts)
         self.analytics = build_analytics(self.cam, config)
         self.writer = SegmentWriter(
             config.storage.data_dir,
@@ -169,21 +174,7 @@ class CameraWorker:
         self._written: list[tuple[int, str, str, str, float]] = []
         self._written_seq = 0
         self._instance = f"{os.getpid()}-{time.time_ns()}"
-        # Fencing: with a deadline (time.monotonic(), shared by every process of the machine) the worker stops by
-        # itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`).
-        self.fence: Fence | None = None if fence_deadline is None else Fence(clock=clock, deadline=fence_deadline)
-        self.fenced = False
-        self.fence_pauses = 0  # times this worker paused on its fence (issue 21's soak: must stay 0 under load)
-        self.clock = clock
-        # The wall clock against the monotonic one: under a fence (a pair), a worker whose wall clock steps by more
-        # than the bound pauses as a fenced one does (see ``_clock_stepped``); the node's health sees the step too.
-        self.max_clock_step_s = config.cluster.health.max_clock_offset_s
-        self._wall_offset = time.time() - time.monotonic()
-        self.clock_stepped = 0.0  # the step while paused for it, else 0
-        self._step_seen_at = float("-inf")  # time.monotonic() when the pause for a step began
-        self._clock_ok_at = float("-inf")  # the node's latest clock verdict that passed (time.monotonic(), renew)
-        self._resume_from = float("-inf")  # frames before this timestamp belong to a window the fence closed
-        self._closed_until = float("-inf")  # end of the last window closed: written once, never opened again
+        self._init_fence(fence_deadline, clock)
         self.unsafe_break = frozenset(unsafe_break)
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -204,6 +195,23 @@ class CameraWorker:
             self.start()
 
     # --- control (idempotent) --------------------------------------------------------------------------------
+    def _init_fence(self, fence_deadline: float | None, clock: Callable[[], float]) -> None:
+        """Fencing: with a deadline (time.monotonic(), shared by every process of the machine) the worker stops by
+        itself once it passes, unless the node agent renewed it; None means no election (`edgepair run`)."""
+        self.fence: Fence | None = None if fence_deadline is None else Fence(clock=clock, deadline=fence_deadline)
+        self.fenced = False
+        self.fence_pauses = 0  # times this worker paused on its fence (issue 21's soak: must stay 0 under load)
+        self.clock = clock
+        # The wall clock against the monotonic one: under a fence (a pair), a worker whose wall clock steps by more
+        # than the bound pauses as a fenced one does (see ``_clock_stepped``); the node's health sees the step too.
+        self.max_clock_step_s = self.config.cluster.health.max_clock_offset_s
+        self._wall_offset = time.time() - time.monotonic()
+        self.clock_stepped = 0.0  # the step while paused for it, else 0
+        self._step_seen_at = float("-inf")  # time.monotonic() when the pause for a step began
+        self._clock_ok_at = float("-inf")  # the node's latest clock verdict that passed (time.monotonic(), renew)
+        self._resume_from = float("-inf")  # frames before this timestamp belong to a window the fence closed
+        self._closed_until = float("-inf")  # end of the last window closed: written once, never opened again
+
     def start(self) -> bool:
         with self._start_lock:
             if self._thread is None:

@@ -232,7 +232,7 @@ class Node:
     def run(self) -> int:
         import ray
 
-        from actors.ray_actors import start_failable_inference, start_inference, start_ray
+        from actors.ray_actors import start_ray
         from failover.etcd_dcs import EtcdDCS
         from failover.loop import HALoop
         from storage.segments import sweep_temp_files
@@ -256,13 +256,7 @@ class Node:
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, lambda *_: self.stop_event.set())
         try:
-            if unsafe.FAIL_INFERENCE in self.test_faults:
-                trigger = unsafe.fail_inference_trigger(cfg.storage.data_dir, self.me.name)
-                self.inference = start_failable_inference(cfg, str(model_path), trigger)
-            else:
-                self.inference = start_inference(cfg, str(model_path))
-            inf = ray.get(self.inference.info.remote())
-            log.info("node %s: inference on %s", self.me.name, inf["provider"])
+            self._start_inference(model_path)
             self.runner = RayCameraRunner(
                 cfg,
                 self.inference,
@@ -286,24 +280,8 @@ class Node:
             )
             self.monitor.on_change = self.loop.wake
             self._start_replication()
-            ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
-            ha.start()
-            threading.Thread(
-                target=self.monitor.run, args=(self.stop_event, lambda: self.restarts.add("health")), daemon=True
-            ).start()
-            threading.Thread(target=self._push_loop, name="push", daemon=True).start()
-            threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True).start()
-            if cfg.cluster.raft_leader:
-                threading.Thread(target=self._raft_leader_loop, name="raft-leader", daemon=True).start()
-            failures = 0
-            while not self.stop_event.wait(1.0 + backoff(failures)):
-                try:
-                    self._refresh_health()
-                    failures = 0
-                except Exception:  # the metrics loop never dies: log, count, back off, go on
-                    failures += 1
-                    self.restarts.add("metrics")
-                    log.exception("node %s: refreshing /health and /metrics failed", self.me.name)
+            ha = self._start_threads()
+            self._metrics_loop()
             log.info("node %s: draining (SIGTERM)", self.me.name)
             self.runner.shutting_down = True
             self.loop.shutdown(release=True)
@@ -317,6 +295,47 @@ class Node:
             server.shutdown()
         log.info("node %s: stopped", self.me.name)
         return 0
+
+    def _start_inference(self, model_path: Path) -> None:
+        """The node's one inference actor (its detector failing on demand under the ``fail-inference`` test hook)."""
+        import ray
+
+        from actors.ray_actors import start_failable_inference, start_inference
+
+        cfg = self.config
+        if unsafe.FAIL_INFERENCE in self.test_faults:
+            trigger = unsafe.fail_inference_trigger(cfg.storage.data_dir, self.me.name)
+            self.inference = start_failable_inference(cfg, str(model_path), trigger)
+        else:
+            self.inference = start_inference(cfg, str(model_path))
+        inf = ray.get(self.inference.info.remote())
+        log.info("node %s: inference on %s", self.me.name, inf["provider"])
+
+    def _start_threads(self) -> threading.Thread:
+        """The HA loop, the health monitor, the push, housekeeping and (optional) Raft-leader loops; the HA thread."""
+        assert self.loop is not None and self.monitor is not None
+        ha = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
+        ha.start()
+        threading.Thread(
+            target=self.monitor.run, args=(self.stop_event, lambda: self.restarts.add("health")), daemon=True
+        ).start()
+        threading.Thread(target=self._push_loop, name="push", daemon=True).start()
+        threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True).start()
+        if self.config.cluster.raft_leader:
+            threading.Thread(target=self._raft_leader_loop, name="raft-leader", daemon=True).start()
+        return ha
+
+    def _metrics_loop(self) -> None:
+        """Refresh /health and /metrics every second until the node stops; it never dies (log, count, back off)."""
+        failures = 0
+        while not self.stop_event.wait(1.0 + backoff(failures)):
+            try:
+                self._refresh_health()
+                failures = 0
+            except Exception:
+                failures += 1
+                self.restarts.add("metrics")
+                log.exception("node %s: refreshing /health and /metrics failed", self.me.name)
 
     def _final_push(self, bound_s: float = 5.0) -> None:
         """Hand the segments flushed by the drain to the peer before the replicator stops (bounded)."""
@@ -504,16 +523,7 @@ class Node:
         st = self.loop.status()
         cams = self.runner.statuses()
         m = self.metrics
-        for cam, s in cams.items():
-            m.fps.labels(cam).set(s.get("fps", 0))
-            m.frames.labels(cam).set(s.get("frames", 0))
-            m.dropped.labels(cam).set(s.get("dropped", 0))
-            m.fence_pauses.labels(cam).set(s.get("fence_pauses", 0))
-        for cam in m.labelled - set(cams):  # moved away: its series end here (no stale value left behind)
-            for gauge in (m.fps, m.frames, m.dropped, m.fence_pauses):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(cam)
-        m.labelled = set(cams)
+        self._camera_metrics(cams)
         tokens = [s.get("token", 0) for s in cams.values()]
         m.role.set(1 if self.live_role()["role"] == "leader" else 0)
         m.token.set(max(tokens) if tokens else (st.get("token") or 0))
@@ -524,27 +534,11 @@ class Node:
             usage = shutil.disk_usage(self.config.storage.data_dir)
             m.disk_free.set(usage.free)
             m.disk_size.set(usage.total)
-        lag = 0.0
-        if self.replicator is not None:
-            try:
-                peers = self.replicator.status().get("peers", {})
-                lag = max((float(p.get("lag_s") or 0.0) for p in peers.values()), default=0.0)
-            except Exception:
-                lag = -1.0
-        m.lag.set(lag)
-        if self.replicator is not None:
-            for reason, n in self.replicator.refusal_counts().items():
-                m.refused.labels(reason).set(n)
+        lag = self._replication_metrics()
         self._inference_latency()
         verdict = self.monitor.verdict().as_dict() if self.monitor is not None else {}
         m.healthy.set(1 if st.get("healthy", True) else 0)
-        probes = verdict.get("probes") or {}
-        for name, p in probes.items():
-            m.probe_ok.labels(name).set(1 if p["ok"] else 0)
-        for name in m.probed - set(probes):  # a camera's probe ends when the camera moved away
-            with contextlib.suppress(KeyError):
-                m.probe_ok.remove(name)
-        m.probed = set(probes)
+        self._probe_metrics(verdict.get("probes") or {})
         restarts = self.restarts.snapshot()
         restarts["ha"] = int(getattr(self.loop, "tick_errors", 0))
         restarts["camera-reader"] = sum(int((s.get("capture") or {}).get("reader_restarts", 0)) for s in cams.values())
@@ -580,6 +574,45 @@ class Node:
             "unsafe_break": sorted(self.unsafe_break),
             "test_faults": sorted(self.test_faults),
         }
+
+    def _camera_metrics(self, cams: dict[str, dict[str, Any]]) -> None:
+        """Each running camera's series; a camera moved away has its series ended (no stale value left behind)."""
+        m = self.metrics
+        for cam, s in cams.items():
+            m.fps.labels(cam).set(s.get("fps", 0))
+            m.frames.labels(cam).set(s.get("frames", 0))
+            m.dropped.labels(cam).set(s.get("dropped", 0))
+            m.fence_pauses.labels(cam).set(s.get("fence_pauses", 0))
+        for cam in m.labelled - set(cams):
+            for gauge in (m.fps, m.frames, m.dropped, m.fence_pauses):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(cam)
+        m.labelled = set(cams)
+
+    def _replication_metrics(self) -> float:
+        """The replication lag to the peer (s; -1 when the replicator cannot say) and the refusals, as metrics."""
+        lag = 0.0
+        if self.replicator is not None:
+            try:
+                peers = self.replicator.status().get("peers", {})
+                lag = max((float(p.get("lag_s") or 0.0) for p in peers.values()), default=0.0)
+            except Exception:
+                lag = -1.0
+        self.metrics.lag.set(lag)
+        if self.replicator is not None:
+            for reason, n in self.replicator.refusal_counts().items():
+                self.metrics.refused.labels(reason).set(n)
+        return lag
+
+    def _probe_metrics(self, probes: dict[str, Any]) -> None:
+        """Each health probe's verdict; a camera's probe ends when the camera moved away."""
+        m = self.metrics
+        for name, p in probes.items():
+            m.probe_ok.labels(name).set(1 if p["ok"] else 0)
+        for name in m.probed - set(probes):
+            with contextlib.suppress(KeyError):
+                m.probe_ok.remove(name)
+        m.probed = set(probes)
 
     def _inference_latency(self) -> None:
         """The inference actor's mean time a frame, without waiting for it: a hung actor (the gray drill's SIGSTOP)

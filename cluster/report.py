@@ -216,7 +216,38 @@ def write_report(
     out_dir = outside_data_dir(Path(out_dir), Path(data_dir), "the report folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     data = _query(setup, Path(data_dir), date_from, date_to, trust)
-    csv_paths = []
+    csv_paths = _write_csvs(data, out_dir)
+    charts = _charts(data)
+    title = f"Store {setup.store_id}: {date_from.isoformat()} to {date_to.isoformat()} ({setup.timezone})"
+    legend = (
+        f'<p class="legend"><span style="background:{COLORS["median"]}"></span>median'
+        f'<span style="background:{COLORS["p90"]}"></span>p90</p>'
+    )
+    sections = [
+        ("Daily summary", "", _table("daily", *data["daily"])),
+        ("Traffic by hour", charts["traffic"], _table("traffic_hourly", *data["traffic_hourly"], open_=False)),
+        ("Occupancy", charts["occupancy"], _table("occupancy", *data["occupancy"], open_=False)),
+        ("Dwell per zone", charts["dwell"] + legend, _table("zone_dwell", *data["zone_dwell"])),
+        ("Coverage", charts["coverage"], _table("coverage", *data["coverage"])),
+        ("Capture rate", "", _table("capture_rate", *data["capture_rate"])),
+        ("Bounce rate", "", _table("bounce_rate", *data["bounce_rate"])),
+    ]
+    body = "\n".join(f"<section><h2>{html.escape(h)}</h2>\n{svg}\n{tbl}\n</section>" for h, svg, tbl in sections)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+        "<p>Local time of the store; coverage is the share of time the cameras were actually processed.</p>\n"
+        f"{body}\n</body></html>\n"
+    )
+    html_path = out_dir / "report.html"
+    _replace_file(html_path, page)
+    log.info("store %s: report %s with %d CSV files", setup.store_id, html_path, len(csv_paths))
+    return html_path, csv_paths
+
+
+def _write_csvs(data: dict[str, tuple[list[str], list[Any]]], out_dir: Path) -> list[Path]:
+    """One CSV per table, each replaced whole; their paths."""
+    csv_paths: list[Path] = []
     for name, (cols, rows) in data.items():
         path = out_dir / f"{name}.csv"
         buf = io.StringIO(newline="")
@@ -226,6 +257,11 @@ def write_report(
         _replace_file(path, buf.getvalue())
         csv_paths.append(path)
 
+    return csv_paths
+
+
+def _charts(data: dict[str, tuple[list[str], list[Any]]]) -> dict[str, str]:
+    """The report's inline SVG charts: traffic, occupancy, dwell and coverage."""
     th_cols, th = data["traffic_hourly"]
     ix = {c: i for i, c in enumerate(th_cols)}
     traffic_svg = bar_chart(
@@ -265,28 +301,4 @@ def write_report(
         [f"{r[cx['camera_id']]} {r[cx['local_date']][5:]}" for r in cv],
         "camera and local date",
     )
-    title = f"Store {setup.store_id}: {date_from.isoformat()} to {date_to.isoformat()} ({setup.timezone})"
-    legend = (
-        f'<p class="legend"><span style="background:{COLORS["median"]}"></span>median'
-        f'<span style="background:{COLORS["p90"]}"></span>p90</p>'
-    )
-    sections = [
-        ("Daily summary", "", _table("daily", *data["daily"])),
-        ("Traffic by hour", traffic_svg, _table("traffic_hourly", *data["traffic_hourly"], open_=False)),
-        ("Occupancy", occupancy_svg, _table("occupancy", *data["occupancy"], open_=False)),
-        ("Dwell per zone", dwell_svg + legend, _table("zone_dwell", *data["zone_dwell"])),
-        ("Coverage", coverage_svg, _table("coverage", *data["coverage"])),
-        ("Capture rate", "", _table("capture_rate", *data["capture_rate"])),
-        ("Bounce rate", "", _table("bounce_rate", *data["bounce_rate"])),
-    ]
-    body = "\n".join(f"<section><h2>{html.escape(h)}</h2>\n{svg}\n{tbl}\n</section>" for h, svg, tbl in sections)
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
-        "<p>Local time of the store; coverage is the share of time the cameras were actually processed.</p>\n"
-        f"{body}\n</body></html>\n"
-    )
-    html_path = out_dir / "report.html"
-    _replace_file(html_path, page)
-    log.info("store %s: report %s with %d CSV files", setup.store_id, html_path, len(csv_paths))
-    return html_path, csv_paths
+    return {"traffic": traffic_svg, "occupancy": occupancy_svg, "dwell": dwell_svg, "coverage": coverage_svg}

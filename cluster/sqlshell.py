@@ -39,12 +39,6 @@ def run_shell(
     """Read statements from ``stdin`` until ``.quit`` or its end; print each result as a table. Returns 0.
     ``con``: the connection, or a function called before each statement that gives it
     (:meth:`storage.analytics.StoreSession.current`: rebuilt when the node compacted files under it)."""
-    import duckdb
-    import pyarrow as pa
-
-    from storage.sandbox import check_statement, query_error
-    from storage.views import format_table
-
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     interactive = stdin.isatty()
@@ -59,14 +53,7 @@ def run_shell(
     while True:
         prompt = ("...> " if buffer else "edgepair> ") if interactive else ""
         try:
-            if interactive and stdin is sys.stdin:
-                line = input(prompt)
-            else:
-                if prompt:
-                    print(prompt, end="", file=stdout, flush=True)
-                line = stdin.readline()
-                if not line:
-                    raise EOFError
+            line = _read_line(stdin, stdout, prompt, interactive)
         except EOFError:
             if buffer:
                 say("error: input ended inside a statement (end it with ';')")
@@ -97,23 +84,51 @@ def run_shell(
         if end is None:
             continue
         buffer.clear()
+        _run_one(con, sql, end, say)
+
+
+def _read_line(stdin: IO[str], stdout: IO[str], prompt: str, interactive: bool) -> str:
+    """One line of input (EOFError at its end), after the prompt."""
+    if interactive and stdin is sys.stdin:
+        return input(prompt)
+    if prompt:
+        print(prompt, end="", file=stdout, flush=True)
+    line = stdin.readline()
+    if not line:
+        raise EOFError
+    return line
+
+
+def _run_one(
+    con: duckdb.DuckDBPyConnection | Callable[[], duckdb.DuckDBPyConnection],
+    sql: str,
+    end: int,
+    say: Callable[[str], None],
+) -> None:
+    """Check and run one statement (``sql[:end]``, without its ';'); print its table or one line of error."""
+    import duckdb
+    import pyarrow as pa
+
+    from storage.sandbox import check_statement, query_error
+    from storage.views import format_table
+
+    try:
+        check_statement(sql)
         try:
-            check_statement(sql)
-            try:
-                session = con() if callable(con) else con
-                relation = session.sql(sql[:end])  # without its ';' and what follows (a comment): wrapped in LIMIT
-                # At most one row more than is shown: the rest is never fetched (a query cannot spill to disk here).
-                table = relation.limit(SHOWN + 1).to_arrow_table() if relation is not None else None
-            except duckdb.Error as exc:
-                raise query_error(exc) from None
-            if table is not None:
-                say(format_table(table.slice(0, SHOWN), max_rows=SHOWN))
-                if table.num_rows > SHOWN:
-                    say(f"(more than {SHOWN} rows: narrow the query, or use `edgepair query --format csv`)")
-        except QueryError as exc:
-            say(f"error: {exc}")
-        except (OverflowError, ValueError, pa.ArrowException) as exc:  # a value Python cannot hold (year 294247)
-            say(f"error: a value of the result cannot be shown ({type(exc).__name__}): cast it to VARCHAR")
+            session = con() if callable(con) else con
+            relation = session.sql(sql[:end])  # without its ';' and what follows (a comment): wrapped in LIMIT
+            # At most one row more than is shown: the rest is never fetched (a query cannot spill to disk here).
+            table = relation.limit(SHOWN + 1).to_arrow_table() if relation is not None else None
+        except duckdb.Error as exc:
+            raise query_error(exc) from None
+        if table is not None:
+            say(format_table(table.slice(0, SHOWN), max_rows=SHOWN))
+            if table.num_rows > SHOWN:
+                say(f"(more than {SHOWN} rows: narrow the query, or use `edgepair query --format csv`)")
+    except QueryError as exc:
+        say(f"error: {exc}")
+    except (OverflowError, ValueError, pa.ArrowException) as exc:  # a value Python cannot hold (year 294247)
+        say(f"error: a value of the result cannot be shown ({type(exc).__name__}): cast it to VARCHAR")
 
 
 def _statement_end(sql: str) -> int | None:

@@ -452,6 +452,19 @@ def attach_materialised(
         day_ranges([(None, fresh[0] - DAY), *runs(inner), (fresh[-1] + DAY, None)], tz),
         slot_windows=windows if fresh[0] > first else middle + tail,
     )
+    _copy_fresh_rows(con, files)
+    log.info(
+        "store %s: %d materialised KPI days read from %s (%d blocks), the others computed from the events",
+        setup.store_id,
+        len(fresh),
+        Path(data_dir) / KPI_DIR,
+        len(files),
+    )
+    return len(fresh)
+
+
+def _copy_fresh_rows(con: duckdb.DuckDBPyConnection, files: list[Block]) -> None:
+    """Each KPI view as the fresh days' rows (copied from the checked blocks) plus the live part computed."""
     # The live views' column types as DuckDB stored them when it created them (a DESCRIBE would bind them again).
     types: dict[str, list[tuple[str, str]]] = {}
     for v, c, t in con.execute(
@@ -477,11 +490,3 @@ def attach_materialised(
             f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {MAT_SCHEMA}.{view}"
             f" UNION ALL SELECT * FROM {LIVE_SCHEMA}.{view}"
         )
-    log.info(
-        "store %s: %d materialised KPI days read from %s (%d blocks), the others computed from the events",
-        setup.store_id,
-        len(fresh),
-        Path(data_dir) / KPI_DIR,
-        len(files),
-    )
-    return len(fresh)

@@ -179,6 +179,17 @@ def warn_unsigned_once(node: str, what: str = "segments") -> None:
         )
 
 
+def _of_camera(camera_id: str, events: Iterable[Event]) -> list[Event]:
+    """``events`` as a list; ValueError for one of another camera (a segment holds one camera's events)."""
+    rows = list(events)
+    for event in rows:
+        if event.camera_id != camera_id:
+            raise ValueError(
+                f"segment of camera {camera_id!r} got an event of camera {event.camera_id!r} (track {event.track_id})"
+            )
+    return rows
+
+
 class SegmentWriter:
     """Writes the segments of one store on one node. One verb: :meth:`write`.
 
@@ -237,13 +248,7 @@ class SegmentWriter:
         (``existed=True``). Raises StorageError if it exists with other bytes, or on any OS error (full disk,
         permissions), in which case no partial file is visible and no temporary file is left.
         """
-        rows = list(events)
-        for event in rows:
-            if event.camera_id != camera_id:
-                raise ValueError(
-                    f"segment of camera {camera_id!r} got an event of camera {event.camera_id!r}"
-                    f" (track {event.track_id})"
-                )
+        rows = _of_camera(camera_id, events)
         segment_id = make_segment_id(camera_id, window_start, self.node, token)
         meta = SegmentMeta(
             segment_id=segment_id,
@@ -275,12 +280,8 @@ class SegmentWriter:
         sha256 = hashlib.sha256(data).hexdigest()
         path = self.segment_path(camera_id, window_start, segment_id)
 
-        existing = self._existing(path, sha256, segment_id)
-        if existing:
-            from storage.signing import read_sig
-
-            if self.signer is not None and read_sig(path) is None:  # the unsigned release, or a torn signature
-                write_atomic(sig_path(path), self.signer.sign(segment_id, sha256))
+        if self._existing(path, sha256, segment_id):
+            self._sign_kept(path, segment_id, sha256)
             log.info(
                 "camera %s: segment %s already written with the same content, kept %s", camera_id, segment_id, path
             )
@@ -299,6 +300,13 @@ class SegmentWriter:
             path,
         )
         return SegmentInfo(segment_id, path, len(rows), sha256, meta)
+
+    def _sign_kept(self, path: Path, segment_id: str, sha256: str) -> None:
+        """A segment kept as it was: signed now if it has no signature (the unsigned release, or a torn one)."""
+        from storage.signing import read_sig
+
+        if self.signer is not None and read_sig(path) is None:
+            write_atomic(sig_path(path), self.signer.sign(segment_id, sha256))
 
     def _existing(self, path: Path, sha256: str, segment_id: str) -> bool:
         """True if ``path`` already holds these bytes; StorageError if it holds others."""

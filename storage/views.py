@@ -433,6 +433,16 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, 
             FROM events WHERE kind = 'zone_exit'
         )
     """)
+    con.execute(
+        f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(source, tz, _still_there(source, root, data_dir))}"
+    )
+    _create_summary_views(con, tz)
+    log.debug("created views %s over %s (time zone %s)", ", ".join(VIEW_NAMES), data_dir, timezone)
+
+
+def _create_summary_views(con: duckdb.DuckDBPyConnection, tz: str) -> None:
+    """The views summed over ``events``, ``visits`` and the claims: traffic, dwell, windows and coverage (``tz``:
+    the store's time zone as an SQL literal)."""
     con.execute("""
         CREATE OR REPLACE VIEW traffic_hourly AS
         SELECT store_id, camera_id, line_id, local_date, local_hour,
@@ -449,9 +459,6 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, 
         FROM visits
         GROUP BY ALL
     """)
-    con.execute(
-        f"CREATE OR REPLACE VIEW segment_meta AS {_segment_meta_sql(source, tz, _still_there(source, root, data_dir))}"
-    )
     con.execute(f"""
         CREATE OR REPLACE VIEW windows AS
         SELECT camera_id, window_start, window_end, node, token, frames, credited, credited_s, segment_id
@@ -468,7 +475,6 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, timezone: str, 
         FROM c JOIN t USING (slot)
         GROUP BY c.camera_id, t.local_date, t.local_hour, t.utc_offset_s, t.hour_start, t.hour_s
     """)
-    log.debug("created views %s over %s (time zone %s)", ", ".join(VIEW_NAMES), data_dir, timezone)
 
 
 def open_dataset(
