@@ -497,30 +497,34 @@ class StreamPacer:
     A stream's declared frame rate cannot be trusted: MJPEG over HTTP declares none (FFmpeg reports 25 whatever the
     camera sends), and cameras lower their rate in the dark. Picking every n-th frame from the declared rate would
     process a 10 frames/s MJPEG camera configured at 5 at 2. A frame is taken once its arrival reaches the next due
-    time, less half the measured interval between arrivals (the source's jitter does not halve the rate); a source
-    that stalls does not earn a burst afterwards. ``fps`` None takes every frame.
+    time, less half the measured interval between arrivals (the source's jitter does not halve the rate; the
+    interval is measured up to one ``1/fps``, so that neither a stall nor frames that came together move it far).
+    Frames that come late and together (a read delayed by a busy core, a network hiccup) are taken until the
+    schedule is caught up, within :data:`CATCH_UP_S`: they are frames of the camera, and a camera read at its own
+    rate keeps them all; a source that stalls longer earns no burst afterwards. ``fps`` None takes every frame.
     """
+
+    CATCH_UP_S = 1.0
+    """How late the schedule may fall behind and still be caught up (a longer stall starts it again from now)."""
 
     def __init__(self, fps: float | None) -> None:
         self.interval = 1.0 / fps if fps else 0.0
         self._due: float | None = None
         self._last: float | None = None
-        self.arrival_s = 0.0  # smoothed time between arrivals (0 until two frames came)
+        self.arrival_s = 0.0  # smoothed time between arrivals, at most one interval (0 until two frames came)
 
     def take(self, now: float) -> bool:
         """Whether the frame that arrived at ``now`` (monotonic seconds) is processed."""
-        if self._last is not None:
-            gap = now - self._last
-            if self.arrival_s:
-                gap = min(gap, 2.0 * self.arrival_s)  # a stall does not widen the tolerance
-            self.arrival_s = gap if self.arrival_s == 0.0 else 0.9 * self.arrival_s + 0.1 * gap
-        self._last = now
         if not self.interval:
             return True
+        if self._last is not None:
+            gap = min(max(now - self._last, 0.0), self.interval)  # a stall or a pair does not move it far
+            self.arrival_s = 0.8 * self.arrival_s + 0.2 * gap if self.arrival_s else gap
+        self._last = now
         if self._due is not None and now < self._due - 0.5 * self.arrival_s:
             return False
-        # On schedule (taken up to one interval late): keep the phase. Later, after a gap: start again from now.
-        on_time = self._due is not None and now - self._due < self.interval
+        # On schedule or behind it by less than the catch-up window: keep the phase. Later: start again from now.
+        on_time = self._due is not None and now - self._due < max(self.interval, self.CATCH_UP_S)
         self._due = (self._due if on_time and self._due is not None else now) + self.interval
         return True
 
