@@ -119,6 +119,19 @@ def _open(
     return cap
 
 
+def _frame_size(cap: cv2.VideoCapture) -> tuple[int, int]:
+    """``(width, height)`` of an opened stream's frames: as reported, or, where not reported before a frame is
+    decoded (0: MJPEG over HTTP, some cameras), measured on one frame. SourceError (``cap`` released) if none comes."""
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if width > 0:
+        return width, height
+    ok, frame = cap.read()
+    if not ok or frame is None:
+        cap.release()
+        raise SourceError("it opened, but reports no size and sent no frame")
+    return int(frame.shape[1]), int(frame.shape[0])
+
+
 class Capture:
     """Frames of one camera, paced by ``playback``: ``fast``, ``realtime`` or ``live`` (files), natural (streams)."""
 
@@ -313,12 +326,12 @@ class Capture:
                 pass  # the main stream is down: a narrow sub-stream beats none
         try:
             cap = sub()
+            width, height = _frame_size(cap)
         except SourceError as sub_error:
             try:
                 return self._chose("main", f"the sub-stream does not open ({sub_error})", main())
             except SourceError as main_error:
                 raise SourceError(f"{main_error}; and the sub-stream: {sub_error}") from None
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         if width >= self.min_width:
             return self._chose("sub", f"{width}x{height}, at least {self.min_width} wide", cap)
         why = f"the sub-stream is {width}x{height}, narrower than runtime.substream_min_width {self.min_width}"

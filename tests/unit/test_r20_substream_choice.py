@@ -1,0 +1,116 @@
+"""Review of issue 20's stream choice (``Capture._open_stream``) on fake streams: a sub-stream whose size OpenCV does
+not report before the first frame, and the secrets of both streams when neither opens."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+import actors.capture as capture_mod
+from actors.capture import Capture
+from cluster.credentials import CredentialSource
+from cluster.errors import SourceError
+
+
+class FakeCap:
+    """A stream that opened: ``reported`` is what CAP_PROP_FRAME_WIDTH/HEIGHT say, ``size`` what its frames are."""
+
+    def __init__(self, size: tuple[int, int], reported: tuple[int, int] | None = None) -> None:
+        self.size = size
+        self.reported = size if reported is None else reported
+        self.released = False
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: self.reported[0], cv2.CAP_PROP_FRAME_HEIGHT: self.reported[1]}.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, Any]:
+        return True, np.zeros((self.size[1], self.size[0], 3), np.uint8)
+
+    def isOpened(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        self.released = True
+
+
+def _fake_open(streams: dict[str, FakeCap | None]) -> Any:
+    def fake(source: str, *_args: Any, **_kw: Any) -> FakeCap:
+        cap = streams[source]
+        if cap is None:
+            raise SourceError(f"cannot open stream {source}: check the URL, the camera and the network")
+        return cap
+
+    return fake
+
+
+def _capture() -> Capture:
+    return Capture(
+        "cam-1",
+        "rtsp://10.0.0.5/main",
+        is_stream=True,
+        substream="rtsp://10.0.0.5/sub",
+        stream="auto",
+        min_width=640,
+    )
+
+
+def test_a_sub_stream_whose_size_is_not_reported_is_measured_on_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MJPEG over HTTP and some RTSP cameras report width 0 until a frame is decoded: 0 is unknown, not narrow. The
+    survey measures the same sub-stream on its frames and would say the node reads it."""
+    sub = FakeCap((768, 576), reported=(0, 0))
+    main = FakeCap((3840, 2160))
+    monkeypatch.setattr(capture_mod, "_open", _fake_open({"rtsp://10.0.0.5/main": main, "rtsp://10.0.0.5/sub": sub}))
+    cap = _capture()
+    chosen = cap._open_stream(None)
+    assert (cap.stats.extra["stream"], chosen) == ("sub", sub), cap.stats.extra
+    assert "0x0" not in cap.stats.extra["stream_why"]
+    assert cap._sub_too_narrow == ""  # and it is not written off for the capture's life
+    assert main.released or chosen is not main
+
+
+def test_a_sub_stream_of_unknown_size_that_delivers_nothing_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Dead(FakeCap):
+        def read(self) -> tuple[bool, Any]:
+            return False, None
+
+    sub = Dead((0, 0))
+    main = FakeCap((3840, 2160))
+    monkeypatch.setattr(capture_mod, "_open", _fake_open({"rtsp://10.0.0.5/main": main, "rtsp://10.0.0.5/sub": sub}))
+    cap = _capture()
+    assert cap._open_stream(None) is main
+    assert cap.stats.extra["stream"] == "main" and sub.released
+
+
+def test_a_narrow_sub_stream_still_gives_way_to_the_main_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = FakeCap((384, 288))
+    main = FakeCap((3840, 2160))
+    monkeypatch.setattr(capture_mod, "_open", _fake_open({"rtsp://10.0.0.5/main": main, "rtsp://10.0.0.5/sub": sub}))
+    cap = _capture()
+    assert cap._open_stream(None) is main and sub.released
+    assert "384x288, narrower than" in cap.stats.extra["stream_why"]
+
+
+def test_no_secret_of_either_stream_reaches_the_error_the_status_or_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Both streams down (nothing listens on port 9 of 127.0.0.1), the user and password from the environment-like
+    credential source, a token in the sub-stream's query: the error, stream_why and log lines show none of them."""
+    creds = CredentialSource("cam-1", url_userinfo="admin:Main-Pw-4242")
+    cap = Capture(
+        "cam-1",
+        "rtsp://127.0.0.1:9/main?password=Q-Main-5151",
+        is_stream=True,
+        substream="rtsp://127.0.0.1:9/sub?token=Q-Sub-6161&x=1",
+        stream="auto",
+        min_width=640,
+        credentials=creds,
+        watchdog_s=2.0,
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(SourceError) as info:
+        cap._open_stream(None)
+    shown = str(info.value) + repr(cap.stats) + caplog.text
+    for secret in ("Main-Pw-4242", "Q-Main-5151", "Q-Sub-6161"):
+        assert secret not in shown, secret
+    assert "the sub-stream" in str(info.value)
