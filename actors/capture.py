@@ -307,12 +307,15 @@ class Capture:
         narrow is not opened again by this capture), and the main stream when the sub-stream does not open (and the
         sub-stream when the main one does not). ``stats.extra["stream"]`` says which, ``["stream_why"]`` why."""
         timeout_ms = int(self.watchdog_s * 500)
+        # Each open has its own time (half the watchdog's): two or three in a row are not a hung read.
 
         def main() -> cv2.VideoCapture:
+            self._last_progress = time.monotonic()
             return _open(self.source, self.is_stream, timeout_ms, self.credentials, probe_s)
 
         def sub() -> cv2.VideoCapture:
             assert self.substream is not None
+            self._last_progress = time.monotonic()
             return _open(self.substream, True, timeout_ms, self.credentials, probe_s)
 
         if self.stream == "main" or self.substream is None:

@@ -1,0 +1,31 @@
+"""Review of issue 20: stream: auto tries two streams in one connection attempt. Each open may take up to its timeout
+(half the watchdog's), so two blackholed streams (no refusal, just silence) take the watchdog's whole time: the
+watchdog then takes the first attempt for a hung read and starts a second reader beside it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import actors.capture as capture_mod
+from actors.capture import Capture
+from cluster.errors import SourceError
+
+
+def test_two_silent_streams_are_not_taken_for_a_hung_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    def silent(source: str, _is_stream: bool, timeout_ms: int, *_a: Any, **_k: Any) -> Any:
+        time.sleep(timeout_ms / 1000 * 1.1)  # FFmpeg's open timeout, overshot a little as it is
+        raise SourceError(f"cannot open stream {source}: check the URL, the camera and the network")
+
+    monkeypatch.setattr(capture_mod, "_open", silent)
+    cap = Capture("cam-1", "rtsp://10.0.0.5/main", is_stream=True, substream="rtsp://10.0.0.5/sub", stream="auto",
+                  min_width=640, watchdog_s=1.0, max_backoff_s=5.0)  # fmt: skip
+    cap.start()
+    try:
+        time.sleep(1.6)
+    finally:
+        cap.stop()
+    assert "read hung" not in cap.stats.last_error
+    assert (cap.stats.reconnects, cap._generation) == (0, 1)
