@@ -322,23 +322,28 @@ class Capture:
             return self._chose("main", "", main())
         if self.stream == "sub":
             return self._chose("sub", "", sub())
+        main_error: SourceError | None = None  # the main stream's failure in this attempt (tried once an attempt)
         if self._sub_too_narrow:
             try:
                 return self._chose("main", self._sub_too_narrow, main())
-            except SourceError:
-                pass  # the main stream is down: a narrow sub-stream beats none
+            except SourceError as exc:
+                main_error = exc  # the main stream is down: a narrow sub-stream beats none
         try:
             cap = sub()
             width, height = _frame_size(cap)
         except SourceError as sub_error:
             try:
-                return self._chose("main", f"the sub-stream does not open ({sub_error})", main())
-            except SourceError as main_error:
-                raise SourceError(f"{main_error}; and the sub-stream: {sub_error}") from None
+                if main_error is None:
+                    return self._chose("main", f"the sub-stream does not open ({sub_error})", main())
+            except SourceError as exc:
+                main_error = exc
+            raise SourceError(f"{main_error}; and the sub-stream: {sub_error}") from None
         if width >= self.min_width:
             return self._chose("sub", f"{width}x{height}, at least {self.min_width} wide", cap)
         why = f"the sub-stream is {width}x{height}, narrower than runtime.substream_min_width {self.min_width}"
         try:
+            if main_error is not None:
+                raise main_error
             main_cap = main()
         except SourceError as exc:
             return self._chose("sub", f"{why}, but the main stream does not open ({exc})", cap)

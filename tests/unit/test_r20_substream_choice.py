@@ -70,7 +70,7 @@ def test_a_sub_stream_whose_size_is_not_reported_is_measured_on_a_frame(monkeypa
     assert (cap.stats.extra["stream"], chosen) == ("sub", sub), cap.stats.extra
     assert "0x0" not in cap.stats.extra["stream_why"]
     assert cap._sub_too_narrow == ""  # and it is not written off for the capture's life
-    assert main.released or chosen is not main
+    assert not main.released  # never opened: the sub-stream was wide enough
 
 
 def test_a_sub_stream_of_unknown_size_that_delivers_nothing_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +186,28 @@ def test_a_sub_stream_back_up_is_read_again_while_the_main_one_works(monkeypatch
         assert _width_within(cap, 768, 5.0)
     finally:
         cap.stop()
+
+
+def test_a_main_stream_down_is_tried_once_per_attempt_when_the_sub_stream_was_found_narrow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each try of a silent main stream costs its open timeout (half the watchdog's): trying it twice in one attempt
+    doubles the time the camera is without frames."""
+    opened: list[str] = []
+    streams: dict[str, FakeCap | None] = {"rtsp://10.0.0.5/main": FakeCap((3840, 2160)), "rtsp://10.0.0.5/sub": None}
+    fake = _fake_open(streams)
+
+    def counting(source: str, *args: Any, **kw: Any) -> FakeCap:
+        opened.append(source.rsplit("/", 1)[1])
+        return fake(source, *args, **kw)
+
+    monkeypatch.setattr(capture_mod, "_open", counting)
+    cap = _capture()
+    streams["rtsp://10.0.0.5/sub"] = FakeCap((384, 288))
+    assert cap._open_stream(None) is streams["rtsp://10.0.0.5/main"] and cap._sub_too_narrow
+    opened.clear()
+    streams["rtsp://10.0.0.5/main"] = None  # the main stream goes down: the narrow sub-stream beats none
+    sub = streams["rtsp://10.0.0.5/sub"]
+    assert cap._open_stream(None) is sub
+    assert opened == ["main", "sub"]
+    assert cap.stats.extra["stream"] == "sub" and "the main stream does not open" in cap.stats.extra["stream_why"]
