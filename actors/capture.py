@@ -310,11 +310,15 @@ class Capture:
         # Each open has its own time (half the watchdog's): two or three in a row are not a hung read.
 
         def main() -> cv2.VideoCapture:
+            if self._stop.is_set():  # stopped while the other stream opened: no second open (a timeout)
+                raise _Abandon()
             self._last_progress = time.monotonic()
             return _open(self.source, self.is_stream, timeout_ms, self.credentials, probe_s)
 
         def sub() -> cv2.VideoCapture:
             assert self.substream is not None
+            if self._stop.is_set():
+                raise _Abandon()
             self._last_progress = time.monotonic()
             return _open(self.substream, True, timeout_ms, self.credentials, probe_s)
 
@@ -347,6 +351,9 @@ class Capture:
             main_cap = main()
         except SourceError as exc:
             return self._chose("sub", f"{why}, but the main stream does not open ({exc})", cap)
+        except _Abandon:
+            cap.release()
+            raise
         cap.release()
         self._sub_too_narrow = why
         return self._chose("main", why, main_cap)
