@@ -177,6 +177,7 @@ class Capture:
             elif credentials.url_userinfo is None:
                 credentials = replace(credentials, url_userinfo=userinfo)
         self.source = bare  # never holds a password
+        self.reading = bare  # the URL being read: source, or the sub-stream (for log lines)
         self.credentials = credentials if credentials is not None else CredentialSource(camera_id)
         self.is_stream = is_stream
         self.target_fps = fps
@@ -259,10 +260,10 @@ class Capture:
         if self.is_stream and self._streaming and self.stats.state == "running" and stalled > self.stall_s:
             self.stats.state = "stalled"  # the read still waits; a frame sets it running again
             self.stats.last_error = f"no frame from the stream for {stalled:.1f} s"
-            log.warning("camera %s: no frame for %.1f s from %s (stalled)", self.camera_id, stalled, self.source)
+            log.warning("camera %s: no frame for %.1f s from %s (stalled)", self.camera_id, stalled, self.reading)
         if stalled > self.watchdog_s:
             log.warning(
-                "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.source
+                "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.reading
             )
             self.stats.last_error = f"read hung for {stalled:.0f} s"
             self.stats.reconnects += 1
@@ -362,6 +363,7 @@ class Capture:
         if self.stats.extra.get("stream") != which and self.substream is not None:
             log.info("camera %s: reading its %s stream%s", self.camera_id, which, f" ({redact(why)})" if why else "")
         self.stats.extra["stream"] = which
+        self.reading = self.substream if which == "sub" and self.substream is not None else self.source
         self.stats.extra["stream_why"] = redact(why)
         return cap
 
@@ -433,7 +435,7 @@ class Capture:
                 if self.is_stream:
                     self.stats.reconnects += 1
                     self.stats.last_error = "stream ended or read failed"
-                    log.warning("camera %s: read failed on %s, reconnecting", self.camera_id, self.source)
+                    log.warning("camera %s: read failed on %s, reconnecting", self.camera_id, self.reading)
                     self.stats.state = "reconnecting"
                     self._spawn_reader()
                     return

@@ -211,3 +211,18 @@ def test_a_main_stream_down_is_tried_once_per_attempt_when_the_sub_stream_was_fo
     assert cap._open_stream(None) is sub
     assert opened == ["main", "sub"]
     assert cap.stats.extra["stream"] == "sub" and "the main stream does not open" in cap.stats.extra["stream_why"]
+
+
+def test_the_log_names_the_stream_being_read(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Reading the sub-stream, a failed read named the main stream's URL: the operator checks the wrong stream."""
+    state = {"main": True, "sub": True}
+    with caplog.at_level(logging.WARNING, logger="actors.capture"):
+        cap = _live(monkeypatch, state)
+        try:
+            assert _width_within(cap, 768, 3.0)
+            state["sub"] = False
+            assert _width_within(cap, 1536, 3.0)
+        finally:
+            cap.stop()
+    failed = [r.getMessage() for r in caplog.records if "read failed" in r.getMessage()]
+    assert failed and all("rtsp://10.0.0.5/sub" in m for m in failed), failed
