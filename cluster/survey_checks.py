@@ -225,37 +225,10 @@ def check_port(p: PortFact) -> Finding:
     )
 
 
-SHAPE_TOLERANCE = 0.02
-"""Relative difference of width/height ratios between a camera's two streams that is rounding, not another shape."""
-
-
-def check_shape(sub: CameraFact, main: CameraFact) -> list[Finding]:
-    """A sub-stream of another shape than its main stream: lines and zones are fractions of the frame, so they move
-    whenever the node switches stream (``stream: auto`` falls back either way)."""
-    if not (sub.frames and main.frames and sub.width and sub.height and main.width and main.height):
-        return []
-    ratio = (sub.width / sub.height) / (main.width / main.height)
-    if abs(ratio - 1.0) <= SHAPE_TOLERANCE:
-        return []
-    return [
-        Finding(
-            f"camera {sub.camera} shape",
-            False,
-            f"{sub.width}x{sub.height} beside the main stream's {main.width}x{main.height}: lines and zones are"
-            " fractions of the frame, so they move when the node reads the other stream",
-            f"set the camera's sub-stream to the main stream's shape ({main.width}:{main.height}), or pin"
-            f" cameras[{sub.sub_of}].stream to the stream the lines and zones were drawn on (main or sub)",
-        )
-    ]
-
-
 def diagnose(facts: SurveyFacts) -> list[Finding]:
     out: list[Finding] = []
-    mains = {c.camera: c for c in facts.cameras if not c.sub_of}
     for c in facts.cameras:
         out.extend(check_camera(c))
-        if c.sub_of and c.sub_of in mains:
-            out.extend(check_shape(c, mains[c.sub_of]))
     out.extend(check_machine(facts.machine, facts.cameras))
     out.extend(check_port(p) for p in facts.ports)
     return out
