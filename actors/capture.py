@@ -119,6 +119,19 @@ def _open(
     return cap
 
 
+def _frame_size(cap: cv2.VideoCapture) -> tuple[int, int]:
+    """``(width, height)`` of an opened stream's frames: as reported, or, where not reported before a frame is
+    decoded (0: MJPEG over HTTP, some cameras), measured on one frame. SourceError (``cap`` released) if none comes."""
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if width > 0:
+        return width, height
+    ok, frame = cap.read()
+    if not ok or frame is None:
+        cap.release()
+        raise SourceError("it opened, but reports no size and sent no frame")
+    return int(frame.shape[1]), int(frame.shape[0])
+
+
 class Capture:
     """Frames of one camera, paced by ``playback``: ``fast``, ``realtime`` or ``live`` (files), natural (streams)."""
 
@@ -164,6 +177,7 @@ class Capture:
             elif credentials.url_userinfo is None:
                 credentials = replace(credentials, url_userinfo=userinfo)
         self.source = bare  # never holds a password
+        self.reading = bare  # the URL being read: source, or the sub-stream (for log lines)
         self.credentials = credentials if credentials is not None else CredentialSource(camera_id)
         self.is_stream = is_stream
         self.target_fps = fps
@@ -246,10 +260,10 @@ class Capture:
         if self.is_stream and self._streaming and self.stats.state == "running" and stalled > self.stall_s:
             self.stats.state = "stalled"  # the read still waits; a frame sets it running again
             self.stats.last_error = f"no frame from the stream for {stalled:.1f} s"
-            log.warning("camera %s: no frame for %.1f s from %s (stalled)", self.camera_id, stalled, self.source)
+            log.warning("camera %s: no frame for %.1f s from %s (stalled)", self.camera_id, stalled, self.reading)
         if stalled > self.watchdog_s:
             log.warning(
-                "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.source
+                "camera %s: no frame for %.1f s from %s, reopening the source", self.camera_id, stalled, self.reading
             )
             self.stats.last_error = f"read hung for {stalled:.0f} s"
             self.stats.reconnects += 1
@@ -294,38 +308,53 @@ class Capture:
         narrow is not opened again by this capture), and the main stream when the sub-stream does not open (and the
         sub-stream when the main one does not). ``stats.extra["stream"]`` says which, ``["stream_why"]`` why."""
         timeout_ms = int(self.watchdog_s * 500)
+        # Each open has its own time (half the watchdog's): two or three in a row are not a hung read.
 
         def main() -> cv2.VideoCapture:
+            if self._stop.is_set():  # stopped while the other stream opened: no second open (a timeout)
+                raise _Abandon()
+            self._last_progress = time.monotonic()
             return _open(self.source, self.is_stream, timeout_ms, self.credentials, probe_s)
 
         def sub() -> cv2.VideoCapture:
             assert self.substream is not None
+            if self._stop.is_set():
+                raise _Abandon()
+            self._last_progress = time.monotonic()
             return _open(self.substream, True, timeout_ms, self.credentials, probe_s)
 
         if self.stream == "main" or self.substream is None:
             return self._chose("main", "", main())
         if self.stream == "sub":
             return self._chose("sub", "", sub())
+        main_error: SourceError | None = None  # the main stream's failure in this attempt (tried once an attempt)
         if self._sub_too_narrow:
             try:
                 return self._chose("main", self._sub_too_narrow, main())
-            except SourceError:
-                pass  # the main stream is down: a narrow sub-stream beats none
+            except SourceError as exc:
+                main_error = exc  # the main stream is down: a narrow sub-stream beats none
         try:
             cap = sub()
+            width, height = _frame_size(cap)
         except SourceError as sub_error:
             try:
-                return self._chose("main", f"the sub-stream does not open ({sub_error})", main())
-            except SourceError as main_error:
-                raise SourceError(f"{main_error}; and the sub-stream: {sub_error}") from None
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+                if main_error is None:
+                    return self._chose("main", f"the sub-stream does not open ({sub_error})", main())
+            except SourceError as exc:
+                main_error = exc
+            raise SourceError(f"{main_error}; and the sub-stream: {sub_error}") from None
         if width >= self.min_width:
             return self._chose("sub", f"{width}x{height}, at least {self.min_width} wide", cap)
         why = f"the sub-stream is {width}x{height}, narrower than runtime.substream_min_width {self.min_width}"
         try:
+            if main_error is not None:
+                raise main_error
             main_cap = main()
         except SourceError as exc:
             return self._chose("sub", f"{why}, but the main stream does not open ({exc})", cap)
+        except _Abandon:
+            cap.release()
+            raise
         cap.release()
         self._sub_too_narrow = why
         return self._chose("main", why, main_cap)
@@ -334,6 +363,7 @@ class Capture:
         if self.stats.extra.get("stream") != which and self.substream is not None:
             log.info("camera %s: reading its %s stream%s", self.camera_id, which, f" ({redact(why)})" if why else "")
         self.stats.extra["stream"] = which
+        self.reading = self.substream if which == "sub" and self.substream is not None else self.source
         self.stats.extra["stream_why"] = redact(why)
         return cap
 
@@ -405,7 +435,7 @@ class Capture:
                 if self.is_stream:
                     self.stats.reconnects += 1
                     self.stats.last_error = "stream ended or read failed"
-                    log.warning("camera %s: read failed on %s, reconnecting", self.camera_id, self.source)
+                    log.warning("camera %s: read failed on %s, reconnecting", self.camera_id, self.reading)
                     self.stats.state = "reconnecting"
                     self._spawn_reader()
                     return
@@ -497,30 +527,34 @@ class StreamPacer:
     A stream's declared frame rate cannot be trusted: MJPEG over HTTP declares none (FFmpeg reports 25 whatever the
     camera sends), and cameras lower their rate in the dark. Picking every n-th frame from the declared rate would
     process a 10 frames/s MJPEG camera configured at 5 at 2. A frame is taken once its arrival reaches the next due
-    time, less half the measured interval between arrivals (the source's jitter does not halve the rate); a source
-    that stalls does not earn a burst afterwards. ``fps`` None takes every frame.
+    time, less half the measured interval between arrivals (the source's jitter does not halve the rate; the
+    interval is measured up to one ``1/fps``, so that neither a stall nor frames that came together move it far).
+    Frames that come late and together (a read delayed by a busy core, a network hiccup) are taken until the
+    schedule is caught up, within :data:`CATCH_UP_S`: they are frames of the camera, and a camera read at its own
+    rate keeps them all; a source that stalls longer earns no burst afterwards. ``fps`` None takes every frame.
     """
+
+    CATCH_UP_S = 1.0
+    """How late the schedule may fall behind and still be caught up (a longer stall starts it again from now)."""
 
     def __init__(self, fps: float | None) -> None:
         self.interval = 1.0 / fps if fps else 0.0
         self._due: float | None = None
         self._last: float | None = None
-        self.arrival_s = 0.0  # smoothed time between arrivals (0 until two frames came)
+        self.arrival_s = 0.0  # smoothed time between arrivals, at most one interval (0 until two frames came)
 
     def take(self, now: float) -> bool:
         """Whether the frame that arrived at ``now`` (monotonic seconds) is processed."""
-        if self._last is not None:
-            gap = now - self._last
-            if self.arrival_s:
-                gap = min(gap, 2.0 * self.arrival_s)  # a stall does not widen the tolerance
-            self.arrival_s = gap if self.arrival_s == 0.0 else 0.9 * self.arrival_s + 0.1 * gap
-        self._last = now
         if not self.interval:
             return True
+        if self._last is not None:
+            gap = min(max(now - self._last, 0.0), self.interval)  # a stall or a pair does not move it far
+            self.arrival_s = 0.8 * self.arrival_s + 0.2 * gap if self.arrival_s else gap
+        self._last = now
         if self._due is not None and now < self._due - 0.5 * self.arrival_s:
             return False
-        # On schedule (taken up to one interval late): keep the phase. Later, after a gap: start again from now.
-        on_time = self._due is not None and now - self._due < self.interval
+        # On schedule or behind it by less than the catch-up window: keep the phase. Later: start again from now.
+        on_time = self._due is not None and now - self._due < max(self.interval, self.CATCH_UP_S)
         self._due = (self._due if on_time and self._due is not None else now) + self.interval
         return True
 

@@ -71,6 +71,10 @@ MJPEG = (
 BOUNDARY = "camsimframe"
 HTTP_CLIENT_QUEUE = 4
 """JPEG parts a slow HTTP client may fall behind before its oldest are dropped (a camera does not wait)."""
+HTTP_CLIENT_TIMEOUT_S = 10.0
+"""An HTTP client that sends no request, or reads nothing, for this long is disconnected (its thread ends)."""
+HTTP_MAX_CLIENTS = 32
+"""HTTP clients served at once; more are answered 503 (each holds a thread)."""
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -259,14 +263,26 @@ class MjpegFeed:
 def build_http_server(feeds: dict[str, MjpegFeed], host: str, port: int) -> socketserver.ThreadingTCPServer:
     """An HTTP server answering ``GET /<name>`` with the camera's MJPEG stream (``multipart/x-mixed-replace``)."""
 
+    slots = threading.BoundedSemaphore(HTTP_MAX_CLIENTS)
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
+        timeout = HTTP_CLIENT_TIMEOUT_S  # the socket's: an idle or stuck client does not hold its thread for good
 
         def do_GET(self) -> None:
             feed = feeds.get(self.path.lstrip("/"))
             if feed is None:
                 self.send_error(404, f"no camera {self.path[:64]!r}")
                 return
+            if not slots.acquire(blocking=False):
+                self.send_error(503, f"{HTTP_MAX_CLIENTS} clients already")
+                return
+            try:
+                self._stream(feed)
+            finally:
+                slots.release()
+
+        def _stream(self, feed: MjpegFeed) -> None:
             q = feed.subscribe()
             try:
                 self.send_response(200)

@@ -91,6 +91,8 @@ def check_source(source: str) -> str:
         )
     if any(c.isspace() for c in source):
         raise ValueError("a stream URL must not contain spaces: %-encode them (%20)")
+    if "\x00" in source:  # OpenCV hands FFmpeg a C string: it would open the URL cut at the NUL
+        raise ValueError("a stream URL must not contain NUL bytes")
     after_host = re.split(r"[/?#]", split_userinfo(source)[0][m.end() :], maxsplit=1)[1:]
     if after_host and "@" in after_host[0].split("?", 1)[0]:
         raise ValueError(

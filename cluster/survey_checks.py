@@ -161,7 +161,13 @@ def check_machine(h: HostFact, cameras: tuple[CameraFact, ...]) -> list[Finding]
         )
     else:
         capacity = HEADROOM * 1000.0 / h.detect_ms
-        asked = sum(camera_rate(c) * c.views for c in cameras if c.opened and c.frames and not c.sub_of)
+        # each camera once, by the stream the node reads (a main stream down: its sub-stream's row)
+        reads_sub = {c.camera for c in cameras if c.reads == "sub"}
+        asked = sum(
+            camera_rate(c) * c.views
+            for c in cameras
+            if c.opened and c.frames and (c.sub_of in reads_sub if c.sub_of else c.reads != "sub")
+        )
         msg = (
             f"{h.model} on {h.provider or '?'}: {h.detect_ms:.1f} ms a frame, so about"
             f" {capacity:.0f} detector runs/s for the cameras ({HEADROOM:.0%} of it); they ask {asked:g} (a fisheye"
