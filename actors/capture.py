@@ -119,6 +119,13 @@ def _open(
     return cap
 
 
+SUB_RETRY_S = 30.0
+"""auto: after the sub-stream failed to open and the main stream is read, the sub-stream is tried again this long
+after (then 60, 120, ... up to :data:`SUB_RETRY_MAX_S`): a blip on the sub-stream does not leave the node decoding
+the main stream for good."""
+SUB_RETRY_MAX_S = 300.0
+
+
 def _frame_size(cap: cv2.VideoCapture) -> tuple[int, int]:
     """``(width, height)`` of an opened stream's frames: as reported, or, where not reported before a frame is
     decoded (0: MJPEG over HTTP, some cameras), measured on one frame. SourceError (``cap`` released) if none comes."""
@@ -168,6 +175,11 @@ class Capture:
         self.stream = stream
         self.min_width = min_width
         self._sub_too_narrow = ""  # why auto reads the main stream (the sub-stream's size), once measured
+        # auto reading the main stream because the sub-stream did not open: when to try the sub-stream again
+        # (time.monotonic(); inf: not waiting), and the wait after that (doubling to SUB_RETRY_MAX_S)
+        self._sub_retry_at = math.inf
+        self._sub_retry_s = SUB_RETRY_S
+        self._probing = False
         self.camera_id = camera_id
         bare, userinfo = split_userinfo(source) if is_stream else (source, None)
         if userinfo is not None:  # a URL with user info given directly: keep it apart, like the config loader does
@@ -256,6 +268,9 @@ class Capture:
     def _watch_once(self) -> None:
         if self._ended or self.stats.state in ("reconnecting", "unreachable"):
             return
+        if time.monotonic() >= self._sub_retry_at and not self._probing and self.stats.state == "running":
+            self._probing = True
+            threading.Thread(target=self._probe_sub, name=f"sub-probe-{self.camera_id}", daemon=True).start()
         stalled = time.monotonic() - self._last_progress
         if self.is_stream and self._streaming and self.stats.state == "running" and stalled > self.stall_s:
             self.stats.state = "stalled"  # the read still waits; a frame sets it running again
@@ -359,11 +374,42 @@ class Capture:
         self._sub_too_narrow = why
         return self._chose("main", why, main_cap)
 
+    def _probe_sub(self) -> None:
+        """auto, reading the main stream because the sub-stream did not open: open the sub-stream (nothing read but
+        its size); once it opens wide enough, the reader starts again on it (a reconnect: under a second without
+        frames); else try again later, each wait twice the last (at most SUB_RETRY_MAX_S)."""
+        try:
+            assert self.substream is not None
+            cap = _open(self.substream, True, int(self.watchdog_s * 500), self.credentials, self.probe_s)
+            try:
+                width, _height = _frame_size(cap)
+            finally:
+                cap.release()
+            if width < self.min_width:
+                raise SourceError(f"it is {width} wide, narrower than {self.min_width}")
+        except Exception as exc:  # SourceError, an OpenCV error: the main stream is kept
+            self._sub_retry_s = min(2.0 * self._sub_retry_s, SUB_RETRY_MAX_S)
+            self._sub_retry_at = time.monotonic() + self._sub_retry_s
+            log.debug("camera %s: the sub-stream is still not usable (%s)", self.camera_id, redact(exc))
+            return
+        finally:
+            self._probing = False
+        if self._stop.is_set():
+            return
+        log.info("camera %s: its sub-stream opens again: reading it instead of the main stream", self.camera_id)
+        self._sub_retry_at = math.inf
+        self.stats.reconnects += 1
+        self._spawn_reader()  # the main stream's reader ends at its next frame (its generation is stale)
+
     def _chose(self, which: str, why: str, cap: cv2.VideoCapture) -> cv2.VideoCapture:
         if self.stats.extra.get("stream") != which and self.substream is not None:
             log.info("camera %s: reading its %s stream%s", self.camera_id, which, f" ({redact(why)})" if why else "")
         self.stats.extra["stream"] = which
         self.reading = self.substream if which == "sub" and self.substream is not None else self.source
+        if which == "main" and why.startswith("the sub-stream does not open"):
+            self._sub_retry_at = time.monotonic() + self._sub_retry_s  # tried again in the background
+        else:
+            self._sub_retry_at, self._sub_retry_s = math.inf, SUB_RETRY_S
         self.stats.extra["stream_why"] = redact(why)
         return cap
 
