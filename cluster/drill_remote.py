@@ -18,9 +18,10 @@
 
 or from an Ansible inventory, which ``drill.yml`` turns into that file first (:func:`render_inventory`).
 
-SSH: the same user, key and known_hosts as Ansible, with ``BatchMode=yes`` and ``StrictHostKeyChecking=yes`` put
-first (ssh keeps the first value of an option, so no inventory can turn host-key checking off here), bounded
-timeouts, and one control master per host in a private folder, so that a fault is one round trip away.
+SSH (:mod:`cluster.drill_ssh`): the same user, key and known_hosts as Ansible, with ``BatchMode=yes`` and
+``StrictHostKeyChecking=yes`` put first (ssh keeps the first value of an option, so no inventory can turn host-key
+checking off here), bounded timeouts, and one control master per host in a private folder, so that a fault is one
+round trip away.
 
 Faults (the victim is the leading workstation unless said otherwise):
 
@@ -44,7 +45,6 @@ SSH) into a private 0700 folder, removed by :meth:`RemoteStore.close`. Every com
 
 from __future__ import annotations
 
-import concurrent.futures
 import io
 import ipaddress
 import json
@@ -57,7 +57,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,39 +65,47 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from cluster.drill_ssh import (
+    BOOT_WAIT_S,
+    SSH_OPTIONS,
+    DrillTargetError,
+    Host,
+    Ssh,
+    SshHosts,
+    host_ip,
+    run_local,
+    ssh_argv,
+    ssh_failure,
+)
 from cluster.drill_target import GRAY_SCENARIOS, SCENARIOS, Restore, seq
 from cluster.errors import ConfigError, EdgepairError
 from cluster.redact import redact
 
 log = logging.getLogger(__name__)
 
-SSH_OPTIONS = ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=5", "ServerAliveInterval=2",
-               "ServerAliveCountMax=3", "LogLevel=ERROR")  # fmt: skip
+__all__ = [
+    "BOOT_WAIT_S",
+    "SSH_OPTIONS",
+    "DrillTargetError",
+    "Host",
+    "RemoteStore",
+    "Ssh",
+    "StoreSpec",
+    "cut_command",
+    "heal_command",
+    "is_target_file",
+    "kill_units",
+    "local_dates",
+    "parse_spec",
+    "partition_script",
+    "render_inventory",
+    "ssh_argv",
+    "ssh_failure",
+    "tar_command",
+]
+
 CUT_TABLE = "edgepair-drill"
 DEAD_MAN_S = 120.0  # a cut outlives its hold by this much at most, if the controller never comes back to heal it
-BOOT_WAIT_S = 180.0
-
-
-class DrillTargetError(EdgepairError):
-    """The store cannot be drilled as described (bad target file, host unreachable, refused)."""
-
-
-@dataclass(frozen=True)
-class Ssh:
-    user: str | None = None
-    port: int | None = None
-    key: str | None = None
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    address: str
-    role: str  # "workstation" or "witness"
-    ssh: Ssh = field(default_factory=Ssh)
-    power_off: tuple[str, ...] = ()
-    power_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,39 +180,6 @@ def is_target_file(path: Path) -> bool:
         return False
     hosts = doc.get("hosts") if isinstance(doc, dict) else None
     return isinstance(hosts, dict) and all(isinstance(v, dict) and "address" in v for v in hosts.values())
-
-
-def ssh_argv(host: Host, command: str, control_dir: Path | None = None) -> list[str]:
-    """The ``ssh`` command line that runs ``command`` on ``host``: our safety options first, then the inventory's."""
-    argv = ["ssh"]
-    for opt in SSH_OPTIONS:
-        argv += ["-o", opt]
-    if control_dir is not None:
-        argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=300"]
-    if host.ssh.port:
-        argv += ["-p", str(host.ssh.port)]
-    if host.ssh.key:
-        argv += ["-i", os.path.expanduser(host.ssh.key)]
-    argv += list(host.ssh.args)
-    if host.ssh.user:
-        argv += ["-l", host.ssh.user]
-    return [*argv, host.address, "--", command]
-
-
-def ssh_failure(host: Host, stderr: str) -> str:
-    """One sentence naming the host, what SSH said and the fix."""
-    last = redact((stderr.strip().splitlines() or ["no message"])[-1])
-    who = f"{host.name} ({host.address})"
-    text = stderr.lower()
-    if "host key verification failed" in text or "remote host identification has changed" in text:
-        return (f"{who}: SSH host key not in the known_hosts the inventory names, or different from it ({last}): "
-                "check the host's key out of band and enroll it (README, 'SSH host keys')")  # fmt: skip
-    if "permission denied" in text:
-        user = host.ssh.user or "(default)"
-        return f"{who}: SSH refused the key for user {user} ({last}): check ansible_user and the key"
-    if any(s in text for s in ("timed out", "no route", "refused", "could not resolve", "network is unreachable")):
-        return f"{who} is unreachable over SSH ({last}): check its address in the inventory and that it is up"
-    return f"{who}: SSH failed ({last})"
 
 
 def local_dates(since: float, until: float, tz: str) -> list[str]:
@@ -290,8 +265,7 @@ class RemoteStore:
         self.spec = spec
         self.tmp = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edgepair-drill-"))
         os.chmod(self.tmp, 0o700)
-        # SSH control sockets: a short path of their own (a Unix socket path has at most 107 bytes)
-        self.control = Path(tempfile.mkdtemp(prefix="ep-ssh-", dir="/tmp"))
+        self.ssh = SshHosts(spec.hosts)
         self._ctx: Any = None
         self._identity: Any = None
         try:
@@ -343,63 +317,13 @@ class RemoteStore:
 
     def close(self) -> None:
         """Close the SSH control masters and remove the private folder (the copies of the store's data)."""
-        for h in self.spec.hosts:
-            self._close_master(h)
-        shutil.rmtree(self.control, ignore_errors=True)
+        self.ssh.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    # --- SSH -----------------------------------------------------------------------------------------------------
+    # --- SSH (cluster.drill_ssh) --------------------------------------------------------------------------------
     def run(self, host: str, command: str, *, timeout: float = 30.0, input: bytes | None = None) -> bytes:
         """``command`` on ``host`` over SSH; its stdout. Raises :class:`DrillTargetError` naming the host."""
-        h = self.spec.hosts[host]
-        try:
-            r = subprocess.run(ssh_argv(h, command, self.control), input=input, capture_output=True, timeout=timeout,
-                               check=False)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise DrillTargetError(
-                f"{host} ({h.address}): `{redact(command)[:120]}` did not finish in {timeout:.0f} s"
-            ) from None
-        if r.returncode == 255:
-            raise DrillTargetError(ssh_failure(h, r.stderr.decode(errors="replace")))
-        if r.returncode != 0:
-            err = redact(r.stderr.decode(errors="replace").strip()[-400:])
-            raise DrillTargetError(f"{host}: `{redact(command)[:120]}` exited {r.returncode}: {err or 'no message'}")
-        return r.stdout
-
-    def _on_all(self, hosts: list[str], command: str, timeout: float = 30.0, fault: bool = False) -> None:
-        run = self._fault if fault else self.run
-        with concurrent.futures.ThreadPoolExecutor(len(hosts) or 1) as pool:
-            for f in [pool.submit(run, h, command, timeout=timeout) for h in hosts]:
-                f.result()
-
-    def _fault(self, host: str, command: str, timeout: float = 30.0) -> float:
-        """Run a fault's command; how long after the drill asked it had done its work (the SSH round trip and
-        systemctl: part of every takeover time this drill reports, so the victim's description says it)."""
-        t = time.monotonic()
-        self.run(host, command, timeout=timeout)
-        took = time.monotonic() - t
-        log.info("drill: fault applied on %s %.2f s after the drill asked", host, took)
-        return took
-
-    def _local(self, argv: tuple[str, ...], what: str, timeout: float) -> None:
-        try:
-            r = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DrillTargetError(f"{what}: `{redact(shlex.join(argv))}` failed: {redact(exc)}") from None
-        if r.returncode != 0:
-            err = redact(r.stderr.decode(errors="replace").strip()[-400:])
-            raise DrillTargetError(f"{what}: `{redact(shlex.join(argv))}` exited {r.returncode}: {err}")
-
-    def _wait_ssh(self, host: str, bound_s: float = BOOT_WAIT_S) -> None:
-        deadline = time.monotonic() + bound_s
-        while True:
-            try:
-                self.run(host, "systemctl is-system-running --wait >/dev/null 2>&1; true", timeout=30)
-                return
-            except DrillTargetError as exc:
-                if time.monotonic() > deadline:
-                    raise DrillTargetError(f"{host} did not come back within {bound_s:.0f} s: {exc}") from None
-                time.sleep(1.0)
+        return self.ssh.run(host, command, timeout=timeout, input=input)
 
     # --- DrillTarget ---------------------------------------------------------------------------------------------
     def _read_config(self) -> dict[str, Any]:
@@ -469,7 +393,7 @@ class RemoteStore:
 
     def prepare(self) -> None:
         """Open a control master to every host (so a fault is one round trip away) and check each answers."""
-        self._on_all(list(self.spec.hosts), "true")
+        self.ssh.on_all(list(self.spec.hosts), "true")
 
     def inject(self, scenario: str, *, leader: str, place: dict[str, str], hold_s: float) -> tuple[str, Restore]:
         sp = self.spec
@@ -478,31 +402,31 @@ class RemoteStore:
             h = sp.hosts[leader]
             if h.power_off:
                 t = time.monotonic()
-                self._local(h.power_off, f"kill-node: power off {leader}", timeout=60)
+                run_local(h.power_off, f"kill-node: power off {leader}", timeout=60)
                 took = time.monotonic() - t
                 log.info("drill: %s powered off %.2f s after the drill asked", leader, took)
-                self._close_master(leader)
+                self.ssh.close_master(leader)
                 return f"{leader} (machine powered off, in {took:.2f} s)", seq(
-                    lambda: self._local(h.power_on, f"kill-node: power on {leader}", timeout=BOOT_WAIT_S),
-                    lambda: self._wait_ssh(leader),
+                    lambda: run_local(h.power_on, f"kill-node: power on {leader}", timeout=BOOT_WAIT_S),
+                    lambda: self.ssh.wait_up(leader),
                 )
-            took = self._fault(leader, kill_units([sp.node_unit, sp.etcd_unit], keep_down=True))
+            took = self.ssh.fault(leader, kill_units([sp.node_unit, sp.etcd_unit], keep_down=True))
             return f"{leader} (edgepair and its etcd member, in {took:.2f} s)", seq(
                 lambda: self.run(leader, f"systemctl start {sp.etcd_unit} {sp.node_unit}", timeout=120)
             )
         if scenario == "kill-leader":
-            took = self._fault(leader, kill_units([sp.node_unit]))
+            took = self.ssh.fault(leader, kill_units([sp.node_unit]))
             start = f"systemctl start {sp.node_unit}"
             return f"{leader} (in {took:.2f} s)", seq(lambda: self.run(leader, start, timeout=120))
         if scenario == "freeze-node":
-            took = self._fault(leader, kill_units([sp.node_unit], "SIGSTOP"))
+            took = self.ssh.fault(leader, kill_units([sp.node_unit], "SIGSTOP"))
             return f"{leader} (in {took:.2f} s)", seq(
                 lambda: time.sleep(hold_s), lambda: self.run(leader, kill_units([sp.node_unit], "SIGCONT"))
             )
         if scenario == "partition":
-            peers = [self._ip(h) for n, h in sp.hosts.items() if n != leader]
+            peers = [host_ip(h) for n, h in sp.hosts.items() if n != leader]
             unit = f"edgepair-drill-heal-{int(time.time())}"
-            took = self._fault(leader, cut_command(peers, hold_s + DEAD_MAN_S, unit))
+            took = self.ssh.fault(leader, cut_command(peers, hold_s + DEAD_MAN_S, unit))
             return f"{leader} (cut from {', '.join(n for n in sp.hosts if n != leader)}, in {took:.2f} s)", seq(
                 lambda: time.sleep(hold_s), lambda: self.run(leader, heal_command(unit))
             )
@@ -510,9 +434,9 @@ class RemoteStore:
             members = (
                 [self.etcd_leader()] if scenario == "kill-etcd-leader" else [n for n in sp.hosts if n != leader][:2]
             )
-            self._on_all(members, kill_units([sp.etcd_unit], keep_down=True), fault=True)
+            self.ssh.on_all(members, kill_units([sp.etcd_unit], keep_down=True), fault=True)
             return ",".join(members), seq(
-                lambda: time.sleep(hold_s), lambda: self._on_all(members, f"systemctl start {sp.etcd_unit}", 120)
+                lambda: time.sleep(hold_s), lambda: self.ssh.on_all(members, f"systemctl start {sp.etcd_unit}", 120)
             )
         if scenario == "kill-actor":
             cam = sorted(place)[0]
@@ -520,7 +444,7 @@ class RemoteStore:
             pid = ((self.health(node, timeout=3.0) or {}).get("camera_status") or {}).get(cam, {}).get("pid")
             if not pid:
                 raise DrillTargetError(f"kill-actor: {node}'s /health gives no pid for {cam}'s actor")
-            self._fault(node, f"kill -KILL {int(pid)}")
+            self.ssh.fault(node, f"kill -KILL {int(pid)}")
             return f"{node}/{cam} (pid {pid})", lambda: None
         if scenario == "switchover":
             from failover import admin
@@ -540,7 +464,7 @@ class RemoteStore:
         """The inventory name of the etcd member that is raft leader (etcd's Status, over mutual TLS)."""
         from failover.raft import member_status
 
-        by_addr = {self._ip(h): n for n, h in self.spec.hosts.items()}
+        by_addr = {host_ip(h): n for n, h in self.spec.hosts.items()}
         deadline = time.monotonic() + bound_s
         while True:
             ids: dict[int, str] = {}
@@ -558,19 +482,6 @@ class RemoteStore:
             if time.monotonic() > deadline:
                 raise DrillTargetError(f"no etcd member names a raft leader within {bound_s:.0f} s")
             time.sleep(0.1)
-
-    def _ip(self, h: Host) -> str:
-        try:
-            return str(ipaddress.ip_address(h.address))
-        except ValueError:
-            import socket
-
-            return socket.gethostbyname(h.address)
-
-    def _close_master(self, host: str) -> None:
-        h = self.spec.hosts[host]
-        subprocess.run([*ssh_argv(h, "true", self.control)[:-3], "-O", "exit", h.address],
-                       capture_output=True, timeout=10, check=False)  # fmt: skip
 
 
 def render_inventory(inventory: Path, out: Path, *, pki_dir: str | None = None) -> Path:

@@ -17,6 +17,10 @@ Rules:
 
 The default flags (``--heartbeat-interval 50 --election-timeout 500``) let etcd honour a lease TTL of 1 s; with etcd's
 own defaults a TTL below ceil(1.5 x election timeout) is raised silently (TTL 1 becomes 2).
+
+The parts: :class:`EtcdCluster` (this module) builds, starts, waits for and stops the cluster;
+:mod:`failover.etcd_member` one member's command line and process, :mod:`failover.etcd_bootstrap` the certificates
+and the auth bootstrap, :mod:`failover.etcd_kept` the ports and mode kept beside the data dirs.
 """
 
 from __future__ import annotations
@@ -27,22 +31,24 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.errors import DCSError
+from failover.etcd_bootstrap import load_cluster_pki
+from failover.etcd_kept import check_mode, read_kept, save_kept
+from failover.etcd_member import HOST, EtcdMember, etcd_command
 
 if TYPE_CHECKING:
     from cluster.pki import Identity
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ETCD_BIN", "HOST", "EtcdCluster", "EtcdMember", "free_port"]
+
 ETCD_BIN = os.environ.get("EDGEPAIR_ETCD", shutil.which("etcd") or "/usr/bin/etcd")
-HOST = "127.0.0.1"
 
 
 _GIVEN: set[int] = set()  # ports this process handed out: never twice (the first may not be bound yet)
@@ -80,37 +86,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class EtcdMember:
-    """One member: its name, ports, data dir and (while running) its process."""
-
-    name: str
-    client_port: int
-    peer_port: int
-    data_dir: Path
-    log_path: Path
-    secure: bool = False
-    proc: subprocess.Popen[bytes] | None = None
-    log_file: IO[bytes] | None = None
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.secure else "http"
-
-    @property
-    def endpoint(self) -> str:
-        """What clients dial: ``https://127.0.0.1:port`` with TLS, ``127.0.0.1:port`` in plain text."""
-        return self.client_url if self.secure else f"{HOST}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"{self.scheme}://{HOST}:{self.peer_port}"
-
-    @property
-    def client_url(self) -> str:
-        return f"{self.scheme}://{HOST}:{self.client_port}"
-
-
 class EtcdCluster:
     """Start and stop an N-member etcd cluster under ``base_dir`` (one data dir and one log file per member).
 
@@ -146,11 +121,13 @@ class EtcdCluster:
         self.store_id = store_id
         self.node_users: tuple[str, ...] = tuple(node_users) if node_users is not None else ()
         if self.cert_dir is not None:
-            self._load_pki(names, node_users)
+            pki = load_cluster_pki(self.cert_dir, names, HOST, store_id, node_users)
+            self.identities, self.admin = pki.identities, pki.admin
+            self.store_id, self.node_users = pki.store_id, pki.node_users
         self.members: dict[str, EtcdMember] = {}
         # A cluster started here before keeps its ports: its members' data (and so the fencing tokens, which only
         # grow) are kept, and etcd's stored membership names those peer URLs.
-        known = self._known_ports(names)
+        known, self._stored_tls = read_kept(self.base_dir, names)
         for name in names:
             client, peer = known.get(name) or (free_port(), free_port())
             self.members[name] = EtcdMember(
@@ -162,74 +139,14 @@ class EtcdCluster:
                 secure=self.secure,
             )
 
-    PORTS_FILE = "members.json"
-    _stored_tls: bool | None = None  # the mode the kept data dirs were made in (None: no kept data)
-
     @property
     def secure(self) -> bool:
         """True when the members serve TLS with client certificates (and auth is on once started)."""
         return self.cert_dir is not None
 
-    def _load_pki(self, names: tuple[str, ...], node_users: Sequence[str] | None) -> None:
-        """Load and check every member's identity and the admin's now, with errors that say what to issue."""
-        import ipaddress
-
-        from cluster.pki import ADMIN_NAME, CertDir, PKIError, cert_info, load_certs
-
-        assert self.cert_dir is not None
-        certs = CertDir(self.cert_dir)
-        try:
-            for name in names:
-                ident = certs.identity(name)
-                hosts = cert_info(load_certs(ident.cert)[0]).hosts
-                if not any(_same_ip(h, HOST, ipaddress) for h in hosts):
-                    raise DCSError(
-                        f"{ident.cert} does not name {HOST} (it names {', '.join(hosts) or 'no host'}): the local etcd"
-                        f" members serve on {HOST}; issue it again with `edgepair certs issue {name} --host {HOST}`"
-                    )
-                self.identities[name] = ident
-            self.admin = certs.identity(ADMIN_NAME)
-            self.store_id = self.store_id or certs.store_id()
-        except PKIError as exc:
-            raise DCSError(f"etcd with TLS from {self.cert_dir}: {exc}") from exc
-        if node_users is None:
-            self.node_users = tuple(n for n, i in self.identities.items() if i.role == "node")
-
     def client_identity(self) -> Identity | None:
         """The identity this manager's own calls use (the admin ``root``), None in plain text."""
         return self.admin
-
-    def _known_ports(self, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-        import json
-
-        path = self.base_dir / self.PORTS_FILE
-        try:
-            data = json.loads(path.read_text())
-            ports = data["members"] if "members" in data else data  # the older file held the ports only
-            known = {n: (int(c), int(p)) for n, (c, p) in ports.items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return {}
-        if set(known) != set(names) or not all((self.base_dir / f"{n}.etcd").exists() for n in names):
-            return {}
-        self._stored_tls = bool(data.get("tls", False))
-        return known
-
-    def _save_ports(self) -> None:
-        import json
-
-        ports = {n: [m.client_port, m.peer_port] for n, m in self.members.items()}
-        (self.base_dir / self.PORTS_FILE).write_text(json.dumps({"members": ports, "tls": self.secure}))
-
-    def _check_mode(self) -> None:
-        """Refuse to start data dirs made in the other mode (their stored peer URLs name the other scheme)."""
-        if self._stored_tls is None or self._stored_tls == self.secure:
-            return
-        made, now = ("TLS", "plain text") if self._stored_tls else ("plain text", "TLS")
-        raise DCSError(
-            f"the etcd data under {self.base_dir} was made with {made} peers and cannot be started with {now}:"
-            f" start it as it was made, or move {self.base_dir} away for a new cluster (fencing tokens then restart"
-            " from 1: clear the nodes' data dirs too)"
-        )
 
     # -- addresses -------------------------------------------------------------------------------------------------
 
@@ -243,18 +160,15 @@ class EtcdCluster:
 
     def pid(self, name: str) -> int | None:
         """The member's pid while its process is running (also while stopped by SIGSTOP), else None."""
-        member = self._member(name)
-        if member.proc is None or member.proc.poll() is not None:
-            return None
-        return member.proc.pid
+        return self._member(name).pid()
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> EtcdCluster:
         """Start every member and wait until each answers and a raft leader exists."""
-        self._check_mode()
+        check_mode(self.base_dir, self._stored_tls, self.secure)
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self._save_ports()
+        save_kept(self.base_dir, {n: [m.client_port, m.peer_port] for n, m in self.members.items()}, self.secure)
         if not self.secure:
             log.warning(
                 "etcd under %s runs in plain text with no auth: anyone who reaches its ports can change the"
@@ -291,19 +205,7 @@ class EtcdCluster:
 
     def stop_member(self, name: str, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
         """Send ``sig`` to one member; for a terminating signal wait (bounded) until the process is gone."""
-        member = self._member(name)
-        proc = member.proc
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, sig)
-        if sig in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP):
-            return
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-        self._close_log(member)
+        self._member(name).signal(sig, timeout)
 
     def resume_member(self, name: str) -> None:
         """SIGCONT a member stopped with SIGSTOP."""
@@ -312,18 +214,7 @@ class EtcdCluster:
     def stop(self) -> None:
         """Stop every member by pid (SIGCONT first, in case one is stopped, then SIGKILL). Safe to call twice."""
         for member in self.members.values():
-            proc = member.proc
-            if proc is not None and proc.poll() is None:
-                for sig in (signal.SIGCONT, signal.SIGKILL):
-                    try:
-                        os.kill(proc.pid, sig)
-                    except ProcessLookupError:
-                        break
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    log.error("etcd member %s (pid %d) did not exit after SIGKILL", member.name, proc.pid)
-            self._close_log(member)
+            member.kill()
 
     def __enter__(self) -> EtcdCluster:
         return self.start()
@@ -384,48 +275,17 @@ class EtcdCluster:
 
     def _spawn(self, name: str) -> None:
         member = self._member(name)
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members.values())
-        state = "existing" if member.data_dir.exists() else "new"
-        cmd = [
+        identity = self.identities[name] if self.secure else None
+        cmd = etcd_command(
             self.etcd_bin,
-            "--name",
-            name,
-            "--data-dir",
-            str(member.data_dir),
-            "--listen-client-urls",
-            member.client_url,
-            "--advertise-client-urls",
-            member.client_url,
-            "--listen-peer-urls",
-            member.peer_url,
-            "--initial-advertise-peer-urls",
-            member.peer_url,
-            "--initial-cluster",
-            initial,
-            "--initial-cluster-state",
-            state,
-            "--initial-cluster-token",
-            self.token,
-            "--heartbeat-interval",
-            str(self.heartbeat_ms),
-            "--election-timeout",
-            str(self.election_ms),
-            "--pre-vote",  # a member coming back from isolation must not depose a working raft leader
-        ]
-        if self.secure:
-            ident = self.identities[name]
-            tls = ["--trusted-ca-file", str(ident.ca), "--cert-file", str(ident.cert), "--key-file", str(ident.key)]
-            cmd += ["--client-cert-auth", *tls]
-            cmd += [
-                "--peer-client-cert-auth",
-                *(f"--peer-{flag[2:]}" if flag.startswith("--") else flag for flag in tls),
-            ]
-        self._close_log(member)
-        member.log_file = open(member.log_path, "ab")
-        member.proc = subprocess.Popen(
-            cmd, stdout=member.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            member,
+            list(self.members.values()),
+            token=self.token,
+            heartbeat_ms=self.heartbeat_ms,
+            election_ms=self.election_ms,
+            identity=identity,
         )
-        log.info("etcd member %s started: pid %d, client %s", name, member.proc.pid, member.endpoint)
+        member.spawn(cmd)
 
     def _wait_answering(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -446,16 +306,3 @@ class EtcdCluster:
                 raise DCSError(f"etcd members {', '.join(pending)} did not answer within {timeout:.0f}s")
             if pending:
                 time.sleep(0.05)
-
-    @staticmethod
-    def _close_log(member: EtcdMember) -> None:
-        if member.log_file is not None and (member.proc is None or member.proc.poll() is not None):
-            member.log_file.close()
-            member.log_file = None
-
-
-def _same_ip(host: str, ip: str, ipaddress: Any) -> bool:
-    try:
-        return bool(ipaddress.ip_address(host) == ipaddress.ip_address(ip))
-    except ValueError:
-        return False

@@ -19,6 +19,9 @@
   new assignment, a peer turned unhealthy or stopped a camera) instead of at its next tick. When the watch stream
   ends (the member died, the client closed) it is re-armed at a later tick; while it is dead or silent the loop
   just polls.
+
+The parts: :class:`EtcdDCS` (this module) holds the session and the transactions; :class:`EndpointRotator` the
+clients; :mod:`failover.etcd_keys` reads the keys into a cluster, :mod:`failover.etcd_watch` keeps the watch.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client, Transactions
-from pyetcd.events import DeleteEvent
 from pyetcd.exceptions import Etcd3Exception
 
 from cluster.errors import DCSError
-from failover.dcs import AbstractDCS, Assignment, ChangeFilter, Cluster, Leader, Member, QuorumProbe, Switchover
+from failover.dcs import AbstractDCS, Assignment, Cluster, Leader, Member, QuorumProbe, Switchover
+from failover.etcd_keys import cluster_from_kvs
 from failover.etcd_tls import credentials, describe, explain, member_status, parse_endpoint
+from failover.etcd_watch import KeyWatch
 
 if TYPE_CHECKING:
     from cluster.pki import Identity
@@ -106,8 +110,7 @@ class EtcdDCS(AbstractDCS):
         self.lease_id: int | None = None
         self.on_grant: Callable[[int], None] | None = None  # told each new session lease (the node's supervisor file)
         self._member_lease: int | None = None
-        self._watch: tuple[Client, int] | None = None
-        self._watch_dead = False
+        self.watch = KeyWatch(self.prefix, store_id)
         self.malformed_keys = 0
         self._malformed_seen: dict[str, int] = {}
 
@@ -115,28 +118,7 @@ class EtcdDCS(AbstractDCS):
 
     def get_cluster(self) -> Cluster:
         kvs = self.etcd.call("read", lambda c: list(c.get_prefix(self.prefix)))
-        members: dict[str, Member] = {}
-        leader = assignment = switchover = None
-        paused = rebalance = False
-        for value, meta in kvs:
-            name = meta.key.decode(errors="replace")[len(self.prefix) :]
-            try:
-                if name.startswith("members/"):
-                    member = Member.from_json(value, session=meta.create_revision, key_name=name[len("members/") :])
-                    members[member.name] = member
-                elif name == "leader":
-                    leader = Leader(value.decode(), meta.create_revision)
-                elif name == "assignment":
-                    assignment = Assignment.from_json(value)
-                elif name == "pause":
-                    paused = True
-                elif name == "switchover":
-                    switchover = Switchover.from_json(value)
-                elif name == "rebalance":
-                    rebalance = True
-            except Exception as exc:  # a malformed key is reported and ignored, never fatal to the HA loop
-                self._malformed(name, meta.mod_revision, exc)
-        return Cluster(members, leader, assignment, paused, switchover, rebalance)
+        return cluster_from_kvs(self.prefix, kvs, self._malformed)
 
     def _malformed(self, name: str, revision: int, exc: BaseException) -> None:
         """Log a malformed key once per revision of it (it is then read as absent) and count it."""
@@ -298,45 +280,10 @@ class EtcdDCS(AbstractDCS):
     # -- leader watch ----------------------------------------------------------------------------------------------
 
     def watch_changes(self, on_change: Callable[[], None], me: str) -> bool:
-        if self._watch is not None and not self._watch_dead:
-            return True
-        self._cancel_watch()
-        client = self.etcd.clients[self.etcd.index]
-        self._watch_dead = False
-        changes = ChangeFilter(me)
-        prefix = self.prefix
-
-        def callback(response: object) -> None:
-            if response is None or isinstance(response, BaseException):
-                self._watch_dead = True  # the stream ended: re-armed at a later tick
-                on_change()
-                return
-            woke = False
-            for event in getattr(response, "events", ()):
-                name = bytes(event.key).decode(errors="replace")[len(prefix) :]
-                value = None if isinstance(event, DeleteEvent) else bytes(event.value)
-                woke = changes.wakes(name, value) or woke
-            if woke:
-                on_change()
-
-        try:
-            watch_id = client.add_watch_prefix_callback(prefix, callback)
-        except Exception as exc:  # an optional speed-up: no failure of it may reach the loop
-            log.debug("watching the keys of store %s failed: %s", self.store_id, describe(exc))
-            return False
-        self._watch = (client, int(watch_id))
-        return True
-
-    def _cancel_watch(self) -> None:
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            try:
-                watch[0].cancel_watch(watch[1])
-            except Exception as exc:  # cancelling must never raise
-                log.debug("cancelling the leader watch: %s", exc)
+        return self.watch.arm(self.etcd.clients[self.etcd.index], on_change, me)
 
     def close(self) -> None:
-        self._cancel_watch()
+        self.watch.cancel()
         self.etcd.close()
 
 

@@ -26,6 +26,12 @@ mode is the reference: keep the primary only while every peer can be confirmed):
 
 So "keep running on quorum loss" holds when the loss is visible (members down or leaderless), which is the case of
 the witness and the peer's member failing; a silent network cut stops cameras instead of risking a double run.
+
+The parts: :class:`HALoop` (this module) reads, decides and runs the ticks, and takes the operator's actions;
+:mod:`failover.selfreport` what the node says about itself (health verdict, member key), :mod:`failover.lease` its
+session (lease, member key written, cluster read, renewal times), :mod:`failover.apply` applying a decision with
+:mod:`failover.leadership` (the leader key and the writes only a leader makes) and :mod:`failover.reconcile` (the
+runner's cameras).
 """
 
 from __future__ import annotations
@@ -34,16 +40,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cluster.errors import DCSError
+from failover.apply import Applier
 from failover.dcs import AbstractDCS, Cluster, Leader, Member, QuorumProbe
 from failover.decide import Action, Decision, Snapshot, decide
 from failover.fence import CameraRunner, Fenced, FencedRunner
-from failover.timing import Durations
+from failover.leadership import Leadership
+from failover.lease import Lease
+from failover.reconcile import Reconciler
+from failover.selfreport import HealthReport, SelfReport
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Clock", "HALoop", "HealthReport", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -58,18 +69,6 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """A node's health as its probes measured it (:mod:`cluster.health`), read by the loop at every tick.
-
-    ``healthy`` is the verdict after hysteresis; ``reasons`` say why (one sentence per probe that failed or that is
-    reported without counting); ``failing`` names the cameras whose source fails from this node (not its fault)."""
-
-    healthy: bool = True
-    reasons: tuple[str, ...] = ()
-    failing: tuple[str, ...] = ()
 
 
 class HALoop:
@@ -105,109 +104,94 @@ class HALoop:
         self.clock: Clock = clock or SystemClock()
         self.ttl = ttl
         self.loop_wait = loop_wait if loop_wait is not None else ttl / 5
-        self.healthy = healthy
-        self.health_source = health
-        self.health = HealthReport(healthy)
-        self.wall = wall
+        self.me = SelfReport(node_name, capacity, healthy, health, wall)
         self.own_fence: FencedRunner | None = None
         if isinstance(runner, Fenced):
             self.runner: Fenced = runner
         else:
             self.own_fence = FencedRunner(runner, ttl, node=node_name, monotonic=self.clock.monotonic)
             self.runner = self.own_fence
-        self.session = 0
-        self.last_renewal = float("-inf")
-        self.leader: Leader | None = None
-        self.mode = "starting"
-        self.last: Decision | None = None
-        self.last_cluster: Cluster | None = None
+        self.lease = Lease(dcs, self.runner, self.clock)
+        self.leadership = Leadership(dcs, node_name)
+        self.reconciler = Reconciler(self.runner, node_name)
+        self.applier = Applier(node_name, self.leadership, self.reconciler)
+        self.renew_rtt = self.lease.renew_rtt  # how long each successful renewal request took
+        self.renew_gap = self.lease.renew_gap  # time between the sends of two successive successful renewals
+        self.start_errors = self.reconciler.start_errors  # camera -> why its last start failed
         self.last_probe: QuorumProbe | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by the DCS's leader watch (and by stop) to end a pause early
         self.tick_errors = 0  # ticks that raised an unexpected exception (logged; the loop goes on)
-        self.start_errors: dict[str, str] = {}  # camera -> why its last start failed (logged once per reason)
-        self.renew_rtt = Durations()  # how long each successful renewal request took
-        self.renew_gap = Durations()  # time between the sends of two successive successful renewals (the fence's)
-        self.last_renewal_sent = float("-inf")
+
+    @property
+    def leader(self) -> Leader | None:
+        """The leader key as this node holds it (None: not answering "leader")."""
+        return self.leadership.leader
+
+    @property
+    def mode(self) -> str:
+        """normal, failsafe, unreachable or fenced (starting before the first tick)."""
+        return self.applier.mode
+
+    @property
+    def last(self) -> Decision | None:
+        return self.applier.last
+
+    @property
+    def health_source(self) -> Callable[[], HealthReport] | None:
+        return self.me.source
+
+    @health_source.setter
+    def health_source(self, source: Callable[[], HealthReport] | None) -> None:
+        self.me.source = source
+
+    @property
+    def healthy(self) -> bool:
+        return self.me.healthy
+
+    @property
+    def health(self) -> HealthReport:
+        return self.me.health
+
+    @property
+    def session(self) -> int:
+        return self.lease.session
+
+    @property
+    def last_renewal(self) -> float:
+        return self.lease.last_renewal
+
+    @property
+    def last_cluster(self) -> Cluster | None:
+        return self.lease.last_cluster
 
     # -- one tick --------------------------------------------------------------------------------------------------
 
     def run_once(self) -> Decision:
-        self._read_health()
-        cluster, error = self._refresh()
+        self.me.read()
+        cluster, error = self.lease.refresh(self._member, self._lease_lost)
         probe = None
         if cluster is None:
             probe = self.dcs.probe_quorum()
             if probe.quorum_impossible:
-                self._renewed(self.clock.monotonic())
+                self.lease.renewed(self.clock.monotonic())
         decision = decide(self._snapshot(cluster, error, probe))
         if decision.action is Action.ACQUIRE:
             decision, cluster = self._acquire(decision, cluster)
-        self._apply(decision, cluster)
+        self.applier.apply(decision, cluster)
         return decision
 
-    def _read_health(self) -> None:
-        if self.health_source is None:
-            return
-        try:
-            report = self.health_source()
-        except Exception:  # a broken probe must not stop the tick: keep the last verdict
-            log.exception("%s: reading the health verdict failed; keeping the last one", self.name)
-            return
-        if report.healthy != self.healthy:
-            log.warning(
-                "%s: now %s: %s",
-                self.name,
-                "healthy" if report.healthy else "UNHEALTHY",
-                "; ".join(report.reasons) or "every probe passes",
-            )
-        self.health = report
-        self.healthy = report.healthy
-
-    def _refresh(self) -> tuple[Cluster | None, str]:
-        sent = self.clock.monotonic()
-        try:
-            alive = self.dcs.renew()
-            if not alive and self.session:
-                stopped = self._stop_all()
-                log.warning(
-                    "%s: session lease had expired: leadership and member key lost, stopped %s",
-                    self.name,
-                    ", ".join(stopped) or "no camera",
-                )
-                self.leader = None
-            self._renewed(sent)
-            self._time_renewal(sent)
-            self.session = self.dcs.touch_member(self._member())
-            cluster = self.dcs.get_cluster()
-        except DCSError as exc:
-            return None, str(exc)
-        self.last_cluster = cluster
-        return cluster, ""
-
-    def _time_renewal(self, sent: float) -> None:
-        now = self.clock.monotonic()
-        self.renew_rtt.add(now - sent)
-        if self.last_renewal_sent > float("-inf"):
-            self.renew_gap.add(sent - self.last_renewal_sent)
-        self.last_renewal_sent = sent
-
-    def _renewed(self, at: float) -> None:
-        self.last_renewal = at
-        self.runner.renewed(at)
+    def _lease_lost(self) -> None:
+        stopped = self.reconciler.stop_all()
+        log.warning(
+            "%s: session lease had expired: leadership and member key lost, stopped %s",
+            self.name,
+            ", ".join(stopped) or "no camera",
+        )
+        self.leadership.leader = None
 
     def _member(self) -> Member:
-        mode = self.mode if self.mode in ("normal", "failsafe", "fenced") else "normal"
-        return Member(
-            self.name,
-            self.healthy,
-            self.capacity,
-            tuple(sorted(self.runner.running())),
-            mode=mode,
-            reasons=self.health.reasons,
-            failing=self.health.failing,
-            wall=round(self.wall(), 3),
-        )
+        return self.me.member(self.runner.running(), self.mode)
 
     def _snapshot(self, cluster: Cluster | None, error: str, probe: QuorumProbe | None) -> Snapshot:
         self.last_probe = probe
@@ -225,108 +209,17 @@ class HALoop:
         )
 
     def _acquire(self, decision: Decision, before: Cluster | None) -> tuple[Decision, Cluster | None]:
-        """Try to take the leader key; decide again on a fresh read, which ``_apply`` then acts on (the first
+        """Try to take the leader key; decide again on a fresh read, which ``run_once`` then applies (the first
         assignment is written in the same tick, so the followers need not wait a loop period for it)."""
-        self._log(decision)
+        self.applier.log(decision)
         try:
-            leader = self.dcs.attempt_to_acquire_leader(self.name)
-            if leader is None:
+            if self.leadership.acquire() is None:
                 return Decision(Action.FOLLOW, "leader key taken by another node first: following it"), before
-            self.leader = leader
-            log.info("%s: acquired leadership (token %d)", self.name, leader.token)
             cluster = self.dcs.get_cluster()
         except DCSError as exc:
             return Decision(Action.WAIT, f"acquiring leadership failed: {exc}"), before
-        self.last_cluster = cluster
+        self.lease.last_cluster = cluster
         return decide(self._snapshot(cluster, "", None)), cluster
-
-    # -- applying --------------------------------------------------------------------------------------------------
-
-    def _apply(self, decision: Decision, cluster: Cluster | None) -> None:
-        self._log(decision)
-        act = decision.action
-        self.mode = {Action.FAILSAFE: "failsafe", Action.FENCE: "fenced", Action.WAIT: "unreachable"}.get(act, "normal")
-        try:
-            if act is Action.RELEASE and cluster is not None and cluster.leader is not None:
-                # Stop answering "leader" (live_role) before the key goes: once it is deleted the peer may take it
-                # at once, and both nodes must never say leader at the same moment.
-                self.leader = None
-                if self.dcs.release_leader(cluster.leader):
-                    log.info("%s: released leadership (token %d) for the switchover", self.name, cluster.leader.token)
-                # The switchover key stays until the new leader clears it: while it names this node as the one
-                # that handed over, this node does not take the key straight back at its next tick.
-                return
-            if act is Action.LEAD and cluster is not None and cluster.leader is not None:
-                self.leader = cluster.leader
-                sw = cluster.switchover
-                if sw is not None:
-                    if sw.candidate == self.name or sw.leader not in (None, self.name):
-                        log.info("%s: switchover to this node done (token %d)", self.name, cluster.leader.token)
-                    else:
-                        log.info("%s: switchover asked for but no other healthy member: staying leader", self.name)
-                    self.dcs.clear_switchover()
-                if decision.assignment is not None:
-                    if not self.dcs.write_assignment(decision.assignment):
-                        log.warning(
-                            "%s: assignment refused: the leader key no longer has token %d; starting nothing",
-                            self.name,
-                            decision.assignment.token,
-                        )
-                        self.leader = None
-                        self._reconcile(decision.run or {}, decision.token, starts=False)
-                        return
-                    if cluster.rebalance:
-                        self.dcs.set_rebalance(False)
-            elif act is Action.FOLLOW:
-                self.leader = None
-        except DCSError as exc:
-            log.warning("%s: applying %s failed: %s; starting nothing this tick", self.name, act, exc)
-            if decision.run is not None:
-                self._reconcile(decision.run, decision.token, starts=False)
-            return
-        if act is Action.FENCE:
-            self._stop_all()
-        elif decision.run is not None:
-            self._reconcile(decision.run, decision.token, starts=True)
-
-    def _reconcile(self, run: dict[str, float], token: int, starts: bool) -> None:
-        for cam in sorted(self.runner.running() - set(run)):
-            log.info("%s: stopping %s", self.name, cam)
-            self.runner.stop_camera(cam)
-        if not starts:
-            return
-        running = self.runner.running()
-        failed: list[str] = []
-        for cam, fps in sorted(run.items()):
-            if cam not in running:
-                log.info("%s: starting %s at %.2f fps under token %d", self.name, cam, fps, token)
-            try:  # one camera that cannot start (not in this node's config, a broken source) leaves the others
-                self.runner.start_camera(cam, fps, token)
-            except Exception as exc:
-                failed.append(cam)
-                if self.start_errors.get(cam) != str(exc):
-                    log.error("%s: cannot start %s: %s", self.name, cam, exc)
-                self.start_errors[cam] = str(exc)
-        for cam in list(self.start_errors):
-            if cam not in failed:
-                del self.start_errors[cam]
-        if failed:
-            raise RuntimeError(f"{self.name}: cannot start {', '.join(failed)} (the other cameras were started)")
-
-    def _stop_all(self) -> list[str]:
-        stopped = sorted(self.runner.running())
-        for cam in stopped:
-            self.runner.stop_camera(cam)
-        return stopped
-
-    def _log(self, decision: Decision) -> None:
-        last = self.last
-        level = logging.INFO if last is None or (last.action, last.reason) != (decision.action, decision.reason) else 0
-        if level:
-            log.log(level, "%s: %s", self.name, decision.reason)
-        else:
-            log.debug("%s: %s", self.name, decision.reason)
-        self.last = decision
 
     # -- running ---------------------------------------------------------------------------------------------------
 
@@ -367,15 +260,10 @@ class HALoop:
     def shutdown(self, release: bool = True) -> None:
         """Stop the cameras, then (if leading) release leadership at once so the peer takes over without the TTL."""
         self.stop()
-        self._stop_all()
+        self.reconciler.stop_all()
         if self.own_fence is not None:
             self.own_fence.close()
-        leader, self.leader = self.leader, None  # no longer "leader" (live_role) before the key goes
-        if release and leader is not None:
-            try:
-                self.dcs.release_leader(leader)
-            except DCSError as exc:
-                log.warning("%s: releasing leadership on shutdown failed: %s", self.name, exc)
+        self.leadership.give_up(release)
 
     # -- operator actions ------------------------------------------------------------------------------------------
 
@@ -383,14 +271,8 @@ class HALoop:
         """Hand leadership over: as leader, delete the leader key now; otherwise ask the leader to."""
         if to is not None and to == self.name:
             raise DCSError(f"{self.name} cannot switch over to itself")
-        if self.leader is not None:
-            self.dcs.request_switchover(to, leader=self.name)
-            leader, self.leader = self.leader, None  # no longer "leader" (live_role) before the key goes
-            if self.dcs.release_leader(leader):
-                log.info("%s: released leadership (token %d) for a switchover", self.name, leader.token)
-        else:
-            current = self._cluster_leader()
-            self.dcs.request_switchover(to, leader=current)
+        if not self.leadership.hand_over(to):
+            self.dcs.request_switchover(to, leader=self._cluster_leader())
 
     def pause(self) -> None:
         self.dcs.set_paused(True)
@@ -400,11 +282,12 @@ class HALoop:
 
     def status(self) -> dict[str, Any]:
         """This node's own view: mode (normal, failsafe, unreachable, fenced), leader, token, cameras, last reason."""
+        leader = self.leader
         return {
             "node": self.name,
             "mode": self.mode,
-            "leader": self.leader.name if self.leader else (self._cluster_leader()),
-            "token": self.leader.token if self.leader else None,
+            "leader": leader.name if leader else (self._cluster_leader()),
+            "token": leader.token if leader else None,
             "session": self.session,
             "running": sorted(self.runner.running()),
             "reason": self.last.reason if self.last else "",

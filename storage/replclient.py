@@ -8,12 +8,12 @@ what this node lacks (anti-entropy), over one Flight connection at a time.
 - Anti-entropy: compare catalogs, take the dataset meta, fetch the files lacking in batches of :data:`BATCH_FILES`
   (one by one from a peer without batch tickets), then the signatures lacking of files held unsigned.
 - A file the receiver refused for good (:meth:`storage.replication.Replicator.receive`) is not fetched again with
-  the same sha256; a retryable refusal (a transfer problem, a token above this node's view of etcd, a signature
-  missing or not checkable yet) is fetched again at the next anti-entropy.
+  the same sha256; a retryable refusal (:data:`storage.refusals.RETRYABLE`: a transfer problem, a token above this
+  node's view of etcd, a signature missing or not checkable yet) is fetched again at the next anti-entropy.
 - The peer must prove it is the peer node (:func:`storage.flightauth.check_proof`) on every new connection, when the
   Replicator knows the pair; a failed proof is refused (``peer_identity``), counted, and the connection dropped.
 - The loop never dies: any exception of a round (a Flight error, a malformed answer of the peer, a bug) is logged,
-  counted (:attr:`storage.replication.PeerStatus.errors`) and followed by a back-off, then a new connection.
+  counted (:attr:`storage.replstatus.PeerStatus.errors`) and followed by a back-off, then a new connection.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from storage import replmeta
 from storage.admission import MAX_TICKET_IDS
 from storage.bounds import Refused
 from storage.flightauth import WHOAMI, check_proof, client_kwargs, new_nonce
+from storage.refusals import RETRYABLE
 from storage.replserver import BATCH_PREFIX, CHUNK, CHUNK_SCHEMA
 from storage.signing import read_sig
 
@@ -39,10 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BATCH_FILES", "RETRYABLE", "PeerClient"]
+
 BATCH_FILES = 128
-RETRYABLE = frozenset({"checksum", "unreadable", "too_large", "token_future", "unsigned", "signer_unknown"})
-"""Refusals that a legitimate file can meet for a while (a transfer problem; this node's view of etcd's revision is
-older than the file's token; its signature is missing, torn, or signed by a certificate not known here yet)."""
 
 
 class PeerClient:

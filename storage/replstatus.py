@@ -1,15 +1,66 @@
-"""``edgepair replication status``: the status file a node's Replicator keeps, read and formatted for a terminal."""
+"""Replication's health towards the peer: what a node's Replicator counts (:class:`PeerStatus`), the status file it
+keeps (``catalog/replication.json``, written atomically at every round and at stop), and ``edgepair replication
+status``, which reads that file and formats it for a terminal."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cluster.errors import StorageError
 from storage.catalog import CATALOG_DIR
-from storage.replication import STATUS_NAME
+from storage.segments import write_atomic
+
+log = logging.getLogger("storage.replication")  # the lines the replicator wrote keep its name
+
+STATUS_NAME = "replication.json"
+
+
+@dataclass
+class PeerStatus:
+    """Replication health towards the peer, as :meth:`storage.replication.Replicator.status` reports it."""
+
+    peer: str
+    connected: bool = False
+    lag_s: float = 0.0
+    lag_segments: int = 0
+    pushed: int = 0
+    pulled: int = 0
+    refused: int = 0
+    corrupt: int = 0
+    last_error: str | None = None
+    last_sync: float | None = None
+    errors: int = 0
+    """Failed replication rounds (the peer unreachable, a malformed answer, a bug): each logged, then a back-off."""
+    push_lags: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def doc(self, corrupt_found: int = 0) -> dict[str, Any]:
+        """The peer's part of the status file (``corrupt_found``: corrupt local files the catalog quarantined)."""
+        return {
+            "connected": self.connected,
+            "lag_s": round(self.lag_s, 3),
+            "lag_segments": self.lag_segments,
+            "pushed": self.pushed,
+            "pulled": self.pulled,
+            "refused": self.refused,
+            "corrupt": self.corrupt + corrupt_found,
+            "last_error": self.last_error,
+            "last_sync": self.last_sync,
+            "errors": self.errors,
+        }
+
+
+def write_replication_status(data_dir: Path, status: dict[str, Any], node: str) -> None:
+    """Write the status file atomically; a failure is logged (debug), never raised."""
+    try:
+        write_atomic(Path(data_dir) / CATALOG_DIR / STATUS_NAME, json.dumps(status).encode())
+    except StorageError as exc:
+        log.debug("node %s: cannot write replication status: %s", node, exc)
 
 
 def replication_status(data_dir: Path) -> dict[str, Any]:
