@@ -15,14 +15,9 @@ SQL_TEXT = {"storage/kpisql.py:_views_sql"}  # one SQL statement (the KPI views)
 CLASS_DEBT = {  # issue 16, open: split each along its jobs, then remove it from here
     "cluster/node.py:Node": 518,
     "actors/worker.py:CameraWorker": 487,
-    "storage/replication.py:Replicator": 427,
     "actors/capture.py:Capture": 426,  # grew with the sub-stream choice (issue 20): to split out
-    "failover/loop.py:HALoop": 346,
-    "failover/etcd_cluster.py:EtcdCluster": 341,
     "cluster/camera_runner.py:RayCameraRunner": 308,
-    "cluster/drill_remote.py:RemoteStore": 289,
     "actors/lines.py:LineCounter": 262,
-    "failover/etcd_dcs.py:EtcdDCS": 252,
 }
 
 
