@@ -12,14 +12,19 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("actors", "cluster", "storage", "failover")
 
 
-def imported_modules(path: Path) -> list[str]:
+def imported_modules(path: Path, packages: tuple[str, ...] = ()) -> list[str]:
+    """Every module ``path`` imports, at module level, in functions and under TYPE_CHECKING alike; ``from P import
+    x`` names ``P.x`` for P in ``packages`` (x is a module of that package), ``P`` otherwise."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
+            if node.module in packages:
+                names += [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                names.append(node.module)
     return names
 
 
@@ -80,19 +85,8 @@ def layer_of(module: str) -> str:
 
 
 def product_imports(path: Path) -> list[str]:
-    """The product modules ``path`` imports, at module level, in functions and under TYPE_CHECKING alike
-    (``from cluster import unsafe`` is the module ``cluster.unsafe``)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module in PRODUCT:
-                names += [f"{node.module}.{a.name}" for a in node.names]
-            else:
-                names.append(node.module)
-    return [n for n in names if n.split(".")[0] in PRODUCT and n not in PRODUCT]
+    """The product modules ``path`` imports (``from cluster import unsafe`` is the module ``cluster.unsafe``)."""
+    return [n for n in imported_modules(path, PRODUCT) if n.split(".")[0] in PRODUCT and n not in PRODUCT]
 
 
 def layering_breaks(modules: list[tuple[str, Path]]) -> list[str]:
